@@ -1,0 +1,707 @@
+//! Typed models of the Kaiten entities a sync needs.
+//!
+//! Every model is tolerant: unknown fields are ignored (and kept in [`Record::raw`]), missing or `null`
+//! fields become `None`, enums have an `Unknown` fallback, and a timestamp that does not parse becomes
+//! `None` rather than failing the whole page. The JSON exactly as Kaiten sent it is always kept in
+//! `raw`, so a store can persist everything, including fields this crate does not know yet.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// A Kaiten record: a typed view of one JSON object plus the object itself.
+pub trait Record: DeserializeOwned + Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// A short name of the entity, used in errors and logs (`"card"`, `"board"`, ...).
+    const ENTITY: &'static str;
+
+    /// The record's integer id.
+    fn id(&self) -> i64;
+
+    /// The JSON object exactly as received.
+    fn raw(&self) -> &Value;
+
+    /// When the record was last updated in Kaiten, if it says.
+    fn updated(&self) -> Option<DateTime<Utc>>;
+
+    /// Parses a JSON object into the typed model, keeping the object as `raw`.
+    ///
+    /// Fails only when the value is not an object or lacks an integer `id`.
+    fn from_value(raw: Value) -> Result<Self, serde_json::Error>;
+}
+
+macro_rules! record {
+    ($ty:ident, $entity:literal) => {
+        impl Record for $ty {
+            const ENTITY: &'static str = $entity;
+            fn id(&self) -> i64 {
+                self.id
+            }
+            fn raw(&self) -> &Value {
+                &self.raw
+            }
+            fn updated(&self) -> Option<DateTime<Utc>> {
+                self.updated
+            }
+            fn from_value(raw: Value) -> Result<Self, serde_json::Error> {
+                let mut parsed = <$ty>::deserialize(&raw)?;
+                parsed.raw = raw;
+                Ok(parsed)
+            }
+        }
+    };
+}
+
+/// An integer-coded Kaiten enum with an `Unknown` fallback for codes this crate does not know.
+macro_rules! int_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $code:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// A code this version of the crate does not know.
+            Unknown(i64),
+        }
+
+        impl $name {
+            /// The integer code Kaiten uses.
+            pub fn code(self) -> i64 {
+                match self {
+                    $(Self::$variant => $code,)+
+                    Self::Unknown(code) => code,
+                }
+            }
+
+            /// The variant for a code (`Unknown` for codes not listed).
+            pub fn from_code(code: i64) -> Self {
+                match code {
+                    $($code => Self::$variant,)+
+                    other => Self::Unknown(other),
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_i64(self.code())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok(Self::from_code(i64::deserialize(d)?))
+            }
+        }
+    };
+}
+
+int_enum! {
+    /// A card's workflow state.
+    CardState { /// Not started (first column type).
+        Queued = 1, /// In progress.
+        InProgress = 2, /// Done.
+        Done = 3 }
+}
+
+int_enum! {
+    /// Whether a record is live, archived or deleted (cards, lanes, select values).
+    Condition { /// On the board.
+        Live = 1, /// Archived.
+        Archived = 2, /// Deleted (soft-deleted by Kaiten).
+        Deleted = 3 }
+}
+
+/// Lenient optional deserializers: a wrong type or an unparseable value becomes `None`.
+pub(crate) mod lenient {
+    use super::*;
+
+    pub(crate) fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Ok(match Option::<Value>::deserialize(d)? {
+            Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc)),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Ok(match Option::<Value>::deserialize(d)? {
+            Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn float<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(match Option::<Value>::deserialize(d)? {
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        Ok(match Option::<Value>::deserialize(d)? {
+            Some(Value::Bool(b)) => Some(b),
+            Some(Value::Number(n)) => n.as_i64().map(|n| n != 0),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(match Option::<Value>::deserialize(d)? {
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+        Ok(match Option::<Value>::deserialize(d)? {
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_i64).collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    pub(crate) fn state<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CardState>, D::Error> {
+        Ok(int(d)?.map(CardState::from_code))
+    }
+
+    pub(crate) fn condition<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Condition>, D::Error> {
+        Ok(int(d)?.map(Condition::from_code))
+    }
+
+    pub(crate) fn object<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Value>, D::Error> {
+        Ok(match Option::<Value>::deserialize(d)? {
+            Some(Value::Object(map)) => map.into_iter().collect(),
+            _ => BTreeMap::new(),
+        })
+    }
+}
+
+/// A space: a folder of boards; spaces form a tree through `parent_entity_uid`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct Space {
+    /// Integer id.
+    pub id: i64,
+    /// UUID.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub uid: Option<String>,
+    /// Title.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub title: Option<String>,
+    /// Whether the space is archived.
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub archived: Option<bool>,
+    /// The parent space's uid, for nested spaces.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub parent_entity_uid: Option<String>,
+    /// Position among siblings.
+    #[serde(default, deserialize_with = "lenient::float")]
+    pub sort_order: Option<f64>,
+    /// External id set by integrations.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub external_id: Option<String>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// The JSON object as received.
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(Space, "space");
+
+impl Space {
+    /// Ids of the boards embedded in the space object (`boards[].id`), if Kaiten sent them.
+    pub fn embedded_board_ids(&self) -> Vec<i64> {
+        self.raw
+            .get("boards")
+            .and_then(Value::as_array)
+            .map(|boards| boards.iter().filter_map(|b| b.get("id").and_then(Value::as_i64)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A board of a space.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct Board {
+    /// Integer id.
+    pub id: i64,
+    /// UUID, when sent.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub uid: Option<String>,
+    /// Title.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub title: Option<String>,
+    /// The space the board belongs to. Kaiten does not always include it; the sync engine fills it in
+    /// from the space the board was listed under.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub space_id: Option<i64>,
+    /// Description.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub description: Option<String>,
+    /// External id.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub external_id: Option<String>,
+    /// Position in the space.
+    #[serde(default, deserialize_with = "lenient::float")]
+    pub sort_order: Option<f64>,
+    /// Whether the board is archived.
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub archived: Option<bool>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// The JSON object as received.
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(Board, "board");
+
+/// A column of a board. Subcolumns are columns too, with `column_id` naming their parent column.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct Column {
+    /// Integer id.
+    pub id: i64,
+    /// UUID, when sent.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub uid: Option<String>,
+    /// Title.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub title: Option<String>,
+    /// The board.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub board_id: Option<i64>,
+    /// The parent column, for a subcolumn.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub column_id: Option<i64>,
+    /// Position on the board.
+    #[serde(default, deserialize_with = "lenient::float")]
+    pub sort_order: Option<f64>,
+    /// Column type: 1 queued, 2 in progress, 3 done.
+    #[serde(default, rename = "type", deserialize_with = "lenient::int")]
+    pub column_type: Option<i64>,
+    /// WIP limit.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub wip_limit: Option<i64>,
+    /// External id.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub external_id: Option<String>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// The JSON object as received (for a top-level column, including its nested `subcolumns`).
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(Column, "column");
+
+impl Column {
+    /// The nested `subcolumns[]` of a full column, parsed, with `column_id` and `board_id` filled in
+    /// from the parent when Kaiten left them out.
+    pub fn subcolumns(&self) -> Vec<Column> {
+        let Some(items) = self.raw.get("subcolumns").and_then(Value::as_array) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|item| Column::from_value(item.clone()).ok())
+            .map(|mut sub| {
+                sub.column_id = sub.column_id.or(Some(self.id));
+                sub.board_id = sub.board_id.or(self.board_id);
+                sub
+            })
+            .collect()
+    }
+}
+
+/// A lane (swimlane) of a board.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct Lane {
+    /// Integer id.
+    pub id: i64,
+    /// UUID, when sent.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub uid: Option<String>,
+    /// Title.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub title: Option<String>,
+    /// The board.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub board_id: Option<i64>,
+    /// Position on the board.
+    #[serde(default, deserialize_with = "lenient::float")]
+    pub sort_order: Option<f64>,
+    /// Live, archived or deleted.
+    #[serde(default, deserialize_with = "lenient::condition")]
+    pub condition: Option<Condition>,
+    /// WIP limit.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub wip_limit: Option<i64>,
+    /// External id.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub external_id: Option<String>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// The JSON object as received.
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(Lane, "lane");
+
+/// A user of the company, as visible to the token.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct User {
+    /// Integer id.
+    pub id: i64,
+    /// UUID.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub uid: Option<String>,
+    /// Full name.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub full_name: Option<String>,
+    /// Login name.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub username: Option<String>,
+    /// E-mail address.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub email: Option<String>,
+    /// Whether the account is activated.
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub activated: Option<bool>,
+    /// Whether this is a virtual (non-login) user.
+    #[serde(default, rename = "virtual", deserialize_with = "lenient::boolean")]
+    pub is_virtual: Option<bool>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// The JSON object as received.
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(User, "user");
+
+/// A card type (e.g. "Bug", "Feature").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct CardType {
+    /// Integer id.
+    pub id: i64,
+    /// UUID.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub uid: Option<String>,
+    /// Name.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub name: Option<String>,
+    /// One-letter badge.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub letter: Option<String>,
+    /// Colour code.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub color: Option<i64>,
+    /// Whether the type is archived.
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub archived: Option<bool>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// The JSON object as received.
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(CardType, "card type");
+
+/// A tag.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct Tag {
+    /// Integer id.
+    pub id: i64,
+    /// UUID.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub uid: Option<String>,
+    /// Name.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub name: Option<String>,
+    /// Colour code.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub color: Option<i64>,
+    /// Whether the tag is archived.
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub archived: Option<bool>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// The JSON object as received.
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(Tag, "tag");
+
+/// A company-wide custom property definition.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct PropertyDefinition {
+    /// Integer id. Card values live under `properties["id_<id>"]`.
+    pub id: i64,
+    /// UUID.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub uid: Option<String>,
+    /// Name.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub name: Option<String>,
+    /// Type: `string`, `number`, `date`, `email`, `checkbox`, `select`, `user`, `url`, ...
+    #[serde(default, rename = "type", deserialize_with = "lenient::string")]
+    pub property_type: Option<String>,
+    /// Live or archived.
+    #[serde(default, deserialize_with = "lenient::condition")]
+    pub condition: Option<Condition>,
+    /// For a select: whether several values may be chosen.
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub multi_select: Option<bool>,
+    /// External id.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub external_id: Option<String>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// The JSON object as received.
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(PropertyDefinition, "custom property");
+
+impl PropertyDefinition {
+    /// Whether the property is a select (its values live at `.../select-values`).
+    pub fn is_select(&self) -> bool {
+        matches!(self.property_type.as_deref(), Some("select") | Some("multi_select"))
+    }
+}
+
+/// One value of a select-type custom property.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct SelectValue {
+    /// Integer id.
+    pub id: i64,
+    /// UUID.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub uid: Option<String>,
+    /// The property this value belongs to.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub custom_property_id: Option<i64>,
+    /// The displayed value.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub value: Option<String>,
+    /// Colour code.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub color: Option<i64>,
+    /// Live or deleted.
+    #[serde(default, deserialize_with = "lenient::condition")]
+    pub condition: Option<Condition>,
+    /// Position in the list.
+    #[serde(default, deserialize_with = "lenient::float")]
+    pub sort_order: Option<f64>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// The JSON object as received.
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(SelectValue, "select value");
+
+/// A card (list shape of `GET /cards`; `GET /cards/{id}` parses into the same type).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct Card {
+    /// Integer id.
+    pub id: i64,
+    /// UUID.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub uid: Option<String>,
+    /// Title.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub title: Option<String>,
+    /// Description (only when requested with `additional_card_fields=description`).
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub description: Option<String>,
+    /// Workflow state.
+    #[serde(default, deserialize_with = "lenient::state")]
+    pub state: Option<CardState>,
+    /// Live, archived or deleted.
+    #[serde(default, deserialize_with = "lenient::condition")]
+    pub condition: Option<Condition>,
+    /// Whether the card is archived.
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub archived: Option<bool>,
+    /// Marked urgent.
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub asap: Option<bool>,
+    /// Blocked by something.
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub blocked: Option<bool>,
+    /// Board.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub board_id: Option<i64>,
+    /// Column.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub column_id: Option<i64>,
+    /// Lane.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub lane_id: Option<i64>,
+    /// Space (not always sent; the engine fills it from the board when it can).
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub space_id: Option<i64>,
+    /// Owner user.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub owner_id: Option<i64>,
+    /// Card type.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub type_id: Option<i64>,
+    /// Position in its cell.
+    #[serde(default, deserialize_with = "lenient::float")]
+    pub sort_order: Option<f64>,
+    /// Bumped by Kaiten on every write.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub version: Option<i64>,
+    /// Size (estimate).
+    #[serde(default, deserialize_with = "lenient::float")]
+    pub size: Option<f64>,
+    /// Due date.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub due_date: Option<DateTime<Utc>>,
+    /// External id.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub external_id: Option<String>,
+    /// Custom property values, keyed `id_<property id>`.
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub properties: BTreeMap<String, Value>,
+    /// Tag ids.
+    #[serde(default, deserialize_with = "lenient::ids")]
+    pub tag_ids: Vec<i64>,
+    /// Parent card ids.
+    #[serde(default, deserialize_with = "lenient::ids")]
+    pub parents_ids: Vec<i64>,
+    /// Child card ids.
+    #[serde(default, deserialize_with = "lenient::ids")]
+    pub children_ids: Vec<i64>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// Last time the card moved.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub last_moved_at: Option<DateTime<Utc>>,
+    /// When the card was completed.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The JSON object as received.
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(Card, "card");
+
+impl Card {
+    /// Whether the card is archived, from `archived` or `condition`.
+    pub fn is_archived(&self) -> bool {
+        self.archived.unwrap_or(false) || self.condition == Some(Condition::Archived)
+    }
+}
+
+/// Parses a JSON array of objects into records, keeping each object as its `raw`.
+pub fn parse_list<T: Record>(value: Value) -> Result<Vec<T>, serde_json::Error> {
+    match value {
+        Value::Array(items) => items.into_iter().map(T::from_value).collect(),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a JSON array of {} objects, got {}",
+            T::ENTITY,
+            json_kind(&other)
+        ))),
+    }
+}
+
+pub(crate) fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn card_keeps_unknown_fields_and_tolerates_missing_ones() {
+        let raw = json!({"id": 7, "title": "T", "state": 9, "condition": 2, "brand_new_field": {"x": 1},
+                         "updated": "2024-10-14T10:48:16.594Z", "tag_ids": [1, 2], "properties": {"id_5": [3]}});
+        let card = Card::from_value(raw.clone()).unwrap();
+        assert_eq!(card.id, 7);
+        assert_eq!(card.state, Some(CardState::Unknown(9)));
+        assert_eq!(card.condition, Some(Condition::Archived));
+        assert!(card.is_archived());
+        assert_eq!(card.raw, raw);
+        assert_eq!(card.tag_ids, vec![1, 2]);
+        assert_eq!(card.properties["id_5"], json!([3]));
+        assert_eq!(card.updated.unwrap().timestamp_millis(), 1_728_902_896_594);
+        assert_eq!(card.board_id, None);
+    }
+
+    #[test]
+    fn a_record_without_an_id_is_an_error() {
+        let err = parse_list::<Tag>(json!([{"name": "x"}])).unwrap_err();
+        assert!(err.to_string().contains("id"), "{err}");
+        let err = parse_list::<Tag>(json!({"name": "x"})).unwrap_err();
+        assert!(err.to_string().contains("expected a JSON array of tag objects"), "{err}");
+    }
+
+    #[test]
+    fn subcolumns_inherit_their_parent() {
+        let col = Column::from_value(json!({"id": 1, "board_id": 9, "subcolumns": [{"id": 2, "title": "a"}]})).unwrap();
+        let subs = col.subcolumns();
+        assert_eq!(subs.len(), 1);
+        assert_eq!((subs[0].id, subs[0].column_id, subs[0].board_id), (2, Some(1), Some(9)));
+    }
+}

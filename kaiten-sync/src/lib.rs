@@ -1,0 +1,18 @@
+//! The kaiten-sync engine: mirrors a Kaiten company into a database through the [`Store`] trait.
+//!
+//! (Crate docs with a quickstart are written with the engine.)
+
+pub mod memory;
+pub mod schema;
+pub mod store;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use kaiten_client;
+pub use memory::MemoryStore;
+pub use schema::{EntityKind, SqlValue};
+pub use store::{
+    Batch, EntityState, EntityStats, LockAttempt, LockInfo, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope,
+    Store, StoreError, StoredRecord, TableCount,
+};

@@ -1,0 +1,328 @@
+//! An in-memory [`Store`]: for embedding without a database, for unit tests, and as the reference
+//! implementation of the contract.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::schema::{EntityKind, SqlValue};
+use crate::store::{
+    EntityState, LockAttempt, LockInfo, Page, PageOutcome, RunRecord, RunStatus, Scope, Store, StoreError,
+    StoredRecord, TableCount,
+};
+
+#[derive(Debug, Clone)]
+struct MemRow {
+    record: StoredRecord,
+    updated: Option<DateTime<Utc>>,
+    version: Option<i64>,
+    seen_sweep: Option<i64>,
+    scope: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    tables: BTreeMap<EntityKind, BTreeMap<i64, MemRow>>,
+    card_tags: BTreeSet<(i64, i64)>,
+    states: BTreeMap<EntityKind, EntityState>,
+    runs: Vec<RunRecord>,
+    lock: Option<LockInfo>,
+    fail_after_pages: Option<usize>,
+}
+
+/// A [`Store`] that keeps everything in memory. Cheap, always available, gone when dropped.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every `apply_page` after the next `pages` successful ones fail (to test that a failed
+    /// page leaves nothing behind and a rerun resumes). `None` turns failures off.
+    pub fn fail_after_pages(&self, pages: Option<usize>) {
+        self.inner.lock().unwrap().fail_after_pages = pages;
+    }
+}
+
+/// Whether an incoming row should replace a stored one: not older by `updated`, then `version`.
+pub(crate) fn incoming_is_not_older(
+    stored_updated: Option<DateTime<Utc>>,
+    stored_version: Option<i64>,
+    updated: Option<DateTime<Utc>>,
+    version: Option<i64>,
+) -> bool {
+    match (stored_updated, updated) {
+        (Some(s), Some(i)) if i < s => return false,
+        (Some(s), Some(i)) if i > s => return true,
+        _ => {}
+    }
+    !matches!((stored_version, version), (Some(s), Some(i)) if i < s)
+}
+
+fn scope_value(kind: EntityKind, values: &[SqlValue]) -> Option<i64> {
+    let column = kind.table().scope_column?;
+    let index = kind.table().columns.iter().position(|c| c.name == column)?;
+    match values.get(index) {
+        Some(SqlValue::Int(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn apply_page(&self, page: &Page) -> Result<PageOutcome, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(left) = inner.fail_after_pages {
+            if left == 0 {
+                return Err(StoreError::Backend {
+                    backend: "memory",
+                    message: "injected failure (fail_after_pages)".into(),
+                    source: None,
+                });
+            }
+            inner.fail_after_pages = Some(left - 1);
+        }
+        let kind = page.batch.kind();
+        let mut outcome = PageOutcome::default();
+        // Work on a copy so that the page commits whole or not at all.
+        let mut table = inner.tables.get(&kind).cloned().unwrap_or_default();
+        let mut written = BTreeSet::new();
+        for row in page.batch.rows() {
+            let deleted_at = row.deleted.then_some(page.synced_at);
+            match table.get_mut(&row.id) {
+                None => {
+                    outcome.inserted += 1;
+                    written.insert(row.id);
+                    table.insert(
+                        row.id,
+                        MemRow {
+                            scope: scope_value(kind, &row.values),
+                            record: StoredRecord {
+                                id: row.id,
+                                values: row.values,
+                                raw: row.raw.clone(),
+                                synced_at: page.synced_at,
+                                deleted_at,
+                            },
+                            updated: row.updated,
+                            version: row.version,
+                            seen_sweep: page.sweep,
+                        },
+                    );
+                }
+                Some(existing) => {
+                    if page.sweep.is_some() {
+                        existing.seen_sweep = page.sweep;
+                    }
+                    let changed =
+                        existing.record.raw != *row.raw || existing.record.deleted_at.is_some() != row.deleted;
+                    if changed && incoming_is_not_older(existing.updated, existing.version, row.updated, row.version) {
+                        outcome.updated += 1;
+                        written.insert(row.id);
+                        existing.scope = scope_value(kind, &row.values);
+                        existing.record.values = row.values;
+                        existing.record.raw = row.raw.clone();
+                        existing.record.synced_at = page.synced_at;
+                        existing.record.deleted_at =
+                            if row.deleted { existing.record.deleted_at.or(deleted_at) } else { None };
+                        existing.updated = row.updated;
+                        existing.version = row.version;
+                    } else {
+                        outcome.unchanged += 1;
+                    }
+                }
+            }
+        }
+        if kind == EntityKind::Cards {
+            // Links follow the card row: replaced only where the card itself was written.
+            inner.card_tags.retain(|(card, _)| !written.contains(card));
+            inner.card_tags.extend(page.batch.card_tags().into_iter().filter(|(card, _)| written.contains(card)));
+        }
+        inner.tables.insert(kind, table);
+        if let Some(state) = &page.state {
+            inner.states.insert(state.kind, state.clone());
+        }
+        Ok(outcome)
+    }
+
+    async fn unseen(&self, kind: EntityKind, sweep: i64, scope: &Scope) -> Result<Vec<i64>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        let Some(table) = inner.tables.get(&kind) else { return Ok(Vec::new()) };
+        Ok(table
+            .values()
+            .filter(|r| r.record.deleted_at.is_none() && r.seen_sweep != Some(sweep))
+            .filter(|r| match scope {
+                Scope::All => true,
+                Scope::Parents(parents) => r.scope.is_some_and(|p| parents.contains(&p)),
+            })
+            .map(|r| r.record.id)
+            .collect())
+    }
+
+    async fn mark_deleted(&self, kind: EntityKind, ids: &[i64], at: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(table) = inner.tables.get_mut(&kind) else { return Ok(0) };
+        let mut changed = 0;
+        for id in ids {
+            if let Some(row) = table.get_mut(id) {
+                if row.record.deleted_at.is_none() {
+                    row.record.deleted_at = Some(at);
+                    changed += 1;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn existing_ids(&self, kind: EntityKind, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        let table = inner.tables.get(&kind);
+        let mut found: Vec<i64> = ids.iter().copied().filter(|id| table.is_some_and(|t| t.contains_key(id))).collect();
+        found.sort_unstable();
+        found.dedup();
+        Ok(found)
+    }
+
+    async fn ids(&self, kind: EntityKind, include_deleted: bool) -> Result<Vec<i64>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner
+            .tables
+            .get(&kind)
+            .map(|t| {
+                t.values().filter(|r| include_deleted || r.record.deleted_at.is_none()).map(|r| r.record.id).collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn get(&self, kind: EntityKind, id: i64) -> Result<Option<StoredRecord>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner.tables.get(&kind).and_then(|t| t.get(&id)).map(|r| r.record.clone()))
+    }
+
+    async fn card_tag_ids(&self, card_id: i64) -> Result<Vec<i64>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner.card_tags.range((card_id, i64::MIN)..=(card_id, i64::MAX)).map(|(_, t)| *t).collect())
+    }
+
+    async fn entity_state(&self, kind: EntityKind) -> Result<EntityState, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner.states.get(&kind).cloned().unwrap_or_else(|| EntityState::new(kind)))
+    }
+
+    async fn entity_states(&self) -> Result<Vec<EntityState>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner.states.values().cloned().collect())
+    }
+
+    async fn save_entity_state(&self, state: &EntityState) -> Result<(), StoreError> {
+        self.inner.lock().unwrap().states.insert(state.kind, state.clone());
+        Ok(())
+    }
+
+    async fn start_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let id = inner.runs.len() as i64 + 1;
+        let mut run = run.clone();
+        run.id = id;
+        inner.runs.push(run);
+        Ok(id)
+    }
+
+    async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        match inner.runs.iter_mut().find(|r| r.id == run.id) {
+            Some(stored) => {
+                *stored = run.clone();
+                Ok(())
+            }
+            None => Err(StoreError::Backend {
+                backend: "memory",
+                message: format!("no run with id {}", run.id),
+                source: None,
+            }),
+        }
+    }
+
+    async fn interrupt_running_runs(&self, keep: i64, reason: &str) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let mut n = 0;
+        for run in inner.runs.iter_mut().filter(|r| r.id != keep && r.status == RunStatus::Running) {
+            run.status = RunStatus::Interrupted;
+            run.error = Some(reason.to_owned());
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner.runs.iter().rev().take(limit).cloned().collect())
+    }
+
+    async fn counts(&self) -> Result<Vec<TableCount>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        let mut counts: Vec<TableCount> = EntityKind::ALL
+            .iter()
+            .map(|kind| {
+                let rows = inner.tables.get(kind);
+                let deleted = rows.map_or(0, |t| t.values().filter(|r| r.record.deleted_at.is_some()).count()) as i64;
+                let all = rows.map_or(0, |t| t.len()) as i64;
+                TableCount { table: kind.table().name.to_owned(), live: all - deleted, deleted }
+            })
+            .collect();
+        counts.push(TableCount { table: "card_tags".into(), live: inner.card_tags.len() as i64, deleted: 0 });
+        Ok(counts)
+    }
+
+    async fn try_lock(&self, holder: &str, stale_after: Duration) -> Result<LockAttempt, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let now = Utc::now();
+        let free = match &inner.lock {
+            None => true,
+            Some(info) if info.holder == holder => true,
+            Some(info) => (now - info.heartbeat_at).to_std().is_ok_and(|age| age > stale_after),
+        };
+        if free {
+            let acquired_at = match &inner.lock {
+                Some(info) if info.holder == holder => info.acquired_at,
+                _ => now,
+            };
+            inner.lock = Some(LockInfo { holder: holder.to_owned(), acquired_at, heartbeat_at: now });
+            Ok(LockAttempt::Acquired)
+        } else {
+            Ok(LockAttempt::Held(inner.lock.clone().expect("lock is held")))
+        }
+    }
+
+    async fn heartbeat_lock(&self, holder: &str) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(info) = inner.lock.as_mut().filter(|i| i.holder == holder) {
+            info.heartbeat_at = Utc::now();
+        }
+        Ok(())
+    }
+
+    async fn release_lock(&self, holder: &str) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.lock.as_ref().is_some_and(|i| i.holder == holder) {
+            inner.lock = None;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,548 @@
+//! The `Store` trait: everything the engine asks of a database, and the types it speaks in.
+//!
+//! The contract, which the conformance suite (`feature = "conformance"`) checks for every store:
+//! - [`Store::apply_page`] writes a page of records of one kind **and** the entity state it advances
+//!   in one transaction: either all of it is committed or none of it.
+//! - Upserts are idempotent and order-safe: a record older than the stored one (by `updated`, then
+//!   `version`) never overwrites it; an identical record is counted as unchanged and not rewritten.
+//! - Nothing is ever dropped: deletion only sets `deleted_at`.
+//! - One sync at a time: [`Store::try_lock`] grants the lock to one holder; a lock whose holder has
+//!   not refreshed it for `stale_after` may be taken over.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use kaiten_client::{Board, Card, CardType, Column, Lane, PropertyDefinition, SelectValue, Space, Tag, User};
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{EntityKind, Row, SqlValue, ToRow};
+
+/// A page of records of one kind.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum Batch {
+    Spaces(Vec<Space>),
+    Users(Vec<User>),
+    CardTypes(Vec<CardType>),
+    Tags(Vec<Tag>),
+    PropertyDefinitions(Vec<PropertyDefinition>),
+    SelectValues(Vec<SelectValue>),
+    Boards(Vec<Board>),
+    Columns(Vec<Column>),
+    Lanes(Vec<Lane>),
+    Cards(Vec<Card>),
+}
+
+macro_rules! each_batch {
+    ($self:expr, $items:ident => $body:expr) => {
+        match $self {
+            Batch::Spaces($items) => $body,
+            Batch::Users($items) => $body,
+            Batch::CardTypes($items) => $body,
+            Batch::Tags($items) => $body,
+            Batch::PropertyDefinitions($items) => $body,
+            Batch::SelectValues($items) => $body,
+            Batch::Boards($items) => $body,
+            Batch::Columns($items) => $body,
+            Batch::Lanes($items) => $body,
+            Batch::Cards($items) => $body,
+        }
+    };
+}
+
+impl Batch {
+    /// The kind of the records.
+    pub fn kind(&self) -> EntityKind {
+        match self {
+            Batch::Spaces(_) => EntityKind::Spaces,
+            Batch::Users(_) => EntityKind::Users,
+            Batch::CardTypes(_) => EntityKind::CardTypes,
+            Batch::Tags(_) => EntityKind::Tags,
+            Batch::PropertyDefinitions(_) => EntityKind::PropertyDefinitions,
+            Batch::SelectValues(_) => EntityKind::SelectValues,
+            Batch::Boards(_) => EntityKind::Boards,
+            Batch::Columns(_) => EntityKind::Columns,
+            Batch::Lanes(_) => EntityKind::Lanes,
+            Batch::Cards(_) => EntityKind::Cards,
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        each_batch!(self, items => items.len())
+    }
+
+    /// Whether the page is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The records as rows, in page order. When the page holds the same id twice, only the last
+    /// occurrence is returned (a store writes each id once per page).
+    pub fn rows(&self) -> Vec<Row<'_>> {
+        let rows: Vec<Row<'_>> = each_batch!(self, items => items.iter().map(ToRow::row).collect());
+        dedup_last(rows)
+    }
+
+    /// The ids, in page order.
+    pub fn ids(&self) -> Vec<i64> {
+        self.rows().iter().map(|r| r.id).collect()
+    }
+
+    /// For a page of cards: the `(card_id, tag_id)` links, one per tag of each card.
+    pub fn card_tags(&self) -> Vec<(i64, i64)> {
+        match self {
+            Batch::Cards(cards) => {
+                let mut last: BTreeMap<i64, &Card> = BTreeMap::new();
+                for card in cards {
+                    last.insert(card.id, card);
+                }
+                last.values()
+                    .flat_map(|c| {
+                        let mut tags = c.tag_ids.clone();
+                        tags.sort_unstable();
+                        tags.dedup();
+                        tags.into_iter().map(move |t| (c.id, t))
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn dedup_last(rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
+    let mut last_index = std::collections::HashMap::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        last_index.insert(row.id, i);
+    }
+    if last_index.len() == rows.len() {
+        return rows;
+    }
+    rows.into_iter().enumerate().filter(|(i, r)| last_index[&r.id] == *i).map(|(_, r)| r).collect()
+}
+
+/// Per-entity sync state (`sync_metadata`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityState {
+    /// The entity kind.
+    pub kind: EntityKind,
+    /// The greatest `updated` committed by a listing of this kind; incremental syncs start there
+    /// (minus the overlap window).
+    pub cursor: Option<DateTime<Utc>>,
+    /// When the last complete full listing of this kind finished.
+    pub last_full_sync_at: Option<DateTime<Utc>>,
+    /// When the last incremental listing of this kind finished.
+    pub last_incremental_sync_at: Option<DateTime<Utc>>,
+    /// Where an unfinished run stopped (opaque JSON owned by the engine); `None` when no run is
+    /// half-way.
+    pub resume: Option<String>,
+    /// Rows of this kind stored (live, not deleted) when the state was last written.
+    pub row_count: Option<i64>,
+}
+
+impl EntityState {
+    /// The state of a kind never synced.
+    pub fn new(kind: EntityKind) -> Self {
+        Self {
+            kind,
+            cursor: None,
+            last_full_sync_at: None,
+            last_incremental_sync_at: None,
+            resume: None,
+            row_count: None,
+        }
+    }
+}
+
+/// A page to commit: records, the deletion sweep that saw them, and the state they advance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The records.
+    pub batch: Batch,
+    /// When set, every record of the page is marked as seen by this sweep (a full listing in
+    /// progress), including records that are unchanged.
+    pub sweep: Option<i64>,
+    /// When set, this state is written in the same transaction as the records.
+    pub state: Option<EntityState>,
+    /// The time written to `synced_at` of inserted and updated rows.
+    pub synced_at: DateTime<Utc>,
+}
+
+/// What a page did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageOutcome {
+    /// Rows that did not exist.
+    pub inserted: u64,
+    /// Rows that existed and changed (including a deleted row coming back).
+    pub updated: u64,
+    /// Rows identical to what was stored, or older than it (not written).
+    pub unchanged: u64,
+}
+
+/// Which rows a deletion sweep may touch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scope {
+    /// Every row of the kind.
+    All,
+    /// Rows whose parent (the table's [`crate::schema::TableDef::scope_column`]) is one of these.
+    Parents(Vec<i64>),
+}
+
+/// Kinds of sync run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// Everything, with deletion detection.
+    Full,
+    /// Only what changed since the last run.
+    Incremental,
+    /// Chosen kinds, spaces or boards.
+    Selective,
+    /// A webhook delivery.
+    Webhook,
+}
+
+impl RunKind {
+    /// Name stored in the run log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Full => "full",
+            RunKind::Incremental => "incremental",
+            RunKind::Selective => "selective",
+            RunKind::Webhook => "webhook",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "full" => RunKind::Full,
+            "incremental" => RunKind::Incremental,
+            "selective" => RunKind::Selective,
+            "webhook" => RunKind::Webhook,
+            _ => return None,
+        })
+    }
+}
+
+/// Status of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still going (or its process died; the next run marks it `interrupted`).
+    Running,
+    /// Finished without error.
+    Succeeded,
+    /// Stopped on an error, recorded in `error`.
+    Failed,
+    /// Its process stopped before it finished.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// Name stored in the run log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// Counters of one entity kind in one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityStats {
+    /// Pages fetched.
+    pub pages: u64,
+    /// Records fetched from Kaiten.
+    pub fetched: u64,
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows updated.
+    pub updated: u64,
+    /// Records identical to what was stored.
+    pub unchanged: u64,
+    /// Rows marked deleted.
+    pub deleted: u64,
+}
+
+impl EntityStats {
+    /// Adds a page's outcome.
+    pub fn add_page(&mut self, fetched: usize, outcome: PageOutcome) {
+        self.pages += 1;
+        self.fetched += fetched as u64;
+        self.inserted += outcome.inserted;
+        self.updated += outcome.updated;
+        self.unchanged += outcome.unchanged;
+    }
+}
+
+/// A run as stored in `sync_logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Id assigned by the store.
+    pub id: i64,
+    /// Kind of run.
+    pub kind: RunKind,
+    /// Kinds the run covers.
+    pub entities: Vec<EntityKind>,
+    /// Scope in words (`spaces 1,2; boards 7`), if the run was limited.
+    pub scope: Option<String>,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End, once finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Status.
+    pub status: RunStatus,
+    /// Counters per kind.
+    pub stats: BTreeMap<EntityKind, EntityStats>,
+    /// HTTP requests to Kaiten.
+    pub api_requests: u64,
+    /// Requests that were retries.
+    pub retries: u64,
+    /// Error text for a failed run.
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    /// A new running record (id 0 until the store assigns one).
+    pub fn start(kind: RunKind, entities: Vec<EntityKind>, scope: Option<String>, started_at: DateTime<Utc>) -> Self {
+        Self {
+            id: 0,
+            kind,
+            entities,
+            scope,
+            started_at,
+            finished_at: None,
+            status: RunStatus::Running,
+            stats: BTreeMap::new(),
+            api_requests: 0,
+            retries: 0,
+            error: None,
+        }
+    }
+
+    /// Sum of a counter over all kinds.
+    pub fn total(&self, f: impl Fn(&EntityStats) -> u64) -> u64 {
+        self.stats.values().map(f).sum()
+    }
+}
+
+/// Row counts of one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableCount {
+    /// Table name (`cards`, `card_tags`, ...).
+    pub table: String,
+    /// Rows not marked deleted.
+    pub live: i64,
+    /// Rows marked deleted.
+    pub deleted: i64,
+}
+
+/// A stored row read back (for tests, webhooks and tools).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    /// Primary key.
+    pub id: i64,
+    /// Typed column values in [`crate::schema::TableDef::columns`] order.
+    pub values: Vec<SqlValue>,
+    /// The JSON as received.
+    pub raw: serde_json::Value,
+    /// When the mirror last wrote the row.
+    pub synced_at: DateTime<Utc>,
+    /// When the mirror learned the record is gone.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl StoredRecord {
+    /// The value of a typed column by name.
+    pub fn value(&self, kind: EntityKind, column: &str) -> Option<&SqlValue> {
+        let index = kind.table().columns.iter().position(|c| c.name == column)?;
+        self.values.get(index)
+    }
+}
+
+/// Who holds the sync lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// Holder id (host, process, random suffix).
+    pub holder: String,
+    /// When it was taken.
+    pub acquired_at: DateTime<Utc>,
+    /// When the holder last said it is alive.
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+/// The answer to [`Store::try_lock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockAttempt {
+    /// The caller holds the lock now.
+    Acquired,
+    /// Someone else does.
+    Held(LockInfo),
+}
+
+/// Errors of a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database cannot be reached or opened.
+    #[error("cannot connect to the {backend} database: {message}")]
+    Unavailable {
+        /// `sqlite`, `postgres`, `memory`.
+        backend: &'static str,
+        /// What failed, without passwords.
+        message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The database is busy or locked by another writer beyond the configured wait.
+    #[error("the {backend} database is locked or busy: {message}")]
+    Busy {
+        /// Backend name.
+        backend: &'static str,
+        /// Details.
+        message: String,
+    },
+    /// Migrations could not be applied, or the database was migrated by a newer version.
+    #[error("database schema problem: {0}")]
+    Schema(String),
+    /// The schema has not been created yet.
+    #[error("the database has no kaiten-sync schema yet: run `kaiten-sync migrate` (or call `Store::migrate`)")]
+    NotMigrated,
+    /// The database user may not do what is needed.
+    #[error("permission denied in the {backend} database: {message}")]
+    Permission {
+        /// Backend name.
+        backend: &'static str,
+        /// Details.
+        message: String,
+    },
+    /// Data the store cannot write (e.g. a value out of range).
+    #[error("invalid data for {kind}: {message}")]
+    InvalidData {
+        /// The kind.
+        kind: EntityKind,
+        /// Details.
+        message: String,
+    },
+    /// Any other database error.
+    #[error("{backend} error: {message}")]
+    Backend {
+        /// Backend name.
+        backend: &'static str,
+        /// What failed.
+        message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// A database the engine mirrors Kaiten into. Object safe: `Arc<dyn Store>` is what the engine holds.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// A short backend name for logs (`sqlite`, `postgres`, `memory`).
+    fn backend(&self) -> &'static str;
+
+    /// Creates or upgrades the schema. Idempotent; safe when two processes migrate at once. Fails
+    /// with [`StoreError::Schema`] when the database was migrated by a newer version.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Writes a page: upserts the records (newer wins; identical records untouched), records their
+    /// tag links (cards: the card's `card_tags` rows are replaced by the page's), marks them seen by
+    /// `page.sweep`, sets `deleted_at` for records that say they are deleted (and clears it for
+    /// those that say they are not), and writes `page.state`, all in one transaction.
+    async fn apply_page(&self, page: &Page) -> Result<PageOutcome, StoreError>;
+
+    /// Ids of live rows (not marked deleted) within `scope` that `sweep` did not see.
+    async fn unseen(&self, kind: EntityKind, sweep: i64, scope: &Scope) -> Result<Vec<i64>, StoreError>;
+
+    /// Marks these rows deleted at `at` (rows already marked keep their first `deleted_at`).
+    /// Returns how many rows changed.
+    async fn mark_deleted(&self, kind: EntityKind, ids: &[i64], at: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Which of these ids are stored (deleted or not).
+    async fn existing_ids(&self, kind: EntityKind, ids: &[i64]) -> Result<Vec<i64>, StoreError>;
+
+    /// Every stored id of a kind, ascending; with `include_deleted` false only live rows.
+    async fn ids(&self, kind: EntityKind, include_deleted: bool) -> Result<Vec<i64>, StoreError>;
+
+    /// One stored row.
+    async fn get(&self, kind: EntityKind, id: i64) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// Tag ids linked to a card, ascending.
+    async fn card_tag_ids(&self, card_id: i64) -> Result<Vec<i64>, StoreError>;
+
+    /// The state of a kind (a fresh [`EntityState::new`] when none is stored).
+    async fn entity_state(&self, kind: EntityKind) -> Result<EntityState, StoreError>;
+
+    /// Every stored state, in [`EntityKind::ALL`] order.
+    async fn entity_states(&self) -> Result<Vec<EntityState>, StoreError>;
+
+    /// Writes a state on its own (outside a page).
+    async fn save_entity_state(&self, state: &EntityState) -> Result<(), StoreError>;
+
+    /// Adds a run to the log and returns its id.
+    async fn start_run(&self, run: &RunRecord) -> Result<i64, StoreError>;
+
+    /// Rewrites a run's status, counters, end and error (by `run.id`).
+    async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+
+    /// Marks every `running` run except `keep` as `interrupted` with this error text; returns
+    /// how many. Called by a run that took the lock, since nothing else can still be running.
+    async fn interrupt_running_runs(&self, keep: i64, reason: &str) -> Result<u64, StoreError>;
+
+    /// The most recent runs, newest first.
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Row counts of every table the mirror writes (the entity tables and `card_tags`).
+    async fn counts(&self) -> Result<Vec<TableCount>, StoreError>;
+
+    /// Takes the one-sync-at-a-time lock for `holder` if it is free, already held by `holder`, or
+    /// held by someone whose last heartbeat is older than `stale_after`.
+    async fn try_lock(&self, holder: &str, stale_after: Duration) -> Result<LockAttempt, StoreError>;
+
+    /// Says the holder is alive (keeps the lock from going stale).
+    async fn heartbeat_lock(&self, holder: &str) -> Result<(), StoreError>;
+
+    /// Releases the lock if `holder` holds it.
+    async fn release_lock(&self, holder: &str) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kaiten_client::Record;
+    use serde_json::json;
+
+    #[test]
+    fn rows_keep_the_last_duplicate_and_card_tags_dedup() {
+        let a = Card::from_value(json!({"id": 1, "title": "old", "tag_ids": [3, 3, 2]})).unwrap();
+        let b = Card::from_value(json!({"id": 1, "title": "new", "tag_ids": [5]})).unwrap();
+        let c = Card::from_value(json!({"id": 2, "tag_ids": [2]})).unwrap();
+        let batch = Batch::Cards(vec![a, b, c]);
+        let rows = batch.rows();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].raw["title"], "new");
+        assert_eq!(batch.card_tags(), vec![(1, 5), (2, 2)]);
+    }
+}
