@@ -104,6 +104,12 @@ impl Store for MemoryStore {
         let mut table = inner.tables.get(&kind).cloned().unwrap_or_default();
         let mut written = BTreeSet::new();
         for row in page.batch.rows() {
+            if row.id <= 0 {
+                return Err(StoreError::InvalidData {
+                    kind,
+                    message: format!("record id {} is not a positive integer", row.id),
+                });
+            }
             let deleted_at = row.deleted.then_some(page.synced_at);
             match table.get_mut(&row.id) {
                 None => {
