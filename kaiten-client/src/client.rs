@@ -1,27 +1,41 @@
-//! The client, its builder and the typed calls. (Contract: bodies are filled in by the implementation.)
-#![allow(unused_variables, missing_docs, dead_code)]
+//! The client, its builder and the typed calls.
 
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::BoxStream;
+use chrono::SecondsFormat;
+use futures::stream::{BoxStream, TryStreamExt};
+use reqwest::header::HeaderValue;
+use serde_json::Value;
+use tokio::sync::Semaphore;
 
-use crate::error::Result;
-use crate::models::*;
+use crate::config::{normalize_base_url, required_var, ENV_API_TOKEN, ENV_API_URL};
+use crate::error::{Error, Result};
+use crate::models::{
+    parse_list, Board, Card, CardType, Column, Lane, PropertyDefinition, Record, SelectValue, Space, Tag, User,
+};
+use crate::pagination::{paged_stream, Pager};
 use crate::query::{CardQuery, PageRequest};
+use crate::rate_limit::RateLimiter;
+pub use crate::retry::RetryPolicy;
 use crate::secret::Secret;
+use crate::transport::Inner;
 
-/// Retry policy.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included.
-    pub max_attempts: u32,
-    /// First backoff.
-    pub initial_backoff: Duration,
-    /// Largest single wait.
-    pub max_backoff: Duration,
-    /// Cap on the total time spent waiting between attempts of one request.
-    pub max_total_wait: Duration,
-}
+/// The default user agent: `kaiten-sync/<version>`.
+pub const DEFAULT_USER_AGENT: &str = concat!("kaiten-sync/", env!("CARGO_PKG_VERSION"));
+/// The default client-side rate limit, in requests per second (Kaiten's documented limit).
+pub const DEFAULT_RATE_LIMIT: f64 = 5.0;
+/// The default number of requests in flight at once.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4;
+/// The default timeout of a whole request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default timeout of establishing a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The slowest accepted rate limit: one request an hour.
+const MIN_RATE_LIMIT: f64 = 1.0 / 3600.0;
 
 /// Counters shared by all clones of a client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,53 +46,514 @@ pub struct ClientStats {
     pub retries: u64,
 }
 
-/// Builder.
-#[derive(Debug, Default)]
-pub struct KaitenClientBuilder {}
-
-/// The client. Cheap to clone; clones share the rate limiter, the concurrency limit and the stats.
+/// Configures and builds a [`KaitenClient`]. Its `Debug` output never shows the token.
+///
+/// ```
+/// use std::time::Duration;
+/// use kaiten_client::{KaitenClient, RetryPolicy};
+///
+/// let client = KaitenClient::builder()
+///     .base_url("https://example.kaiten.ru")
+///     .token("my-token")
+///     .rate_limit(Some(10.0))
+///     .max_concurrent_requests(2)
+///     .timeout(Duration::from_secs(60))
+///     .retry_policy(RetryPolicy { max_attempts: 3, ..RetryPolicy::default() })
+///     .build()?;
+/// assert_eq!(client.base_url(), "https://example.kaiten.ru/api/latest");
+/// # Ok::<(), kaiten_client::Error>(())
+/// ```
 #[derive(Debug, Clone)]
-pub struct KaitenClient {}
+pub struct KaitenClientBuilder {
+    base_url: Option<String>,
+    token: Option<Secret>,
+    timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    user_agent: String,
+    rate_limit: Option<f64>,
+    max_concurrent_requests: usize,
+    retry_policy: RetryPolicy,
+}
+
+impl Default for KaitenClientBuilder {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            token: None,
+            timeout: Some(DEFAULT_TIMEOUT),
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            user_agent: DEFAULT_USER_AGENT.to_owned(),
+            rate_limit: Some(DEFAULT_RATE_LIMIT),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            retry_policy: RetryPolicy::default(),
+        }
+    }
+}
 
 impl KaitenClientBuilder {
-    pub fn base_url(self, url: impl Into<String>) -> Self { todo!() }
-    pub fn token(self, token: impl Into<Secret>) -> Self { todo!() }
-    pub fn timeout(self, timeout: Duration) -> Self { todo!() }
-    pub fn connect_timeout(self, timeout: Duration) -> Self { todo!() }
-    pub fn user_agent(self, ua: impl Into<String>) -> Self { todo!() }
-    /// Requests per second; `None` = no client-side limit.
-    pub fn rate_limit(self, per_second: Option<f64>) -> Self { todo!() }
-    pub fn max_concurrent_requests(self, n: usize) -> Self { todo!() }
-    pub fn retry_policy(self, policy: RetryPolicy) -> Self { todo!() }
-    pub fn build(self) -> Result<KaitenClient> { todo!() }
+    /// The company's base URL: `https://<company>.kaiten.ru` (`/api/latest` is appended), a URL already
+    /// ending in `/api/latest` or `/api/v1`, or any other http(s) server such as a local simulator.
+    /// Checked by [`build`](Self::build).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// The API token (sent as `Authorization: Bearer <token>`, never logged).
+    pub fn token(mut self, token: impl Into<Secret>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Timeout of a whole request, body included (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Timeout of establishing a connection (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Removes both timeouts. Meant for tests on tokio's paused clock, where a pending timeout would be
+    /// fired by the clock's auto-advance while a real socket is still answering.
+    pub fn no_timeouts(mut self) -> Self {
+        self.timeout = None;
+        self.connect_timeout = None;
+        self
+    }
+
+    /// The `User-Agent` header (default `kaiten-sync/<version>`).
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = ua.into();
+        self
+    }
+
+    /// Requests per second; `None` = no client-side limit (default 5, Kaiten's documented limit).
+    /// Every attempt counts, and all clones of the client share the limit. Holds the server asks for
+    /// (`X-RateLimit-Remaining: 0`, `Retry-After` on a 429) apply either way.
+    pub fn rate_limit(mut self, per_second: Option<f64>) -> Self {
+        self.rate_limit = per_second;
+        self
+    }
+
+    /// Requests in flight at once, shared by all clones of the client (default 4).
+    pub fn max_concurrent_requests(mut self, n: usize) -> Self {
+        self.max_concurrent_requests = n;
+        self
+    }
+
+    /// How failed requests are retried (default [`RetryPolicy::default`]).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = policy;
+        self
+    }
+
+    /// A builder with the base URL and token from `KAITEN_API_URL` and `KAITEN_API_TOKEN`.
+    pub fn from_env() -> Result<Self> {
+        Self::from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `lookup` (for tests, or another
+    /// source of configuration). Fails naming the missing variable, e.g. `KAITEN_API_TOKEN is not set`.
+    pub fn from_env_with(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let url = required_var(&lookup, ENV_API_URL, "set it to the company's URL, e.g. https://example.kaiten.ru")?;
+        let token = required_var(&lookup, ENV_API_TOKEN, "set it to an API token (Kaiten: profile → API key)")?;
+        Ok(Self::default().base_url(url).token(token))
+    }
+
+    /// Checks the settings and builds the client.
+    ///
+    /// Fails with [`Error::InvalidConfig`] when the token or the base URL is missing, the URL is not an
+    /// http(s) URL, or a limit is out of range. Error messages name a bad URL, never the token.
+    pub fn build(self) -> Result<KaitenClient> {
+        let token = self.token.ok_or_else(|| {
+            Error::InvalidConfig(format!("the API token is not set: call .token(...) or set {ENV_API_TOKEN}"))
+        })?;
+        if token.expose().trim().is_empty() {
+            return Err(Error::InvalidConfig("the API token is empty".into()));
+        }
+        let base_url = self.base_url.ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "the base URL is not set: call .base_url(\"https://<company>.kaiten.ru\") or set {ENV_API_URL}"
+            ))
+        })?;
+        let base_url = normalize_base_url(&base_url)?;
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", token.expose().trim())).map_err(|_| {
+            Error::InvalidConfig("the API token contains characters that cannot be sent in an HTTP header".into())
+        })?;
+        authorization.set_sensitive(true);
+        let interval = match self.rate_limit {
+            None => None,
+            Some(rate) if rate.is_finite() && rate >= MIN_RATE_LIMIT => Some(Duration::from_secs_f64(1.0 / rate)),
+            Some(rate) => {
+                return Err(Error::InvalidConfig(format!(
+                    "the rate limit must be a number of requests per second of at least 1/3600, got {rate}; use None for no limit"
+                )))
+            }
+        };
+        if self.max_concurrent_requests == 0 || self.max_concurrent_requests > Semaphore::MAX_PERMITS {
+            return Err(Error::InvalidConfig(format!(
+                "max_concurrent_requests must be at least 1, got {}",
+                self.max_concurrent_requests
+            )));
+        }
+        if self.retry_policy.max_attempts == 0 {
+            return Err(Error::InvalidConfig("the retry policy's max_attempts must be at least 1".into()));
+        }
+        let mut http = reqwest::Client::builder().user_agent(self.user_agent.clone());
+        if let Some(timeout) = self.timeout {
+            http = http.timeout(timeout);
+        }
+        if let Some(timeout) = self.connect_timeout {
+            http = http.connect_timeout(timeout);
+        }
+        let http = http.build().map_err(|err| Error::InvalidConfig(format!("cannot build the HTTP client: {err}")))?;
+        Ok(KaitenClient {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                authorization,
+                user_agent: self.user_agent,
+                timeout: self.timeout,
+                connect_timeout: self.connect_timeout,
+                rate_limit: self.rate_limit,
+                limiter: RateLimiter::new(interval),
+                max_concurrent: self.max_concurrent_requests,
+                semaphore: Semaphore::new(self.max_concurrent_requests),
+                retry: self.retry_policy,
+                requests: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+/// A typed client of the Kaiten REST API.
+///
+/// Cheap to clone: clones share the HTTP connection pool, the rate limiter, the concurrency limit and
+/// the [`ClientStats`]. Every call is a `GET` that is rate-limited, retried per the [`RetryPolicy`], and
+/// traced with a `kaiten_request` span (method, route, attempt, status, duration in ms; never the token).
+///
+/// Lists come three ways: `*_page(PageRequest)` fetches one page (the limit clamped to the route's
+/// maximum), `*_stream()` yields every record, and the plain call (`users()`, `tags()`, ...) collects the
+/// stream. Streams and whole lists page with the guards of [`Pager`].
+#[derive(Clone)]
+pub struct KaitenClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for KaitenClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("KaitenClient")
+            .field("base_url", &inner.base_url)
+            .field("token", &"[redacted]")
+            .field("user_agent", &inner.user_agent)
+            .field("timeout", &inner.timeout)
+            .field("connect_timeout", &inner.connect_timeout)
+            .field("rate_limit", &inner.rate_limit)
+            .field("max_concurrent_requests", &inner.max_concurrent)
+            .field("retry_policy", &inner.retry)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Converts a parse error of one record into a `Decode` reason naming the entity.
+fn parse_one<T: Record>(value: Value) -> Result<T, String> {
+    T::from_value(value).map_err(|err| format!("a {} record did not parse: {err}", T::ENTITY))
+}
+
+fn parse_many<T: Record>(value: Value) -> Result<Vec<T>, String> {
+    parse_list(value).map_err(|err| err.to_string())
+}
+
+fn page_params(page: PageRequest, max: u32) -> Vec<(&'static str, String)> {
+    vec![("limit", page.limit.clamp(1, max).to_string()), ("offset", page.offset.to_string())]
+}
+
+/// The query string of `GET /cards` for `query` and `page` (always with `broken_api=false`).
+pub(crate) fn card_params(query: &CardQuery, page: PageRequest) -> Vec<(&'static str, String)> {
+    let time = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let mut params = Vec::new();
+    if let Some(t) = &query.updated_after {
+        params.push(("updated_after", time(t)));
+    }
+    if let Some(t) = &query.updated_before {
+        params.push(("updated_before", time(t)));
+    }
+    for (name, value) in [
+        ("space_id", query.space_id),
+        ("board_id", query.board_id),
+        ("column_id", query.column_id),
+        ("lane_id", query.lane_id),
+        ("condition", query.condition.map(|c| c.code())),
+    ] {
+        if let Some(value) = value {
+            params.push((name, value.to_string()));
+        }
+    }
+    if let Some(archived) = query.archived {
+        params.push(("archived", archived.to_string()));
+    }
+    if let Some(order_by) = &query.order_by {
+        params.push(("order_by", order_by.clone()));
+    }
+    if let Some(direction) = query.order_direction {
+        params.push(("order_direction", direction.as_str().to_owned()));
+    }
+    if !query.additional_card_fields.is_empty() {
+        params.push(("additional_card_fields", query.additional_card_fields.join(",")));
+    }
+    params.extend(page_params(page, KaitenClient::CARDS_PAGE_MAX));
+    params.push(("broken_api", "false".to_owned()));
+    params
 }
 
 impl KaitenClient {
-    pub fn builder() -> KaitenClientBuilder { todo!() }
-    pub fn from_env() -> Result<KaitenClient> { todo!() }
-    pub fn base_url(&self) -> &str { todo!() }
-    pub fn stats(&self) -> ClientStats { todo!() }
-
-    pub async fn current_user(&self) -> Result<User> { todo!() }
-    pub async fn spaces(&self) -> Result<Vec<Space>> { todo!() }
-    pub async fn boards(&self, space_id: i64) -> Result<Vec<Board>> { todo!() }
-    pub async fn columns(&self, board_id: i64) -> Result<Vec<Column>> { todo!() }
-    pub async fn lanes(&self, board_id: i64) -> Result<Vec<Lane>> { todo!() }
-
-    pub async fn users_page(&self, page: PageRequest) -> Result<Vec<User>> { todo!() }
-    pub async fn users(&self) -> Result<Vec<User>> { todo!() }
-    pub fn users_stream(&self) -> BoxStream<'static, Result<User>> { todo!() }
-    pub async fn card_types_page(&self, page: PageRequest) -> Result<Vec<CardType>> { todo!() }
-    pub async fn card_types(&self) -> Result<Vec<CardType>> { todo!() }
-    pub async fn tags_page(&self, page: PageRequest) -> Result<Vec<Tag>> { todo!() }
-    pub async fn tags(&self) -> Result<Vec<Tag>> { todo!() }
-    pub async fn property_definitions_page(&self, page: PageRequest) -> Result<Vec<PropertyDefinition>> { todo!() }
-    pub async fn property_definitions(&self) -> Result<Vec<PropertyDefinition>> { todo!() }
-    pub async fn select_values(&self, property_id: i64) -> Result<Vec<SelectValue>> { todo!() }
-
     /// Max page size of `GET /cards` (100).
     pub const CARDS_PAGE_MAX: u32 = 100;
-    pub async fn cards_page(&self, query: &CardQuery, page: PageRequest) -> Result<Vec<Card>> { todo!() }
-    pub fn cards_stream(&self, query: CardQuery) -> BoxStream<'static, Result<Card>> { todo!() }
-    pub async fn card(&self, id: i64) -> Result<Card> { todo!() }
+    /// Max page size of `GET /users` (100).
+    pub const USERS_PAGE_MAX: u32 = 100;
+    /// Max page size of `GET /card-types` (100).
+    pub const CARD_TYPES_PAGE_MAX: u32 = 100;
+    /// Max page size of `GET /tags` (100).
+    pub const TAGS_PAGE_MAX: u32 = 100;
+    /// Max page size of `GET /company/custom-properties` (500).
+    pub const PROPERTY_DEFINITIONS_PAGE_MAX: u32 = 500;
+    /// Max page size of `GET /company/custom-properties/{id}/select-values` (100).
+    pub const SELECT_VALUES_PAGE_MAX: u32 = 100;
+
+    /// A builder with the defaults: 5 requests/s, 4 concurrent requests, 30 s / 10 s timeouts,
+    /// [`RetryPolicy::default`], user agent `kaiten-sync/<version>`.
+    pub fn builder() -> KaitenClientBuilder {
+        KaitenClientBuilder::default()
+    }
+
+    /// A client with the defaults, its base URL from `KAITEN_API_URL` and its token from
+    /// `KAITEN_API_TOKEN`. Fails naming a missing variable (`KAITEN_API_TOKEN is not set`).
+    pub fn from_env() -> Result<KaitenClient> {
+        KaitenClientBuilder::from_env()?.build()
+    }
+
+    /// The normalised base URL, without a trailing slash (e.g. `https://x.kaiten.ru/api/latest`).
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// Requests and retries sent so far by this client and all its clones.
+    pub fn stats(&self) -> ClientStats {
+        ClientStats {
+            requests: self.inner.requests.load(Ordering::Relaxed),
+            retries: self.inner.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `GET {path}` (relative to the base URL, e.g. `/spaces/7`) as raw JSON, with the same rate limit,
+    /// retries and errors as the typed calls. For routes this crate has no typed call for.
+    pub async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
+        let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+        let query: Vec<(&str, String)> = query.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        self.inner.get(&path, &query).await?.decode(Ok)
+    }
+
+    async fn get_one<T: Record>(&self, path: &str) -> Result<T> {
+        self.inner.get(path, &[]).await?.decode(parse_one::<T>)
+    }
+
+    async fn get_list<T: Record>(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<T>> {
+        self.inner.get(path, query).await?.decode(parse_many::<T>)
+    }
+
+    /// A stream over a paged route `path` with `max` records a page and `extra` query parameters.
+    fn paged<T: Record>(
+        &self,
+        path: String,
+        max: u32,
+        extra: Vec<(&'static str, String)>,
+    ) -> BoxStream<'static, Result<T>> {
+        let client = self.clone();
+        let pager = Pager::new(format!("GET {path}"), max);
+        paged_stream(pager, move |page| {
+            let (client, path) = (client.clone(), path.clone());
+            let mut query = extra.clone();
+            query.extend(page_params(page, max));
+            async move { client.get_list(&path, &query).await }
+        })
+    }
+
+    /// `GET /users/current`: the token's own user.
+    pub async fn current_user(&self) -> Result<User> {
+        self.get_one("/users/current").await
+    }
+
+    /// `GET /spaces`: every space the token sees (the route does not page), each with its embedded
+    /// `boards[]` in `raw` (see [`Space::embedded_board_ids`]).
+    pub async fn spaces(&self) -> Result<Vec<Space>> {
+        self.get_list("/spaces", &[]).await
+    }
+
+    /// `GET /spaces/{space_id}/boards`: the boards of a space, without cards.
+    pub async fn boards(&self, space_id: i64) -> Result<Vec<Board>> {
+        self.get_list(&format!("/spaces/{space_id}/boards"), &[]).await
+    }
+
+    /// `GET /boards/{board_id}/columns`: the board's columns, each with its `subcolumns` in `raw`
+    /// (see [`Column::subcolumns`]).
+    pub async fn columns(&self, board_id: i64) -> Result<Vec<Column>> {
+        self.get_list(&format!("/boards/{board_id}/columns"), &[]).await
+    }
+
+    /// `GET /boards/{board_id}/lanes`: the board's lanes, in every condition Kaiten returns.
+    pub async fn lanes(&self, board_id: i64) -> Result<Vec<Lane>> {
+        self.get_list(&format!("/boards/{board_id}/lanes"), &[]).await
+    }
+
+    /// One page of `GET /users` (limit clamped to 100).
+    pub async fn users_page(&self, page: PageRequest) -> Result<Vec<User>> {
+        self.get_list("/users", &page_params(page, Self::USERS_PAGE_MAX)).await
+    }
+
+    /// Every user the token sees.
+    pub async fn users(&self) -> Result<Vec<User>> {
+        self.users_stream().try_collect().await
+    }
+
+    /// Every user the token sees, page by page.
+    pub fn users_stream(&self) -> BoxStream<'static, Result<User>> {
+        self.paged("/users".into(), Self::USERS_PAGE_MAX, Vec::new())
+    }
+
+    /// One page of `GET /card-types` (limit clamped to 100).
+    pub async fn card_types_page(&self, page: PageRequest) -> Result<Vec<CardType>> {
+        self.get_list("/card-types", &page_params(page, Self::CARD_TYPES_PAGE_MAX)).await
+    }
+
+    /// Every card type.
+    pub async fn card_types(&self) -> Result<Vec<CardType>> {
+        self.card_types_stream().try_collect().await
+    }
+
+    /// Every card type, page by page.
+    pub fn card_types_stream(&self) -> BoxStream<'static, Result<CardType>> {
+        self.paged("/card-types".into(), Self::CARD_TYPES_PAGE_MAX, Vec::new())
+    }
+
+    /// One page of `GET /tags` (limit clamped to 100).
+    pub async fn tags_page(&self, page: PageRequest) -> Result<Vec<Tag>> {
+        self.get_list("/tags", &page_params(page, Self::TAGS_PAGE_MAX)).await
+    }
+
+    /// Every tag (Kaiten may leave out tags that are on no card).
+    pub async fn tags(&self) -> Result<Vec<Tag>> {
+        self.tags_stream().try_collect().await
+    }
+
+    /// Every tag, page by page.
+    pub fn tags_stream(&self) -> BoxStream<'static, Result<Tag>> {
+        self.paged("/tags".into(), Self::TAGS_PAGE_MAX, Vec::new())
+    }
+
+    /// One page of `GET /company/custom-properties` (limit clamped to 500).
+    pub async fn property_definitions_page(&self, page: PageRequest) -> Result<Vec<PropertyDefinition>> {
+        self.get_list("/company/custom-properties", &page_params(page, Self::PROPERTY_DEFINITIONS_PAGE_MAX)).await
+    }
+
+    /// Every custom property definition of the company.
+    pub async fn property_definitions(&self) -> Result<Vec<PropertyDefinition>> {
+        self.property_definitions_stream().try_collect().await
+    }
+
+    /// Every custom property definition, page by page.
+    pub fn property_definitions_stream(&self) -> BoxStream<'static, Result<PropertyDefinition>> {
+        self.paged("/company/custom-properties".into(), Self::PROPERTY_DEFINITIONS_PAGE_MAX, Vec::new())
+    }
+
+    /// One page of `GET /company/custom-properties/{property_id}/select-values` (with
+    /// `v2_select_search=true`, without which Kaiten ignores the limit; limit clamped to 100).
+    pub async fn select_values_page(&self, property_id: i64, page: PageRequest) -> Result<Vec<SelectValue>> {
+        let mut query = vec![("v2_select_search", "true".to_owned())];
+        query.extend(page_params(page, Self::SELECT_VALUES_PAGE_MAX));
+        self.get_list(&format!("/company/custom-properties/{property_id}/select-values"), &query).await
+    }
+
+    /// Every value of a select-type custom property (all pages).
+    pub async fn select_values(&self, property_id: i64) -> Result<Vec<SelectValue>> {
+        self.select_values_stream(property_id).try_collect().await
+    }
+
+    /// Every value of a select-type custom property, page by page.
+    pub fn select_values_stream(&self, property_id: i64) -> BoxStream<'static, Result<SelectValue>> {
+        self.paged(
+            format!("/company/custom-properties/{property_id}/select-values"),
+            Self::SELECT_VALUES_PAGE_MAX,
+            vec![("v2_select_search", "true".to_owned())],
+        )
+    }
+
+    /// One page of `GET /cards` with the filters of `query` (limit clamped to 100, `broken_api=false`).
+    pub async fn cards_page(&self, query: &CardQuery, page: PageRequest) -> Result<Vec<Card>> {
+        self.get_list("/cards", &card_params(query, page)).await
+    }
+
+    /// Every card matching `query`, page by page through [`cards_page`](Self::cards_page), with the
+    /// guards of [`Pager`] (no card is yielded twice in one stream).
+    pub fn cards_stream(&self, query: CardQuery) -> BoxStream<'static, Result<Card>> {
+        let client = self.clone();
+        let query = Arc::new(query);
+        paged_stream(Pager::new("GET /cards", Self::CARDS_PAGE_MAX), move |page| {
+            let (client, query) = (client.clone(), query.clone());
+            async move { client.cards_page(&query, page).await }
+        })
+    }
+
+    /// `GET /cards/{id}`: one card with its expanded relations (members, tags, checklists, ...) in `raw`.
+    pub async fn card(&self, id: i64) -> Result<Card> {
+        self.get_one(&format!("/cards/{id}")).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Condition;
+    use crate::query::OrderDirection;
+    use chrono::TimeZone;
+
+    #[test]
+    fn card_params_cover_every_filter() {
+        let mut query = CardQuery::new();
+        query.updated_after = Some(chrono::Utc.timestamp_millis_opt(1_728_902_896_594).unwrap());
+        query.updated_before = Some(chrono::Utc.timestamp_millis_opt(1_728_902_900_000).unwrap());
+        query.space_id = Some(1);
+        query.board_id = Some(2);
+        query.column_id = Some(3);
+        query.lane_id = Some(4);
+        query.condition = Some(Condition::Archived);
+        query.archived = Some(true);
+        query.order_by = Some("updated".into());
+        query.order_direction = Some(OrderDirection::Asc);
+        query.additional_card_fields = vec!["description".into(), "checklists".into()];
+        let params = card_params(&query, PageRequest { limit: 500, offset: 200 });
+        let get = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("updated_after"), Some("2024-10-14T10:48:16.594Z"));
+        assert_eq!(get("updated_before"), Some("2024-10-14T10:48:20.000Z"));
+        assert_eq!(get("space_id"), Some("1"));
+        assert_eq!(get("board_id"), Some("2"));
+        assert_eq!(get("column_id"), Some("3"));
+        assert_eq!(get("lane_id"), Some("4"));
+        assert_eq!(get("condition"), Some("2"));
+        assert_eq!(get("archived"), Some("true"));
+        assert_eq!(get("order_by"), Some("updated"));
+        assert_eq!(get("order_direction"), Some("asc"));
+        assert_eq!(get("additional_card_fields"), Some("description,checklists"));
+        assert_eq!(get("limit"), Some("100"));
+        assert_eq!(get("offset"), Some("200"));
+        assert_eq!(get("broken_api"), Some("false"));
+        let empty = card_params(&CardQuery::new(), PageRequest { limit: 0, offset: 0 });
+        assert_eq!(empty, vec![("limit", "1".into()), ("offset", "0".into()), ("broken_api", "false".into())]);
+    }
 }

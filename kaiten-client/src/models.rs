@@ -168,8 +168,19 @@ pub(crate) mod lenient {
         Ok(int(d)?.map(CardState::from_code))
     }
 
+    /// An integer code, or the strings Kaiten uses for custom properties and select values
+    /// (`active` / `inactive`, `archived`, `deleted`).
     pub(crate) fn condition<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Condition>, D::Error> {
-        Ok(int(d)?.map(Condition::from_code))
+        Ok(match Option::<Value>::deserialize(d)? {
+            Some(Value::Number(n)) => n.as_i64().map(Condition::from_code),
+            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "active" | "live" => Some(Condition::Live),
+                "inactive" | "archived" => Some(Condition::Archived),
+                "deleted" | "removed" => Some(Condition::Deleted),
+                other => other.parse().ok().map(Condition::from_code),
+            },
+            _ => None,
+        })
     }
 
     pub(crate) fn object<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Value>, D::Error> {
@@ -648,7 +659,15 @@ impl Card {
 /// Parses a JSON array of objects into records, keeping each object as its `raw`.
 pub fn parse_list<T: Record>(value: Value) -> Result<Vec<T>, serde_json::Error> {
     match value {
-        Value::Array(items) => items.into_iter().map(T::from_value).collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                T::from_value(item).map_err(|err| {
+                    serde::de::Error::custom(format!("{} record #{index} of the list did not parse: {err}", T::ENTITY))
+                })
+            })
+            .collect(),
         other => Err(serde::de::Error::custom(format!(
             "expected a JSON array of {} objects, got {}",
             T::ENTITY,
@@ -695,6 +714,18 @@ mod tests {
         assert!(err.to_string().contains("id"), "{err}");
         let err = parse_list::<Tag>(json!({"name": "x"})).unwrap_err();
         assert!(err.to_string().contains("expected a JSON array of tag objects"), "{err}");
+    }
+
+    #[test]
+    fn string_conditions_of_properties_and_select_values() {
+        let def = PropertyDefinition::from_value(json!({"id": 1, "condition": "active"})).unwrap();
+        assert_eq!(def.condition, Some(Condition::Live));
+        let value = SelectValue::from_value(json!({"id": 2, "condition": "inactive"})).unwrap();
+        assert_eq!(value.condition, Some(Condition::Archived));
+        let value = SelectValue::from_value(json!({"id": 3, "condition": "something-new"})).unwrap();
+        assert_eq!(value.condition, None);
+        let lane = Lane::from_value(json!({"id": 4, "condition": 3})).unwrap();
+        assert_eq!(lane.condition, Some(Condition::Deleted));
     }
 
     #[test]

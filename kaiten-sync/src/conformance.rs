@@ -9,6 +9,7 @@
 //! is a `&S` with `S: Store` (an `Arc<S>`, a `Box<dyn Store>`, or a guard that derefs to the store
 //! and cleans up its database when dropped).
 
+pub mod engine;
 pub mod fixtures;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,192 @@
+//! Sending one request: concurrency limit, rate limit, retries, status mapping, JSON decoding, tracing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tracing::field::Empty;
+use tracing::Instrument;
+
+use crate::error::{is_json_content_type, snippet, Error, Result};
+use crate::rate_limit::RateLimiter;
+use crate::retry::{rate_limit_exhausted, rate_limit_reset, retry_after, RetryPolicy};
+
+/// Without a reset time, `X-RateLimit-Remaining: 0` holds requests this long (Kaiten's window is 1 s).
+const DEFAULT_HOLD: Duration = Duration::from_secs(1);
+
+/// What every clone of a client shares.
+pub(crate) struct Inner {
+    pub(crate) http: reqwest::Client,
+    /// The normalised base URL, without a trailing slash.
+    pub(crate) base_url: String,
+    /// `Bearer <token>`, marked sensitive.
+    pub(crate) authorization: HeaderValue,
+    pub(crate) user_agent: String,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) rate_limit: Option<f64>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) max_concurrent: usize,
+    pub(crate) semaphore: Semaphore,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) requests: AtomicU64,
+    pub(crate) retries: AtomicU64,
+}
+
+/// A 2xx body that is JSON, parsed, with what an error about its shape needs.
+pub(crate) struct JsonBody {
+    route: String,
+    value: Value,
+    snippet: String,
+}
+
+impl JsonBody {
+    /// Converts the JSON with `parse`; its error becomes [`Error::Decode`] naming the route.
+    pub(crate) fn decode<R>(self, parse: impl FnOnce(Value) -> Result<R, String>) -> Result<R> {
+        let Self { route, value, snippet } = self;
+        parse(value).map_err(|reason| Error::Decode { route, reason, body_snippet: snippet })
+    }
+}
+
+/// How one attempt failed.
+enum Failure {
+    /// Give up now.
+    Fatal(Error),
+    /// Worth another attempt, after `wait` when the server said how long.
+    Retryable { error: Error, wait: Option<Duration> },
+}
+
+impl Inner {
+    /// `GET {base}{path}?{query}` with the rate limit, the concurrency limit and the retry policy; the
+    /// 2xx body must be JSON.
+    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<JsonBody> {
+        let route = format!("GET {path}");
+        let url = format!("{}{path}", self.base_url);
+        let mut waited = Duration::ZERO;
+        let mut attempt = 1;
+        loop {
+            let (error, server_wait) = match self.attempt(&route, &url, query, attempt).await {
+                Ok(body) => return Ok(body),
+                Err(Failure::Fatal(error)) => return Err(error),
+                Err(Failure::Retryable { error, wait }) => (error, wait),
+            };
+            if attempt >= self.retry.max_attempts {
+                tracing::warn!(route = %route, attempts = attempt, error = %error, "Kaiten request failed: no attempts left");
+                return Err(error);
+            }
+            let wait = server_wait.unwrap_or_else(|| self.retry.backoff(attempt));
+            if waited + wait > self.retry.max_total_wait {
+                tracing::warn!(route = %route, attempts = attempt, wait_ms = millis(wait), error = %error,
+                    "Kaiten request failed: the next wait would exceed the retry policy's max_total_wait");
+                return Err(error);
+            }
+            tracing::info!(route = %route, attempt, wait_ms = millis(wait), error = %error, "retrying Kaiten request");
+            tokio::time::sleep(wait).await;
+            waited += wait;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt: a concurrency permit, a rate-limit slot, the request, its span.
+    async fn attempt(
+        &self,
+        route: &str,
+        url: &str,
+        query: &[(&str, String)],
+        attempt: u32,
+    ) -> Result<JsonBody, Failure> {
+        let _permit =
+            self.semaphore.acquire().await.map_err(|_| {
+                Failure::Fatal(Error::InvalidConfig("the client's request semaphore was closed".into()))
+            })?;
+        self.limiter.acquire().await;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if attempt > 1 {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let span =
+            tracing::debug_span!("kaiten_request", method = "GET", route, attempt, status = Empty, duration_ms = Empty);
+        let started = std::time::Instant::now();
+        let outcome = self.send(route, url, query, attempt).instrument(span.clone()).await;
+        span.record("duration_ms", millis(started.elapsed()));
+        outcome
+    }
+
+    async fn send(&self, route: &str, url: &str, query: &[(&str, String)], attempt: u32) -> Result<JsonBody, Failure> {
+        let response = self
+            .http
+            .get(url)
+            .query(query)
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|err| self.transport_failure(route, err, attempt))?;
+        let status = response.status();
+        tracing::Span::current().record("status", status.as_u16());
+        let headers = response.headers().clone();
+        let now = SystemTime::now();
+        self.observe_rate_limit(&headers, now);
+        let body = response.bytes().await.map_err(|err| self.transport_failure(route, err, attempt))?;
+        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if status.is_success() {
+            return decode_json(route, content_type, &body).map_err(Failure::Fatal);
+        }
+        let server_wait = retry_after(&headers, now).or_else(|| {
+            (status == reqwest::StatusCode::TOO_MANY_REQUESTS).then(|| rate_limit_reset(&headers, now)).flatten()
+        });
+        let error = Error::from_status(route, status.as_u16(), content_type, &body, server_wait, attempt);
+        tracing::debug!(error = %error, "Kaiten answered with an error");
+        if !error.is_retryable() {
+            return Err(Failure::Fatal(error));
+        }
+        if let (Some(wait), true) = (server_wait, status == reqwest::StatusCode::TOO_MANY_REQUESTS) {
+            // The bucket is per token: hold every request of this client, not just this one.
+            self.limiter.hold_until(tokio::time::Instant::now() + wait.min(self.retry.max_total_wait));
+        }
+        Err(Failure::Retryable { error, wait: server_wait })
+    }
+
+    /// `X-RateLimit-Remaining: 0` holds every request until `X-RateLimit-Reset`.
+    fn observe_rate_limit(&self, headers: &HeaderMap, now: SystemTime) {
+        if rate_limit_exhausted(headers) {
+            let wait = rate_limit_reset(headers, now).unwrap_or(DEFAULT_HOLD).min(self.retry.max_total_wait);
+            tracing::debug!(wait_ms = millis(wait), "Kaiten's rate-limit window is used up: holding requests");
+            self.limiter.hold_until(tokio::time::Instant::now() + wait);
+        }
+    }
+
+    fn transport_failure(&self, route: &str, err: reqwest::Error, attempts: u32) -> Failure {
+        let route = route.to_owned();
+        if err.is_timeout() {
+            return Failure::Retryable { error: Error::Timeout { route, attempts }, wait: None };
+        }
+        if err.is_builder() {
+            return Failure::Fatal(Error::InvalidConfig(format!("cannot build the request for {route}: {err}")));
+        }
+        let error = Error::Connection { route, url: self.base_url.clone(), attempts, source: err };
+        Failure::Retryable { error, wait: None }
+    }
+}
+
+/// Parses a 2xx body as JSON, refusing anything whose content type is not JSON (an HTML login page, a
+/// proxy's error page) without parsing it.
+fn decode_json(route: &str, content_type: Option<&str>, body: &[u8]) -> Result<JsonBody> {
+    let decode_error = |reason: String| Error::Decode { route: route.to_owned(), reason, body_snippet: snippet(body) };
+    if let Some(ct) = content_type {
+        if !is_json_content_type(ct) {
+            return Err(decode_error(format!("expected a JSON body, got content-type {ct:?}")));
+        }
+    }
+    match serde_json::from_slice(body) {
+        Ok(value) => Ok(JsonBody { route: route.to_owned(), value, snippet: snippet(body) }),
+        Err(err) if err.is_eof() => Err(decode_error(format!("the JSON body is truncated ({err})"))),
+        Err(err) => Err(decode_error(format!("the body is not valid JSON ({err})"))),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,584 @@
+//! End-to-end sync scenarios against the simulated Kaiten, run by every store's tests through
+//! [`crate::engine_conformance_tests!`]. Each takes a fresh, migrated, empty store.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use kaiten_client::{KaitenClient, RetryPolicy};
+use kaiten_sim::{SimConfig, Simulator};
+use serde_json::{json, Value};
+
+use crate::schema::{EntityKind, SqlValue};
+use crate::store::{
+    EntityState, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store, StoreError, StoredRecord,
+    TableCount,
+};
+use crate::{Mode, Selection, SyncEngine, SyncError, SyncOptions};
+
+/// A client for the simulator: no client-side rate limit, quick retries.
+pub fn sim_client(sim: &Simulator) -> KaitenClient {
+    client_for(&sim.base_url(), &sim.token())
+}
+
+fn client_for(url: &str, token: &str) -> KaitenClient {
+    KaitenClient::builder()
+        .base_url(url)
+        .token(token)
+        .rate_limit(None)
+        .timeout(Duration::from_secs(10))
+        .retry_policy(RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            max_total_wait: Duration::from_secs(1),
+        })
+        .build()
+        .expect("valid client")
+}
+
+async fn start_sim(config: SimConfig) -> Simulator {
+    Simulator::start(config).await.expect("simulator starts")
+}
+
+fn engine(sim: &Simulator, store: &Arc<dyn Store>) -> SyncEngine {
+    SyncEngine::new(sim_client(sim), store.clone())
+}
+
+async fn stored(store: &dyn Store, kind: EntityKind, id: i64) -> StoredRecord {
+    store.get(kind, id).await.unwrap().unwrap_or_else(|| panic!("{kind} {id} is not stored"))
+}
+
+fn int(record: &StoredRecord, kind: EntityKind, column: &str) -> Option<i64> {
+    match record.value(kind, column) {
+        Some(SqlValue::Int(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn ids_of(items: &[Value]) -> Vec<i64> {
+    let mut ids: Vec<i64> = items.iter().map(|v| v["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Requests the simulator received whose path contains `part`.
+fn requests_to(sim: &Simulator, part: &str) -> usize {
+    sim.request_log().iter().filter(|r| r.contains(part)).count()
+}
+
+/// A full sync stores exactly what the API serves: every kind, field by field, raw JSON included.
+pub async fn full_sync_mirrors_the_simulator(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let report = engine(&sim, &store).sync_all().await.expect("full sync succeeds");
+    assert_eq!(report.run.kind, RunKind::Full);
+    assert_eq!(report.run.status, RunStatus::Succeeded);
+
+    let cards = sim.cards_json();
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), ids_of(&cards));
+    assert_eq!(report.stats(EntityKind::Cards).inserted, cards.len() as u64);
+    let board_space: BTreeMap<i64, i64> = sim
+        .space_ids()
+        .into_iter()
+        .flat_map(|s| {
+            sim.boards_json().into_iter().filter_map(move |b| {
+                let in_space = b.get("space_id").and_then(Value::as_i64) == Some(s);
+                in_space.then(|| (b["id"].as_i64().unwrap(), s))
+            })
+        })
+        .collect();
+    for card in &cards {
+        let id = card["id"].as_i64().unwrap();
+        let row = stored(&*store, EntityKind::Cards, id).await;
+        assert_eq!(&row.raw, card, "card {id}: raw JSON as served");
+        assert_eq!(int(&row, EntityKind::Cards, "board_id"), card["board_id"].as_i64());
+        assert_eq!(int(&row, EntityKind::Cards, "column_id"), card["column_id"].as_i64());
+        assert_eq!(int(&row, EntityKind::Cards, "lane_id"), card["lane_id"].as_i64());
+        assert_eq!(int(&row, EntityKind::Cards, "version"), card["version"].as_i64());
+        assert_eq!(
+            row.value(EntityKind::Cards, "archived"),
+            Some(&SqlValue::Bool(card["archived"].as_bool().unwrap_or(false)))
+        );
+        assert_eq!(
+            row.value(EntityKind::Cards, "title"),
+            Some(&SqlValue::Text(card["title"].as_str().unwrap().into()))
+        );
+        if let Some(space) = board_space.get(&card["board_id"].as_i64().unwrap()) {
+            assert_eq!(int(&row, EntityKind::Cards, "space_id"), Some(*space), "card {id}: space from its board");
+        }
+        assert!(int(&row, EntityKind::Cards, "space_id").is_some(), "card {id}: space_id filled in");
+        let mut tags: Vec<i64> = card["tag_ids"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(store.card_tag_ids(id).await.unwrap(), tags, "card {id}: tags");
+    }
+    assert!(cards.iter().any(|c| c["archived"] == json!(true)), "the company has archived cards, and they are synced");
+
+    assert_eq!(store.ids(EntityKind::Spaces, false).await.unwrap(), ids_of(&sim.spaces_json()));
+    for space in sim.spaces_json() {
+        assert_eq!(stored(&*store, EntityKind::Spaces, space["id"].as_i64().unwrap()).await.raw, space);
+    }
+    assert_eq!(store.ids(EntityKind::Boards, false).await.unwrap(), ids_of(&sim.boards_json()));
+    for board in sim.boards_json() {
+        let id = board["id"].as_i64().unwrap();
+        let row = stored(&*store, EntityKind::Boards, id).await;
+        assert_eq!(row.raw, board);
+        assert!(int(&row, EntityKind::Boards, "space_id").is_some(), "board {id} knows its space");
+    }
+    let mut column_ids = Vec::new();
+    let mut lane_ids = Vec::new();
+    for board in sim.board_ids() {
+        column_ids.extend(sim.column_ids(board));
+        lane_ids.extend(sim.lane_ids(board));
+        for lane in sim.lanes_json(board) {
+            assert_eq!(stored(&*store, EntityKind::Lanes, lane["id"].as_i64().unwrap()).await.raw, lane);
+        }
+        for column in sim.columns_json(board) {
+            let row = stored(&*store, EntityKind::Columns, column["id"].as_i64().unwrap()).await;
+            assert_eq!(row.raw, column);
+            for sub in column["subcolumns"].as_array().into_iter().flatten() {
+                let row = stored(&*store, EntityKind::Columns, sub["id"].as_i64().unwrap()).await;
+                assert_eq!(row.raw, *sub);
+                assert_eq!(int(&row, EntityKind::Columns, "parent_column_id"), column["id"].as_i64());
+                assert_eq!(int(&row, EntityKind::Columns, "board_id"), Some(board));
+            }
+        }
+    }
+    column_ids.sort_unstable();
+    lane_ids.sort_unstable();
+    assert_eq!(store.ids(EntityKind::Columns, false).await.unwrap(), column_ids);
+    assert_eq!(store.ids(EntityKind::Lanes, true).await.unwrap(), lane_ids);
+    assert_eq!(store.ids(EntityKind::Users, false).await.unwrap(), ids_of(&sim.users_json()));
+    assert_eq!(store.ids(EntityKind::Tags, false).await.unwrap(), ids_of(&sim.tags_json()));
+    assert_eq!(store.ids(EntityKind::CardTypes, false).await.unwrap(), ids_of(&sim.card_types_json()));
+    let props = sim.custom_properties_json();
+    assert_eq!(store.ids(EntityKind::PropertyDefinitions, false).await.unwrap(), ids_of(&props));
+    let mut values = Vec::new();
+    for prop in props.iter().filter(|p| p["type"] == "select") {
+        values.extend(sim.select_values_json(prop["id"].as_i64().unwrap()));
+    }
+    assert!(!values.is_empty(), "the company has select values");
+    assert_eq!(store.ids(EntityKind::SelectValues, true).await.unwrap(), ids_of(&values));
+
+    let runs = store.recent_runs(5).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0], report.run, "the report is what sync_logs holds");
+    assert!(runs[0].api_requests > 0);
+    assert_eq!(runs[0].api_requests as usize, sim.request_log().len());
+    for kind in EntityKind::ALL {
+        let state = store.entity_state(kind).await.unwrap();
+        assert!(state.last_full_sync_at.is_some(), "{kind}: last full sync recorded");
+        assert_eq!(state.resume, None, "{kind}: nothing left to resume");
+        assert!(state.row_count.unwrap_or(0) > 0, "{kind}: row count recorded");
+    }
+    let cards_state = store.entity_state(EntityKind::Cards).await.unwrap();
+    let newest = cards.iter().filter_map(|c| c["updated"].as_str()).max().unwrap();
+    assert_eq!(cards_state.cursor, Some(newest.parse::<DateTime<Utc>>().unwrap()), "cursor = greatest updated");
+}
+
+/// An incremental run picks up created, updated, moved, archived and deleted cards, and only those.
+pub async fn incremental_picks_up_exactly_the_changes(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let engine = engine(&sim, &store);
+    engine.sync_all().await.expect("full sync");
+    let boards = sim.board_ids();
+    let ids = sim.card_ids();
+    let created = sim.create_card(boards[0], "Fresh card")["id"].as_i64().unwrap();
+    sim.update_card(ids[0], json!({"title": "Renamed"}));
+    let target_column = *sim.column_ids(boards[1]).last().unwrap();
+    sim.move_card(ids[1], target_column, None);
+    sim.archive_card(ids[2]);
+    sim.delete_card(ids[3]);
+    sim.reset_request_log();
+
+    let report = engine.sync_incremental().await.expect("incremental sync");
+    assert_eq!(report.run.kind, RunKind::Incremental);
+    let cards = report.stats(EntityKind::Cards);
+    assert_eq!(cards.inserted, 1, "one card created: {cards:?}");
+    assert_eq!(cards.updated, 4, "updated, moved, archived, deleted: {cards:?}");
+    assert_eq!(cards.deleted, 0, "no sweep in an incremental run");
+    for kind in EntityKind::ALL.into_iter().filter(|k| *k != EntityKind::Cards) {
+        let s = report.stats(kind);
+        assert_eq!((s.inserted, s.updated, s.deleted), (0, 0, 0), "{kind} unchanged: {s:?}");
+    }
+    assert_eq!(stored(&*store, EntityKind::Cards, created).await.raw, sim.card_json(created).unwrap());
+    assert_eq!(stored(&*store, EntityKind::Cards, ids[0]).await.raw["title"], "Renamed");
+    let moved = stored(&*store, EntityKind::Cards, ids[1]).await;
+    assert_eq!(int(&moved, EntityKind::Cards, "column_id"), Some(target_column));
+    assert_eq!(int(&moved, EntityKind::Cards, "board_id"), Some(boards[1]));
+    let archived = stored(&*store, EntityKind::Cards, ids[2]).await;
+    assert_eq!(archived.value(EntityKind::Cards, "archived"), Some(&SqlValue::Bool(true)));
+    assert_eq!(archived.deleted_at, None);
+    let deleted = stored(&*store, EntityKind::Cards, ids[3]).await;
+    assert!(deleted.deleted_at.is_some(), "a deleted card is marked, not dropped");
+    // Three card listings (live, archived, deleted), each a single short page.
+    assert_eq!(requests_to(&sim, "/cards?"), 3, "{:#?}", sim.request_log());
+    let mut expected: Vec<i64> = sim.card_ids();
+    expected.sort_unstable();
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), expected);
+}
+
+/// An incremental run with nothing changed writes nothing but the run log, with the fewest
+/// requests: one per small list, one boards list per space, three card listings.
+pub async fn incremental_with_nothing_changed_writes_nothing(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let engine = engine(&sim, &store);
+    engine.sync_all().await.expect("full sync");
+    let synced_before = stored(&*store, EntityKind::Cards, sim.card_ids()[0]).await.synced_at;
+    sim.reset_request_log();
+    let report = engine.sync_incremental().await.expect("incremental sync");
+    for (kind, s) in &report.run.stats {
+        assert_eq!((s.inserted, s.updated, s.deleted), (0, 0, 0), "{kind}: {s:?}");
+    }
+    let spaces = sim.space_ids().len();
+    let expected = 5 + spaces + 3;
+    assert_eq!(sim.request_log().len(), expected, "requests: {:#?}", sim.request_log());
+    assert_eq!(report.run.api_requests as usize, expected);
+    assert_eq!(stored(&*store, EntityKind::Cards, sim.card_ids()[0]).await.synced_at, synced_before);
+    assert_eq!(store.recent_runs(10).await.unwrap().len(), 2);
+}
+
+/// A full sync marks cards, boards, columns and lanes that disappeared as deleted, and keeps them.
+pub async fn full_sync_marks_missing_records_deleted(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let engine = engine(&sim, &store);
+    engine.sync_all().await.expect("first full sync");
+    let gone = sim.card_ids()[5];
+    sim.delete_card(gone);
+    let report = engine.sync_all().await.expect("second full sync");
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 1);
+    let row = stored(&*store, EntityKind::Cards, gone).await;
+    assert!(row.deleted_at.is_some());
+    assert_eq!(row.raw["id"], json!(gone), "the row keeps its data");
+    let counts = store.counts().await.unwrap();
+    let cards = counts.iter().find(|c| c.table == "cards").unwrap();
+    assert_eq!((cards.live as usize, cards.deleted), (sim.card_ids().len(), 1));
+    // A third run finds nothing new to delete.
+    let report = engine.sync_all().await.expect("third full sync");
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 0);
+}
+
+/// A selective run touches only what was chosen.
+pub async fn selective_sync_touches_only_the_selection(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let engine = engine(&sim, &store);
+    let report = engine.sync_specific(&[EntityKind::Tags, EntityKind::Users], true).await.expect("selective");
+    assert_eq!(report.run.kind, RunKind::Selective);
+    assert_eq!(report.run.entities, vec![EntityKind::Users, EntityKind::Tags]);
+    let counts: BTreeMap<String, i64> = store.counts().await.unwrap().into_iter().map(|c| (c.table, c.live)).collect();
+    assert_eq!(counts["tags"], sim.tags_json().len() as i64);
+    assert_eq!(counts["users"], sim.users_json().len() as i64);
+    for table in ["spaces", "boards", "columns", "lanes", "cards", "card_types", "property_definitions"] {
+        assert_eq!(counts[table], 0, "{table} untouched");
+    }
+
+    // One board: its cards and nothing of the others.
+    let board = sim.board_ids()[1];
+    let selection = Selection::kinds(&[EntityKind::Boards, EntityKind::Columns, EntityKind::Lanes, EntityKind::Cards])
+        .in_boards(&[board]);
+    engine.sync_selection(&selection, Mode::Full).await.expect("board selection");
+    assert_eq!(store.ids(EntityKind::Boards, false).await.unwrap(), vec![board]);
+    let mut expected: Vec<i64> =
+        sim.cards_json().iter().filter(|c| c["board_id"] == json!(board)).map(|c| c["id"].as_i64().unwrap()).collect();
+    expected.sort_unstable();
+    assert!(!expected.is_empty());
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), expected);
+    let mut columns = sim.column_ids(board);
+    columns.sort_unstable();
+    assert_eq!(store.ids(EntityKind::Columns, false).await.unwrap(), columns);
+
+    // A full sync of the same board later marks deleted only that board's missing cards.
+    let other_board_card = sim.cards_json().iter().find(|c| c["board_id"] != json!(board)).unwrap()["id"].as_i64();
+    engine.sync_all().await.expect("full sync");
+    sim.delete_card(expected[0]);
+    let report = engine.sync_selection(&Selection::kinds(&[EntityKind::Cards]).in_boards(&[board]), Mode::Full).await;
+    assert_eq!(report.expect("board full sync").stats(EntityKind::Cards).deleted, 1);
+    assert!(stored(&*store, EntityKind::Cards, other_board_card.unwrap()).await.deleted_at.is_none());
+}
+
+/// A store that fails every `apply_page` of cards after a number of successful ones.
+#[derive(Debug)]
+pub struct FlakyStore {
+    inner: Arc<dyn Store>,
+    card_pages_left: AtomicUsize,
+}
+
+impl FlakyStore {
+    /// Wraps `inner`; card pages after the first `pages` fail.
+    pub fn new(inner: Arc<dyn Store>, pages: usize) -> Self {
+        Self { inner, card_pages_left: AtomicUsize::new(pages) }
+    }
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.inner.migrate().await
+    }
+    async fn apply_page(&self, page: &Page) -> Result<PageOutcome, StoreError> {
+        if page.batch.kind() == EntityKind::Cards && !page.batch.is_empty() {
+            let left = self.card_pages_left.load(Ordering::SeqCst);
+            if left == 0 {
+                return Err(StoreError::Backend {
+                    backend: "flaky",
+                    message: "injected failure writing a page of cards".into(),
+                    source: None,
+                });
+            }
+            self.card_pages_left.store(left - 1, Ordering::SeqCst);
+        }
+        self.inner.apply_page(page).await
+    }
+    async fn unseen(&self, kind: EntityKind, sweep: i64, scope: &Scope) -> Result<Vec<i64>, StoreError> {
+        self.inner.unseen(kind, sweep, scope).await
+    }
+    async fn mark_deleted(&self, kind: EntityKind, ids: &[i64], at: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.mark_deleted(kind, ids, at).await
+    }
+    async fn existing_ids(&self, kind: EntityKind, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        self.inner.existing_ids(kind, ids).await
+    }
+    async fn ids(&self, kind: EntityKind, include_deleted: bool) -> Result<Vec<i64>, StoreError> {
+        self.inner.ids(kind, include_deleted).await
+    }
+    async fn get(&self, kind: EntityKind, id: i64) -> Result<Option<StoredRecord>, StoreError> {
+        self.inner.get(kind, id).await
+    }
+    async fn card_tag_ids(&self, card_id: i64) -> Result<Vec<i64>, StoreError> {
+        self.inner.card_tag_ids(card_id).await
+    }
+    async fn entity_state(&self, kind: EntityKind) -> Result<EntityState, StoreError> {
+        self.inner.entity_state(kind).await
+    }
+    async fn entity_states(&self) -> Result<Vec<EntityState>, StoreError> {
+        self.inner.entity_states().await
+    }
+    async fn save_entity_state(&self, state: &EntityState) -> Result<(), StoreError> {
+        self.inner.save_entity_state(state).await
+    }
+    async fn start_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
+        self.inner.start_run(run).await
+    }
+    async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.inner.update_run(run).await
+    }
+    async fn interrupt_running_runs(&self, keep: i64, reason: &str) -> Result<u64, StoreError> {
+        self.inner.interrupt_running_runs(keep, reason).await
+    }
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.inner.recent_runs(limit).await
+    }
+    async fn counts(&self) -> Result<Vec<TableCount>, StoreError> {
+        self.inner.counts().await
+    }
+    async fn try_lock(&self, holder: &str, stale_after: Duration) -> Result<LockAttempt, StoreError> {
+        self.inner.try_lock(holder, stale_after).await
+    }
+    async fn heartbeat_lock(&self, holder: &str) -> Result<(), StoreError> {
+        self.inner.heartbeat_lock(holder).await
+    }
+    async fn release_lock(&self, holder: &str) -> Result<(), StoreError> {
+        self.inner.release_lock(holder).await
+    }
+}
+
+/// A store failing on page k, then a rerun: the same final content as a clean run, no duplicates,
+/// nothing marked deleted by the failed run, and the rerun resumes rather than starting over.
+pub async fn failed_run_resumes_and_loses_nothing(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig { cards: 450, ..SimConfig::small() }).await;
+    // Cards already stored that the failed full sync never reaches must not be marked deleted.
+    engine(&sim, &store).sync_all().await.expect("first full sync");
+    let flaky: Arc<dyn Store> = Arc::new(FlakyStore::new(store.clone(), 2));
+    let err = engine(&sim, &flaky).sync_all().await.expect_err("the store fails on the third page of cards");
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.iter().find(|c| c.table == "cards").unwrap().deleted, 0, "a failed full sync deletes nothing");
+    let runs = store.recent_runs(1).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    assert!(runs[0].error.as_deref().unwrap_or_default().contains("injected failure"));
+    let resume = store.entity_state(EntityKind::Cards).await.unwrap().resume;
+    assert!(resume.is_some(), "the failed run left a resume point");
+
+    sim.reset_request_log();
+    let report = engine(&sim, &store).sync_all().await.expect("the rerun succeeds");
+    // 450 cards: the live listing has 4+ pages; resuming skips the two committed ones.
+    let card_requests = requests_to(&sim, "/cards?");
+    assert!(card_requests < 450 / 100 + 1 + 1, "rerun resumed ({card_requests} card requests)");
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 0);
+    let mut expected = sim.card_ids();
+    expected.sort_unstable();
+    assert_eq!(store.ids(EntityKind::Cards, true).await.unwrap(), expected, "no duplicates, nothing missing");
+    for card in sim.cards_json() {
+        assert_eq!(stored(&*store, EntityKind::Cards, card["id"].as_i64().unwrap()).await.raw, card);
+    }
+    assert_eq!(store.entity_state(EntityKind::Cards).await.unwrap().resume, None);
+}
+
+/// A fresh store, a failure mid-way, then a rerun: the same content as one clean run.
+pub async fn failed_first_run_then_rerun_equals_a_clean_run(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig { cards: 350, ..SimConfig::small() }).await;
+    let flaky: Arc<dyn Store> = Arc::new(FlakyStore::new(store.clone(), 1));
+    engine(&sim, &flaky).sync_all().await.expect_err("fails on the second page of cards");
+    engine(&sim, &store).sync_all().await.expect("rerun");
+    let mut expected = sim.card_ids();
+    expected.sort_unstable();
+    assert_eq!(store.ids(EntityKind::Cards, true).await.unwrap(), expected);
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.iter().find(|c| c.table == "cards").unwrap().deleted, 0);
+}
+
+/// Two runs at once on one database: the second refuses with a clear error, or waits its turn.
+pub async fn concurrent_runs_are_serialized(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig { latency: Duration::from_millis(30), ..SimConfig::small() }).await;
+    let first = engine(&sim, &store);
+    let second = engine(&sim, &store);
+    let (a, b) = tokio::join!(first.sync_all(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        second.sync_all().await
+    });
+    a.expect("the first run succeeds");
+    match b {
+        Err(SyncError::Locked { holder, .. }) => assert_eq!(holder, first.holder()),
+        other => panic!("the second run must refuse while the first holds the lock, got {other:?}"),
+    }
+    let mut options = SyncOptions::default();
+    options.lock_wait = Duration::from_secs(60);
+    let waiting = engine(&sim, &store).with_options(options);
+    let (a, b) = tokio::join!(first.sync_incremental(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waiting.sync_incremental().await
+    });
+    a.expect("first");
+    b.expect("the waiting run gets its turn");
+}
+
+/// A card on a board that appeared after the boards were listed: its board, columns and lanes are
+/// fetched, and nothing fails on a missing parent.
+pub async fn card_on_an_unknown_board_fetches_its_parents(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let engine = engine(&sim, &store);
+    engine.sync_all().await.expect("full sync");
+    let space = sim.space_ids()[0];
+    let board = sim.add_board(space, "Brand new board");
+    let card = sim.create_card(board, "On the new board")["id"].as_i64().unwrap();
+    let column = sim.add_column(sim.board_ids()[0], "New column");
+    let moved = sim.card_ids()[0];
+    sim.move_card(moved, column, None);
+    engine.sync_specific(&[EntityKind::Cards], false).await.expect("cards-only incremental sync");
+    let row = stored(&*store, EntityKind::Cards, card).await;
+    assert_eq!(int(&row, EntityKind::Cards, "board_id"), Some(board));
+    assert_eq!(int(&row, EntityKind::Cards, "space_id"), Some(space));
+    let board_row = stored(&*store, EntityKind::Boards, board).await;
+    assert_eq!(board_row.raw["title"], "Brand new board");
+    for column in sim.column_ids(board) {
+        stored(&*store, EntityKind::Columns, column).await;
+    }
+    for lane in sim.lane_ids(board) {
+        stored(&*store, EntityKind::Lanes, lane).await;
+    }
+    assert_eq!(stored(&*store, EntityKind::Columns, column).await.raw["title"], "New column");
+    assert_eq!(int(&stored(&*store, EntityKind::Cards, moved).await, EntityKind::Cards, "column_id"), Some(column));
+}
+
+async fn assert_failed_run_logged(store: &dyn Store, needle: &str) {
+    let runs = store.recent_runs(1).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    let error = runs[0].error.clone().unwrap_or_default();
+    assert!(error.contains(needle), "sync_logs error {error:?} should mention {needle:?}");
+    assert!(runs[0].finished_at.is_some());
+}
+
+/// A bad token: a clear error, a failed row in `sync_logs`, nothing else written.
+pub async fn bad_token_fails_clearly(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let engine = SyncEngine::new(client_for(&sim.base_url(), "wrong-token-value"), store.clone());
+    let err = engine.sync_all().await.expect_err("a bad token fails");
+    assert!(matches!(err, SyncError::Api(kaiten_client::Error::Unauthorized { .. })), "{err:?}");
+    assert!(err.to_string().contains("401"), "{err}");
+    assert!(!err.to_string().contains("wrong-token-value"), "the token never appears in errors");
+    assert_failed_run_logged(&*store, "401").await;
+    let runs = store.recent_runs(1).await.unwrap();
+    assert!(!runs[0].error.clone().unwrap_or_default().contains("wrong-token-value"));
+    assert_eq!(store.ids(EntityKind::Spaces, true).await.unwrap(), Vec::<i64>::new());
+    // The lock was released: the next run can start.
+    assert_eq!(store.try_lock("someone-else", Duration::from_secs(60)).await.unwrap(), LockAttempt::Acquired);
+    store.release_lock("someone-else").await.unwrap();
+}
+
+/// Kaiten unreachable: a connection error naming the URL, and a failed run.
+pub async fn unreachable_kaiten_fails_clearly(store: Arc<dyn Store>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let url = format!("http://{addr}/api/latest");
+    let engine = SyncEngine::new(client_for(&url, "token"), store.clone());
+    let err = engine.sync_all().await.expect_err("nothing listens there");
+    assert!(matches!(err, SyncError::Api(kaiten_client::Error::Connection { .. })), "{err:?}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    assert_failed_run_logged(&*store, "cannot reach Kaiten").await;
+}
+
+/// HTML where JSON was expected: a decode error naming the route, and a failed run.
+pub async fn html_instead_of_json_fails_clearly(store: Arc<dyn Store>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let body = "<html><body>Maintenance</body></html>";
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    let engine = SyncEngine::new(client_for(&format!("http://{addr}"), "token"), store.clone());
+    let err = engine.sync_all().await.expect_err("HTML is not a list of spaces");
+    server.abort();
+    assert!(matches!(err, SyncError::Api(kaiten_client::Error::Decode { .. })), "{err:?}");
+    assert!(err.to_string().contains("GET /spaces"), "{err}");
+    assert_failed_run_logged(&*store, "Maintenance").await;
+}
+
+/// Generates one `#[tokio::test]` per end-to-end scenario. `$make` is an async fn returning
+/// `(Arc<dyn Store>, guard)`: a fresh, migrated, empty store and whatever keeps it alive.
+#[macro_export]
+macro_rules! engine_conformance_tests {
+    ($make:path) => {
+        $crate::engine_conformance_tests!(@tests $make;
+            full_sync_mirrors_the_simulator,
+            incremental_picks_up_exactly_the_changes,
+            incremental_with_nothing_changed_writes_nothing,
+            full_sync_marks_missing_records_deleted,
+            selective_sync_touches_only_the_selection,
+            failed_run_resumes_and_loses_nothing,
+            failed_first_run_then_rerun_equals_a_clean_run,
+            concurrent_runs_are_serialized,
+            card_on_an_unknown_board_fetches_its_parents,
+            bad_token_fails_clearly,
+            unreachable_kaiten_fails_clearly,
+            html_instead_of_json_fails_clearly,
+        );
+    };
+    (@tests $make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (store, _guard) = $make().await;
+                $crate::conformance::engine::$name(store).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,1184 @@
+//! The sync engine: full, incremental and selective runs over a [`KaitenClient`] and a [`Store`].
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use kaiten_client::{
+    Board, Card, CardQuery, Column, Condition, KaitenClient, Lane, OrderDirection, PageRequest, Record, Space,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::error::SyncError;
+use crate::progress::{ProgressEvent, ProgressSink};
+use crate::schema::EntityKind;
+use crate::store::{Batch, EntityState, EntityStats, LockAttempt, Page, RunKind, RunRecord, RunStatus, Scope, Store};
+
+/// How a run lists records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Everything, ending with deletion detection.
+    Full,
+    /// Only what changed since the last run (cards by `updated_after`; small kinds listed whole and
+    /// only changed rows written).
+    Incremental,
+}
+
+/// What a run covers: entity kinds, and optionally only some spaces or boards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Kinds to sync; empty means all.
+    pub kinds: BTreeSet<EntityKind>,
+    /// Only these spaces (their boards, columns, lanes and cards); empty means all.
+    pub spaces: Vec<i64>,
+    /// Only these boards (their columns, lanes and cards); empty means all.
+    pub boards: Vec<i64>,
+}
+
+impl Selection {
+    /// Everything.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only these kinds.
+    pub fn kinds(kinds: &[EntityKind]) -> Self {
+        Self { kinds: kinds.iter().copied().collect(), ..Self::default() }
+    }
+
+    /// Limits the run to these spaces.
+    pub fn in_spaces(mut self, spaces: &[i64]) -> Self {
+        self.spaces = spaces.to_vec();
+        self
+    }
+
+    /// Limits the run to these boards.
+    pub fn in_boards(mut self, boards: &[i64]) -> Self {
+        self.boards = boards.to_vec();
+        self
+    }
+
+    fn includes(&self, kind: EntityKind) -> bool {
+        if self.kinds.is_empty() {
+            return true;
+        }
+        // Select values are part of the property definitions they belong to.
+        self.kinds.contains(&kind)
+            || (kind == EntityKind::SelectValues && self.kinds.contains(&EntityKind::PropertyDefinitions))
+    }
+
+    fn is_everything(&self) -> bool {
+        (self.kinds.is_empty() || EntityKind::ALL.iter().all(|k| self.includes(*k)))
+            && self.spaces.is_empty()
+            && self.boards.is_empty()
+    }
+
+    fn scope_text(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.kinds.is_empty() {
+            parts.push(format!("kinds {}", self.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",")));
+        }
+        if !self.spaces.is_empty() {
+            parts.push(format!("spaces {}", join_ids(&self.spaces)));
+        }
+        if !self.boards.is_empty() {
+            parts.push(format!("boards {}", join_ids(&self.boards)));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+fn join_ids(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Tuning of the engine. `Default` is what the CLI uses.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SyncOptions {
+    /// Incremental card listings start this long before the stored cursor, so records written
+    /// around the boundary (or with clock skew) are not missed. Overlapping records are upserted
+    /// idempotently and counted as unchanged.
+    pub overlap: Duration,
+    /// Page size for cards (Kaiten's maximum is 100).
+    pub page_size: u32,
+    /// How long a run waits for another run to release the lock before failing with
+    /// [`SyncError::Locked`]. Zero refuses at once.
+    pub lock_wait: Duration,
+    /// A lock whose holder has not said it is alive for this long is taken over (a killed process).
+    pub lock_stale_after: Duration,
+    /// How often a running sync says it is alive.
+    pub heartbeat_every: Duration,
+    /// Incremental runs also ask for cards with condition 3 (deleted) changed since the cursor, so
+    /// deletions show up without a full sync. Turn off if the tenant refuses `condition=3`.
+    pub incremental_deleted_cards: bool,
+    /// Incremental runs re-list columns and lanes of every board, not only of boards that changed.
+    pub incremental_refresh_all_structure: bool,
+    /// Extra card fields asked for (`description` by default).
+    pub additional_card_fields: Vec<String>,
+    /// Requests in flight at once for per-board listings (the client's limiter still applies).
+    pub concurrency: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            overlap: Duration::from_secs(300),
+            page_size: 100,
+            lock_wait: Duration::ZERO,
+            lock_stale_after: Duration::from_secs(600),
+            heartbeat_every: Duration::from_secs(30),
+            incremental_deleted_cards: true,
+            incremental_refresh_all_structure: false,
+            additional_card_fields: vec!["description".to_owned()],
+            concurrency: 4,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncReport {
+    /// The run as recorded in `sync_logs` (id, kind, counters per entity, requests, retries).
+    pub run: RunRecord,
+    /// Wall time of the run.
+    pub duration: Duration,
+}
+
+impl SyncReport {
+    /// Counters of one kind (zero when the kind was not synced).
+    pub fn stats(&self, kind: EntityKind) -> EntityStats {
+        self.run.stats.get(&kind).copied().unwrap_or_default()
+    }
+}
+
+/// Where a card listing stands: Kaiten is asked for cards with `updated` after `after`, ordered by
+/// `updated`, skipping `offset` of them. Serialized into `sync_metadata.resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct WalkPos {
+    after: Option<DateTime<Utc>>,
+    offset: u64,
+    /// Set when Kaiten ignored `order_by=updated`: page by offset alone.
+    #[serde(default)]
+    offset_only: bool,
+}
+
+/// A resumable card listing in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CardResume {
+    /// The deletion sweep of a full listing (none for incremental).
+    sweep: Option<i64>,
+    /// Where the walks started.
+    start: Option<DateTime<Utc>>,
+    /// Index of the walk in progress.
+    walk: usize,
+    /// Its position.
+    pos: WalkPos,
+    /// Greatest `updated` committed so far.
+    max_updated: Option<DateTime<Utc>>,
+    /// The scope the listing was for (a resume point is only used for the same scope).
+    scope: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct ResumeState {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    full: Option<CardResume>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incremental: Option<CardResume>,
+}
+
+impl ResumeState {
+    fn parse(text: Option<&str>) -> Self {
+        text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
+    }
+
+    fn to_text(&self) -> Option<String> {
+        (self.full.is_some() || self.incremental.is_some()).then(|| serde_json::to_string(self).expect("serializable"))
+    }
+
+    fn slot(&mut self, mode: Mode) -> &mut Option<CardResume> {
+        match mode {
+            Mode::Full => &mut self.full,
+            Mode::Incremental => &mut self.incremental,
+        }
+    }
+}
+
+/// Mirrors a Kaiten company into a [`Store`].
+///
+/// Cheap to clone; clones share the client (and so its rate limiter) and the store.
+#[derive(Clone)]
+pub struct SyncEngine {
+    client: KaitenClient,
+    store: Arc<dyn Store>,
+    options: SyncOptions,
+    progress: ProgressSink,
+    holder: String,
+}
+
+impl std::fmt::Debug for SyncEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngine")
+            .field("client", &self.client)
+            .field("store", &self.store)
+            .field("options", &self.options)
+            .field("holder", &self.holder)
+            .finish()
+    }
+}
+
+impl SyncEngine {
+    /// An engine with default options.
+    pub fn new(client: KaitenClient, store: Arc<dyn Store>) -> Self {
+        Self {
+            client,
+            store,
+            options: SyncOptions::default(),
+            progress: ProgressSink::none(),
+            holder: lock_holder_id(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: SyncOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Calls `f` for every progress event (keep it quick; it runs on the sync task).
+    pub fn on_progress(mut self, f: impl Fn(&ProgressEvent) + Send + Sync + 'static) -> Self {
+        self.progress = ProgressSink::callback(f);
+        self
+    }
+
+    /// Sends every progress event to a channel (events are dropped if the receiver is gone).
+    pub fn progress_channel(self, sender: tokio::sync::mpsc::UnboundedSender<ProgressEvent>) -> Self {
+        self.on_progress(move |event| {
+            let _ = sender.send(event.clone());
+        })
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &SyncOptions {
+        &self.options
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The client.
+    pub fn client(&self) -> &KaitenClient {
+        &self.client
+    }
+
+    /// The id this engine's runs hold the lock under.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Full sync of everything, in dependency order, ending with deletion detection.
+    pub async fn sync_all(&self) -> Result<SyncReport, SyncError> {
+        self.run(RunKind::Full, Mode::Full, &Selection::all()).await
+    }
+
+    /// Incremental sync of everything: cards changed since the last run, small kinds listed whole.
+    pub async fn sync_incremental(&self) -> Result<SyncReport, SyncError> {
+        self.run(RunKind::Incremental, Mode::Incremental, &Selection::all()).await
+    }
+
+    /// Selective sync of the chosen kinds, full or incremental.
+    pub async fn sync_specific(&self, kinds: &[EntityKind], full: bool) -> Result<SyncReport, SyncError> {
+        let mode = if full { Mode::Full } else { Mode::Incremental };
+        self.sync_selection(&Selection::kinds(kinds), mode).await
+    }
+
+    /// Sync of any selection (kinds, spaces, boards) in either mode. A selection of everything is
+    /// logged as a full or incremental run, anything narrower as selective.
+    pub async fn sync_selection(&self, selection: &Selection, mode: Mode) -> Result<SyncReport, SyncError> {
+        let kind = match (selection.is_everything(), mode) {
+            (true, Mode::Full) => RunKind::Full,
+            (true, Mode::Incremental) => RunKind::Incremental,
+            (false, _) => RunKind::Selective,
+        };
+        self.run(kind, mode, selection).await
+    }
+
+    async fn acquire_lock(&self) -> Result<(), SyncError> {
+        let deadline = Instant::now() + self.options.lock_wait;
+        loop {
+            match self.store.try_lock(&self.holder, self.options.lock_stale_after).await? {
+                LockAttempt::Acquired => return Ok(()),
+                LockAttempt::Held(info) => {
+                    if Instant::now() >= deadline {
+                        return Err(SyncError::Locked {
+                            holder: info.holder,
+                            since: info.acquired_at,
+                            waited: self.options.lock_wait,
+                        });
+                    }
+                    debug!(holder = %info.holder, "sync lock held by another run; waiting");
+                    tokio::time::sleep(Duration::from_millis(250).min(self.options.lock_wait)).await;
+                }
+            }
+        }
+    }
+
+    async fn run(&self, kind: RunKind, mode: Mode, selection: &Selection) -> Result<SyncReport, SyncError> {
+        let entities: Vec<EntityKind> = EntityKind::ALL.into_iter().filter(|k| selection.includes(*k)).collect();
+        if entities.is_empty() {
+            return Err(SyncError::InvalidSelection("no entity kind selected".into()));
+        }
+        let started = Instant::now();
+        self.acquire_lock().await?;
+        let heartbeat = self.spawn_heartbeat();
+        let result = self.run_locked(kind, mode, selection, entities, started).await;
+        heartbeat.abort();
+        if let Err(e) = self.store.release_lock(&self.holder).await {
+            warn!(error = %e, "could not release the sync lock; it goes stale on its own");
+        }
+        result
+    }
+
+    fn spawn_heartbeat(&self) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let holder = self.holder.clone();
+        let every = self.options.heartbeat_every;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.heartbeat_lock(&holder).await {
+                    warn!(error = %e, "sync lock heartbeat failed");
+                }
+            }
+        })
+    }
+
+    async fn run_locked(
+        &self,
+        kind: RunKind,
+        mode: Mode,
+        selection: &Selection,
+        entities: Vec<EntityKind>,
+        started: Instant,
+    ) -> Result<SyncReport, SyncError> {
+        let stats_before = self.client.stats();
+        let mut record = RunRecord::start(kind, entities.clone(), selection.scope_text(), Utc::now());
+        record.id = self.store.start_run(&record).await?;
+        let interrupted = self
+            .store
+            .interrupt_running_runs(record.id, "interrupted: the process running it stopped before it finished")
+            .await?;
+        if interrupted > 0 {
+            info!(interrupted, "marked runs left behind by a stopped process as interrupted");
+        }
+        self.progress.emit(&ProgressEvent::RunStarted { run_id: record.id, kind, entities: entities.clone() });
+        let span = info_span!("sync", run_id = record.id, kind = kind.as_str());
+        let mut run = Run {
+            engine: self,
+            mode,
+            selection,
+            record,
+            board_spaces: HashMap::new(),
+            known: HashMap::new(),
+            refreshed_boards: HashSet::new(),
+            changed_boards: None,
+            listed_boards: None,
+            select_properties: None,
+            spaces: None,
+        };
+        let outcome = async {
+            for entity in &entities {
+                run.sync_entity(*entity).await?;
+                run.record.api_requests = self.client.stats().requests - stats_before.requests;
+                run.record.retries = self.client.stats().retries - stats_before.retries;
+                self.store.update_run(&run.record).await?;
+            }
+            Ok::<(), SyncError>(())
+        }
+        .instrument(span)
+        .await;
+        let mut record = run.record;
+        record.api_requests = self.client.stats().requests - stats_before.requests;
+        record.retries = self.client.stats().retries - stats_before.retries;
+        record.finished_at = Some(Utc::now());
+        record.status = if outcome.is_ok() { RunStatus::Succeeded } else { RunStatus::Failed };
+        record.error = outcome.as_ref().err().map(|e| e.to_string());
+        if let Err(e) = self.store.update_run(&record).await {
+            warn!(error = %e, "could not record the end of the run in sync_logs");
+            if outcome.is_ok() {
+                return Err(e.into());
+            }
+        }
+        self.progress.emit(&ProgressEvent::RunFinished {
+            run_id: record.id,
+            status: record.status,
+            error: record.error.clone(),
+        });
+        outcome?;
+        info!(run_id = record.id, requests = record.api_requests, "sync finished");
+        Ok(SyncReport { run: record, duration: started.elapsed() })
+    }
+}
+
+fn lock_holder_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    format!("{host}:{}:{:08x}", std::process::id(), hasher.finish() as u32)
+}
+
+/// One run in progress.
+struct Run<'a> {
+    engine: &'a SyncEngine,
+    mode: Mode,
+    selection: &'a Selection,
+    record: RunRecord,
+    /// Board id → space id, for boards listed or read in this run.
+    board_spaces: HashMap<i64, Option<i64>>,
+    /// Ids known to be stored, per parent kind (boards, columns, lanes).
+    known: HashMap<EntityKind, HashSet<i64>>,
+    /// Boards whose columns and lanes were listed in this run.
+    refreshed_boards: HashSet<i64>,
+    /// Boards new or changed in this run (incremental structure refresh).
+    changed_boards: Option<HashSet<i64>>,
+    /// Boards listed in this run (in scope).
+    listed_boards: Option<Vec<i64>>,
+    /// Select-type properties whose values this run lists.
+    select_properties: Option<Vec<i64>>,
+    /// `GET /spaces` of this run, asked at most once.
+    spaces: Option<Vec<Space>>,
+}
+
+impl Run<'_> {
+    fn store(&self) -> &dyn Store {
+        &*self.engine.store
+    }
+
+    fn client(&self) -> &KaitenClient {
+        &self.engine.client
+    }
+
+    fn stats(&mut self, kind: EntityKind) -> &mut EntityStats {
+        self.record.stats.entry(kind).or_default()
+    }
+
+    async fn sync_entity(&mut self, kind: EntityKind) -> Result<(), SyncError> {
+        self.engine.progress.emit(&ProgressEvent::EntityStarted { kind });
+        self.stats(kind);
+        let span = info_span!("entity", kind = kind.as_str());
+        match kind {
+            EntityKind::Spaces => self.sync_spaces().instrument(span).await?,
+            EntityKind::Users => {
+                let users = self.client().users().await?;
+                self.write_listing(Batch::Users(users), Scope::All).instrument(span).await?
+            }
+            EntityKind::CardTypes => {
+                let types = self.client().card_types().await?;
+                self.write_listing(Batch::CardTypes(types), Scope::All).instrument(span).await?
+            }
+            EntityKind::Tags => {
+                let tags = self.client().tags().await?;
+                self.write_listing(Batch::Tags(tags), Scope::All).instrument(span).await?
+            }
+            EntityKind::PropertyDefinitions => self.sync_properties().instrument(span).await?,
+            EntityKind::SelectValues => self.sync_select_values().instrument(span).await?,
+            EntityKind::Boards => self.sync_boards().instrument(span).await?,
+            EntityKind::Columns | EntityKind::Lanes => self.sync_structure(kind).instrument(span).await?,
+            EntityKind::Cards => self.sync_cards().instrument(span).await?,
+        }
+        let stats = self.record.stats[&kind];
+        self.engine.progress.emit(&ProgressEvent::EntityDone { kind, stats });
+        Ok(())
+    }
+
+    fn new_state(&self, mut state: EntityState, cursor: Option<DateTime<Utc>>) -> EntityState {
+        let now = Utc::now();
+        state.cursor = state.cursor.max(cursor);
+        match self.mode {
+            Mode::Full => state.last_full_sync_at = Some(now),
+            Mode::Incremental => state.last_incremental_sync_at = Some(now),
+        }
+        state
+    }
+
+    /// Writes a complete listing of a small kind in pages, then marks what it did not contain as
+    /// deleted within `scope`, and writes the kind's state.
+    async fn write_listing(&mut self, batch: Batch, scope: Scope) -> Result<(), SyncError> {
+        let kind = batch.kind();
+        let sweep = self.record.id;
+        let cursor = batch.rows().iter().filter_map(|r| r.updated).max();
+        let fetched = batch.len();
+        for chunk in split_batch(batch, 500) {
+            let page = Page { sweep: Some(sweep), state: None, synced_at: Utc::now(), batch: chunk };
+            let outcome = self.store().apply_page(&page).await?;
+            self.stats(kind).add_page(page.batch.len(), outcome);
+        }
+        if fetched == 0 {
+            self.stats(kind).pages += 1;
+        }
+        self.sweep_deleted(kind, sweep, &scope).await?;
+        let state = self.store().entity_state(kind).await?;
+        let mut state = self.new_state(state, cursor);
+        state.row_count = Some(self.live_rows(kind).await?);
+        self.store().save_entity_state(&state).await?;
+        let stats = self.record.stats[&kind];
+        self.engine.progress.emit(&ProgressEvent::PageDone { kind, stats });
+        Ok(())
+    }
+
+    async fn live_rows(&self, kind: EntityKind) -> Result<i64, SyncError> {
+        let counts = self.store().counts().await?;
+        Ok(counts.iter().find(|c| c.table == kind.table().name).map_or(0, |c| c.live))
+    }
+
+    async fn sweep_deleted(&mut self, kind: EntityKind, sweep: i64, scope: &Scope) -> Result<(), SyncError> {
+        if matches!(scope, Scope::Parents(p) if p.is_empty()) {
+            return Ok(());
+        }
+        let unseen = self.store().unseen(kind, sweep, scope).await?;
+        if unseen.is_empty() {
+            return Ok(());
+        }
+        let deleted = self.store().mark_deleted(kind, &unseen, Utc::now()).await?;
+        info!(kind = kind.as_str(), deleted, "marked records missing from a complete listing as deleted");
+        self.stats(kind).deleted += deleted;
+        Ok(())
+    }
+
+    async fn list_spaces(&mut self) -> Result<Vec<Space>, SyncError> {
+        if let Some(spaces) = &self.spaces {
+            return Ok(spaces.clone());
+        }
+        let spaces = self.client().spaces().await?;
+        self.spaces = Some(spaces.clone());
+        Ok(spaces)
+    }
+
+    async fn sync_spaces(&mut self) -> Result<(), SyncError> {
+        let spaces = self.list_spaces().await?;
+        if self.selection.spaces.is_empty() && self.selection.boards.is_empty() {
+            return self.write_listing(Batch::Spaces(spaces), Scope::All).await;
+        }
+        // A narrowed run writes only the spaces in scope and never sweeps the others.
+        let wanted: Vec<Space> = spaces
+            .into_iter()
+            .filter(|s| {
+                self.selection.spaces.contains(&s.id)
+                    || s.embedded_board_ids().iter().any(|b| self.selection.boards.contains(b))
+            })
+            .collect();
+        self.write_unswept(Batch::Spaces(wanted)).await
+    }
+
+    /// Writes records without a sweep (a listing that is not complete for its kind).
+    async fn write_unswept(&mut self, batch: Batch) -> Result<(), SyncError> {
+        let kind = batch.kind();
+        let cursor = batch.rows().iter().filter_map(|r| r.updated).max();
+        let fetched = batch.len();
+        let page = Page { sweep: None, state: None, synced_at: Utc::now(), batch };
+        let outcome = self.store().apply_page(&page).await?;
+        self.stats(kind).add_page(fetched, outcome);
+        let state = self.store().entity_state(kind).await?;
+        let mut state = self.new_state(state, cursor);
+        state.row_count = Some(self.live_rows(kind).await?);
+        self.store().save_entity_state(&state).await?;
+        Ok(())
+    }
+
+    async fn sync_properties(&mut self) -> Result<(), SyncError> {
+        let since = self.store().entity_state(EntityKind::PropertyDefinitions).await?.cursor;
+        let props = self.client().property_definitions().await?;
+        let ids: Vec<i64> = props.iter().map(|p| p.id).collect();
+        let stored: HashSet<i64> =
+            self.store().existing_ids(EntityKind::PropertyDefinitions, &ids).await?.into_iter().collect();
+        // Select values are listed for select properties that are new or changed (all of them in
+        // a full run).
+        self.select_properties = Some(
+            props
+                .iter()
+                .filter(|p| p.is_select())
+                .filter(|p| {
+                    self.mode == Mode::Full
+                        || !stored.contains(&p.id)
+                        || since.is_none()
+                        || p.updated.is_none()
+                        || p.updated > since
+                })
+                .map(|p| p.id)
+                .collect(),
+        );
+        self.write_listing(Batch::PropertyDefinitions(props), Scope::All).await
+    }
+
+    async fn sync_select_values(&mut self) -> Result<(), SyncError> {
+        let select = match self.select_properties.take() {
+            Some(select) => select,
+            None => {
+                self.client().property_definitions().await?.iter().filter(|p| p.is_select()).map(|p| p.id).collect()
+            }
+        };
+        let client = self.client().clone();
+        let mut lists = futures::stream::iter(select.clone())
+            .map(|id| {
+                let client = client.clone();
+                async move { client.select_values(id).await.map(|v| (id, v)) }
+            })
+            .buffered(self.engine.options.concurrency.max(1));
+        let mut values = Vec::new();
+        while let Some(list) = lists.next().await {
+            let (id, list) = list?;
+            values.extend(list.into_iter().map(|mut v| {
+                v.custom_property_id = v.custom_property_id.or(Some(id));
+                v
+            }));
+        }
+        self.write_listing(Batch::SelectValues(values), Scope::Parents(select)).await
+    }
+
+    fn since(&self, cursor: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        cursor.map(|c| c - chrono::Duration::from_std(self.engine.options.overlap).unwrap_or_default())
+    }
+
+    /// The spaces a run lists boards of.
+    async fn spaces_in_scope(&mut self) -> Result<Vec<i64>, SyncError> {
+        if !self.selection.spaces.is_empty() {
+            return Ok(self.selection.spaces.clone());
+        }
+        let spaces = self.list_spaces().await?;
+        if self.selection.boards.is_empty() {
+            return Ok(spaces.iter().map(|s| s.id).collect());
+        }
+        Ok(spaces
+            .iter()
+            .filter(|s| s.embedded_board_ids().iter().any(|b| self.selection.boards.contains(b)))
+            .map(|s| s.id)
+            .collect())
+    }
+
+    async fn sync_boards(&mut self) -> Result<(), SyncError> {
+        // Boards are listed whole, so "changed" is exact: newer than the newest board stored
+        // before this run, or not stored at all.
+        let since = self.store().entity_state(EntityKind::Boards).await?.cursor;
+        let spaces = self.spaces_in_scope().await?;
+        let client = self.client().clone();
+        let mut lists = futures::stream::iter(spaces.clone())
+            .map(|space_id| {
+                let client = client.clone();
+                async move { client.boards(space_id).await.map(|b| (space_id, b)) }
+            })
+            .buffered(self.engine.options.concurrency.max(1));
+        let mut boards: Vec<Board> = Vec::new();
+        while let Some(list) = lists.next().await {
+            let (space_id, list) = list?;
+            boards.extend(list.into_iter().map(|mut b| {
+                b.space_id = b.space_id.or(Some(space_id));
+                b
+            }));
+        }
+        if !self.selection.boards.is_empty() {
+            boards.retain(|b| self.selection.boards.contains(&b.id));
+        }
+        let ids: Vec<i64> = boards.iter().map(|b| b.id).collect();
+        let stored: HashSet<i64> = self.store().existing_ids(EntityKind::Boards, &ids).await?.into_iter().collect();
+        let changed: HashSet<i64> = boards
+            .iter()
+            .filter(|b| !stored.contains(&b.id) || since.is_none() || b.updated.is_none() || b.updated > since)
+            .map(|b| b.id)
+            .collect();
+        for b in &boards {
+            self.board_spaces.insert(b.id, b.space_id);
+        }
+        self.known.entry(EntityKind::Boards).or_default().extend(ids.iter().copied());
+        self.changed_boards = Some(changed);
+        self.listed_boards = Some(ids);
+        if self.selection.boards.is_empty() {
+            let scope = if self.selection.spaces.is_empty() { Scope::All } else { Scope::Parents(spaces) };
+            self.write_listing(Batch::Boards(boards), scope).await
+        } else {
+            self.write_unswept(Batch::Boards(boards)).await
+        }
+    }
+
+    /// The boards in scope: listed in this run, or read from the store.
+    async fn boards_in_scope(&mut self) -> Result<Vec<i64>, SyncError> {
+        if let Some(listed) = &self.listed_boards {
+            return Ok(listed.clone());
+        }
+        if !self.selection.boards.is_empty() {
+            return Ok(self.selection.boards.clone());
+        }
+        let stored = self.store().ids(EntityKind::Boards, false).await?;
+        let mut boards = Vec::new();
+        for id in stored {
+            let space = self.board_space(id).await?;
+            if self.selection.spaces.is_empty() || space.is_some_and(|s| self.selection.spaces.contains(&s)) {
+                boards.push(id);
+            }
+        }
+        if boards.is_empty() && self.selection.spaces.is_empty() {
+            // Nothing stored yet: list the boards (without writing them) to know where to look.
+            let spaces = self.spaces_in_scope().await?;
+            for space_id in spaces {
+                boards.extend(self.client().boards(space_id).await?.iter().map(|b| b.id));
+            }
+        }
+        Ok(boards)
+    }
+
+    async fn board_space(&mut self, board_id: i64) -> Result<Option<i64>, SyncError> {
+        if let Some(space) = self.board_spaces.get(&board_id) {
+            return Ok(*space);
+        }
+        let space = match self.store().get(EntityKind::Boards, board_id).await? {
+            Some(stored) => match stored.value(EntityKind::Boards, "space_id") {
+                Some(crate::schema::SqlValue::Int(s)) => Some(*s),
+                _ => None,
+            },
+            None => None,
+        };
+        self.board_spaces.insert(board_id, space);
+        Ok(space)
+    }
+
+    async fn sync_structure(&mut self, kind: EntityKind) -> Result<(), SyncError> {
+        let boards = self.boards_in_scope().await?;
+        let refresh: Vec<i64> = match (self.mode, &self.changed_boards) {
+            (Mode::Incremental, Some(changed)) if !self.engine.options.incremental_refresh_all_structure => {
+                boards.iter().copied().filter(|b| changed.contains(b)).collect()
+            }
+            _ => boards,
+        };
+        let client = self.client().clone();
+        let mut lists = futures::stream::iter(refresh.clone())
+            .map(|board_id| {
+                let client = client.clone();
+                async move {
+                    let batch = match kind {
+                        EntityKind::Columns => {
+                            Batch::Columns(flatten_columns(client.columns(board_id).await?, board_id))
+                        }
+                        _ => Batch::Lanes(with_board(client.lanes(board_id).await?, board_id)),
+                    };
+                    Ok::<_, kaiten_client::Error>(batch)
+                }
+            })
+            .buffered(self.engine.options.concurrency.max(1));
+        let mut merged = Vec::new();
+        while let Some(batch) = lists.next().await {
+            merged.push(batch?);
+        }
+        let batch = match kind {
+            EntityKind::Columns => Batch::Columns(
+                merged.into_iter().flat_map(|b| if let Batch::Columns(c) = b { c } else { Vec::new() }).collect(),
+            ),
+            _ => Batch::Lanes(
+                merged.into_iter().flat_map(|b| if let Batch::Lanes(l) = b { l } else { Vec::new() }).collect(),
+            ),
+        };
+        self.known.entry(kind).or_default().extend(batch.ids());
+        if kind == EntityKind::Lanes {
+            self.refreshed_boards.extend(refresh.iter().copied());
+        }
+        self.write_listing(batch, Scope::Parents(refresh)).await
+    }
+
+    /// The card listings of this run: one per condition, for each space or board in scope.
+    async fn card_walks(&mut self) -> Result<Vec<CardQuery>, SyncError> {
+        let mut conditions = vec![Condition::Live, Condition::Archived];
+        if self.mode == Mode::Incremental && self.engine.options.incremental_deleted_cards {
+            conditions.push(Condition::Deleted);
+        }
+        let filters: Vec<(Option<i64>, Option<i64>)> = if !self.selection.boards.is_empty() {
+            self.selection.boards.iter().map(|b| (None, Some(*b))).collect()
+        } else if !self.selection.spaces.is_empty() {
+            self.selection.spaces.iter().map(|s| (Some(*s), None)).collect()
+        } else {
+            vec![(None, None)]
+        };
+        let mut walks = Vec::new();
+        for (space_id, board_id) in filters {
+            for condition in &conditions {
+                let mut q = CardQuery::new();
+                q.space_id = space_id;
+                q.board_id = board_id;
+                q.condition = Some(*condition);
+                q.order_by = Some("updated".to_owned());
+                q.order_direction = Some(OrderDirection::Asc);
+                q.additional_card_fields = self.engine.options.additional_card_fields.clone();
+                walks.push(q);
+            }
+        }
+        Ok(walks)
+    }
+
+    async fn sync_cards(&mut self) -> Result<(), SyncError> {
+        let kind = EntityKind::Cards;
+        let mut state = self.store().entity_state(kind).await?;
+        let mut resume = ResumeState::parse(state.resume.as_deref());
+        let scope_key = self.selection.scope_text().unwrap_or_default();
+        let walks = self.card_walks().await?;
+        let since = match self.mode {
+            Mode::Full => None,
+            Mode::Incremental => self.since(state.cursor),
+        };
+        let mut current = match resume.slot(self.mode).take() {
+            Some(r) if r.scope == scope_key && r.walk < walks.len() => {
+                info!(walk = r.walk, offset = r.pos.offset, "resuming the card listing where the last run stopped");
+                r
+            }
+            _ => CardResume {
+                sweep: (self.mode == Mode::Full).then_some(self.record.id),
+                start: since,
+                walk: 0,
+                pos: WalkPos { after: since, offset: 0, offset_only: false },
+                max_updated: None,
+                scope: scope_key,
+            },
+        };
+        let page_size = self.engine.options.page_size.clamp(1, KaitenClient::CARDS_PAGE_MAX);
+        let mut next = Some(self.fetch_cards(&walks[current.walk], current.pos, page_size));
+        while let Some(fetch) = next.take() {
+            let cards = fetch.await?;
+            let fetched = cards.len();
+            let done_walk = fetched < page_size as usize;
+            let mut after = current.clone();
+            after.max_updated = after.max_updated.max(cards.iter().filter_map(|c| c.updated).max());
+            if done_walk {
+                after.walk += 1;
+                after.pos = WalkPos { after: after.start, offset: 0, offset_only: false };
+            } else {
+                after.pos = next_position(current.pos, &cards);
+                if after.pos.offset_only && !current.pos.offset_only {
+                    warn!("Kaiten did not order cards by `updated`; paging by offset for the rest of this listing");
+                }
+            }
+            let cards = self.prepare_cards(cards).await?;
+            let finished = after.walk >= walks.len();
+            let mut page_state = state.clone();
+            if finished {
+                *resume.slot(self.mode) = None;
+            } else {
+                *resume.slot(self.mode) = Some(after.clone());
+            }
+            page_state.resume = resume.to_text();
+            let page = Page {
+                batch: Batch::Cards(cards),
+                sweep: current.sweep,
+                state: Some(page_state.clone()),
+                synced_at: Utc::now(),
+            };
+            // Fetch the next page while this one is written.
+            let following = (!finished).then(|| self.fetch_cards(&walks[after.walk], after.pos, page_size));
+            let outcome = self.store().apply_page(&page).await?;
+            state = page_state;
+            self.stats(kind).add_page(fetched, outcome);
+            let stats = self.record.stats[&kind];
+            self.engine.progress.emit(&ProgressEvent::PageDone { kind, stats });
+            current = after;
+            next = following;
+        }
+        if let Some(sweep) = current.sweep {
+            let scope = self.card_scope().await?;
+            self.sweep_deleted(kind, sweep, &scope).await?;
+        }
+        let mut state = self.new_state(state, current.max_updated);
+        state.row_count = Some(self.live_rows(kind).await?);
+        self.store().save_entity_state(&state).await?;
+        Ok(())
+    }
+
+    async fn card_scope(&mut self) -> Result<Scope, SyncError> {
+        if !self.selection.boards.is_empty() {
+            return Ok(Scope::Parents(self.selection.boards.clone()));
+        }
+        if !self.selection.spaces.is_empty() {
+            return Ok(Scope::Parents(self.boards_in_scope().await?));
+        }
+        Ok(Scope::All)
+    }
+
+    fn fetch_cards(
+        &self,
+        query: &CardQuery,
+        pos: WalkPos,
+        limit: u32,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<Card>, kaiten_client::Error>> {
+        let client = self.client().clone();
+        let mut query = query.clone();
+        if !pos.offset_only {
+            query.updated_after = pos.after;
+        }
+        Box::pin(async move { client.cards_page(&query, PageRequest { limit, offset: pos.offset }).await })
+    }
+
+    /// Fills `space_id` from the board and makes sure every board, column and lane a card points
+    /// to is stored (fetching it, or storing a placeholder that the next listing fills in).
+    async fn prepare_cards(&mut self, mut cards: Vec<Card>) -> Result<Vec<Card>, SyncError> {
+        let boards: BTreeSet<i64> = cards.iter().filter_map(|c| c.board_id).collect();
+        let missing_boards = self.unknown(EntityKind::Boards, boards.iter().copied().collect()).await?;
+        if !missing_boards.is_empty() {
+            self.fetch_missing_boards(&missing_boards).await?;
+        }
+        for card in &mut cards {
+            if card.space_id.is_none() {
+                if let Some(board) = card.board_id {
+                    card.space_id = self.board_space(board).await?;
+                }
+            }
+        }
+        let columns: Vec<i64> = cards.iter().filter_map(|c| c.column_id).collect();
+        let lanes: Vec<i64> = cards.iter().filter_map(|c| c.lane_id).collect();
+        let missing_columns = self.unknown(EntityKind::Columns, columns).await?;
+        let missing_lanes = self.unknown(EntityKind::Lanes, lanes).await?;
+        if !missing_columns.is_empty() || !missing_lanes.is_empty() {
+            let mut boards_to_refresh = BTreeSet::new();
+            for card in &cards {
+                let col_missing = card.column_id.is_some_and(|c| missing_columns.contains(&c));
+                let lane_missing = card.lane_id.is_some_and(|l| missing_lanes.contains(&l));
+                if col_missing || lane_missing {
+                    if let Some(board) = card.board_id {
+                        boards_to_refresh.insert(board);
+                    }
+                }
+            }
+            for board in boards_to_refresh {
+                self.refresh_board_structure(board).await?;
+            }
+            // Whatever is still unknown gets a placeholder so no reference dangles.
+            let still_columns = self.unknown(EntityKind::Columns, missing_columns.into_iter().collect()).await?;
+            let still_lanes = self.unknown(EntityKind::Lanes, missing_lanes.into_iter().collect()).await?;
+            let parent_of = |id: i64, pick: fn(&Card) -> Option<i64>| {
+                cards.iter().find(|c| pick(c) == Some(id)).and_then(|c| c.board_id)
+            };
+            let placeholder_columns: Vec<Column> = still_columns
+                .iter()
+                .filter_map(|id| Column::from_value(placeholder(*id, parent_of(*id, |c| c.column_id))).ok())
+                .collect();
+            let placeholder_lanes: Vec<Lane> = still_lanes
+                .iter()
+                .filter_map(|id| Lane::from_value(placeholder(*id, parent_of(*id, |c| c.lane_id))).ok())
+                .collect();
+            if !placeholder_columns.is_empty() {
+                warn!(ids = ?still_columns, "cards point to columns Kaiten did not list; storing placeholders");
+                self.write_placeholders(Batch::Columns(placeholder_columns)).await?;
+            }
+            if !placeholder_lanes.is_empty() {
+                warn!(ids = ?still_lanes, "cards point to lanes Kaiten did not list; storing placeholders");
+                self.write_placeholders(Batch::Lanes(placeholder_lanes)).await?;
+            }
+        }
+        Ok(cards)
+    }
+
+    /// The ids not known to be stored (asking the store once for those not seen in this run).
+    async fn unknown(&mut self, kind: EntityKind, ids: Vec<i64>) -> Result<BTreeSet<i64>, SyncError> {
+        let known = self.known.entry(kind).or_default();
+        let ask: Vec<i64> =
+            ids.into_iter().filter(|id| !known.contains(id)).collect::<BTreeSet<_>>().into_iter().collect();
+        if ask.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let stored = self.store().existing_ids(kind, &ask).await?;
+        let known = self.known.entry(kind).or_default();
+        known.extend(stored.iter().copied());
+        Ok(ask.into_iter().filter(|id| !known.contains(id)).collect())
+    }
+
+    async fn write_placeholders(&mut self, batch: Batch) -> Result<(), SyncError> {
+        let kind = batch.kind();
+        self.known.entry(kind).or_default().extend(batch.ids());
+        let page = Page { batch, sweep: None, state: None, synced_at: Utc::now() };
+        let outcome = self.store().apply_page(&page).await?;
+        self.stats(kind).inserted += outcome.inserted;
+        Ok(())
+    }
+
+    /// Finds boards that cards point to but were not stored: their space's board list, then their
+    /// columns and lanes. A board Kaiten does not list gets a placeholder row.
+    async fn fetch_missing_boards(&mut self, missing: &BTreeSet<i64>) -> Result<(), SyncError> {
+        info!(boards = ?missing, "cards point to boards not stored yet; fetching them");
+        // Ask again: the board may be newer than this run's first listing.
+        let spaces = self.client().spaces().await?;
+        let mut found: Vec<Board> = Vec::new();
+        let mut spaces_written = Vec::new();
+        for space in &spaces {
+            let embedded = space.embedded_board_ids();
+            if !embedded.iter().any(|b| missing.contains(b)) {
+                continue;
+            }
+            spaces_written.push(space.clone());
+            for mut board in self.client().boards(space.id).await? {
+                if missing.contains(&board.id) {
+                    board.space_id = board.space_id.or(Some(space.id));
+                    found.push(board);
+                }
+            }
+        }
+        if !spaces_written.is_empty() {
+            let page = Page { batch: Batch::Spaces(spaces_written), sweep: None, state: None, synced_at: Utc::now() };
+            let outcome = self.store().apply_page(&page).await?;
+            self.stats(EntityKind::Spaces).inserted += outcome.inserted;
+        }
+        let found_ids: HashSet<i64> = found.iter().map(|b| b.id).collect();
+        let mut boards = found;
+        for id in missing.iter().filter(|id| !found_ids.contains(id)) {
+            warn!(board = id, "a card points to a board Kaiten does not list; storing a placeholder");
+            boards.push(Board::from_value(json!({"id": id, "placeholder": true})).expect("valid placeholder"));
+        }
+        for b in &boards {
+            self.board_spaces.insert(b.id, b.space_id);
+        }
+        let ids: Vec<i64> = boards.iter().map(|b| b.id).collect();
+        self.write_placeholders(Batch::Boards(boards)).await?;
+        for id in ids.into_iter().filter(|id| found_ids.contains(id)) {
+            self.refresh_board_structure(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Lists and writes the columns and lanes of one board (once per run).
+    async fn refresh_board_structure(&mut self, board_id: i64) -> Result<(), SyncError> {
+        if !self.refreshed_boards.insert(board_id) {
+            return Ok(());
+        }
+        let columns = flatten_columns(self.client().columns(board_id).await?, board_id);
+        let lanes = with_board(self.client().lanes(board_id).await?, board_id);
+        self.write_placeholders(Batch::Columns(columns)).await?;
+        self.write_placeholders(Batch::Lanes(lanes)).await?;
+        Ok(())
+    }
+}
+
+fn placeholder(id: i64, board_id: Option<i64>) -> serde_json::Value {
+    json!({"id": id, "board_id": board_id, "placeholder": true})
+}
+
+/// Top-level columns followed by their subcolumns, each with `board_id` set.
+fn flatten_columns(columns: Vec<Column>, board_id: i64) -> Vec<Column> {
+    let mut out = Vec::with_capacity(columns.len() * 2);
+    let mut subs = Vec::new();
+    for mut column in columns {
+        column.board_id = column.board_id.or(Some(board_id));
+        subs.extend(column.subcolumns());
+        out.push(column);
+    }
+    out.extend(subs);
+    out
+}
+
+fn with_board(lanes: Vec<Lane>, board_id: i64) -> Vec<Lane> {
+    lanes
+        .into_iter()
+        .map(|mut l| {
+            l.board_id = l.board_id.or(Some(board_id));
+            l
+        })
+        .collect()
+}
+
+/// The position after a full page: keyset on `updated` when Kaiten honoured the order, else offset.
+fn next_position(pos: WalkPos, cards: &[Card]) -> WalkPos {
+    let sorted = cards.windows(2).all(|w| match (w[0].updated, w[1].updated) {
+        (Some(a), Some(b)) => a <= b,
+        _ => true,
+    });
+    if pos.offset_only || !sorted {
+        return WalkPos { after: pos.after, offset: pos.offset + cards.len() as u64, offset_only: true };
+    }
+    match cards.iter().filter_map(|c| c.updated).max() {
+        // Ask again from just before the last timestamp seen: cards sharing it are listed again
+        // (upserted idempotently) rather than skipped, whatever Kaiten's inclusivity.
+        Some(max) if Some(max - chrono::Duration::milliseconds(1)) > pos.after => {
+            WalkPos { after: Some(max - chrono::Duration::milliseconds(1)), offset: 0, offset_only: false }
+        }
+        _ => WalkPos { after: pos.after, offset: pos.offset + cards.len() as u64, offset_only: false },
+    }
+}
+
+fn split_batch(batch: Batch, size: usize) -> Vec<Batch> {
+    macro_rules! split {
+        ($variant:ident, $items:expr) => {{
+            let mut items = $items;
+            let mut out = Vec::new();
+            while items.len() > size {
+                let rest = items.split_off(size);
+                out.push(Batch::$variant(items));
+                items = rest;
+            }
+            out.push(Batch::$variant(items));
+            out
+        }};
+    }
+    match batch {
+        Batch::Spaces(v) => split!(Spaces, v),
+        Batch::Users(v) => split!(Users, v),
+        Batch::CardTypes(v) => split!(CardTypes, v),
+        Batch::Tags(v) => split!(Tags, v),
+        Batch::PropertyDefinitions(v) => split!(PropertyDefinitions, v),
+        Batch::SelectValues(v) => split!(SelectValues, v),
+        Batch::Boards(v) => split!(Boards, v),
+        Batch::Columns(v) => split!(Columns, v),
+        Batch::Lanes(v) => split!(Lanes, v),
+        Batch::Cards(v) => split!(Cards, v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(id: i64, updated_ms: Option<i64>) -> Card {
+        let updated = updated_ms.map(|ms| {
+            (DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::milliseconds(ms))
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string()
+        });
+        Card::from_value(json!({"id": id, "updated": updated})).unwrap()
+    }
+
+    #[test]
+    fn keyset_moves_past_the_last_timestamp_or_falls_back_to_offset() {
+        let start = WalkPos { after: None, offset: 0, offset_only: false };
+        let next = next_position(start, &[card(1, Some(10)), card(2, Some(20))]);
+        assert_eq!(next.after.unwrap().timestamp_millis(), 19);
+        assert_eq!(next.offset, 0);
+        // Same timestamp again: no progress by time, so skip by offset.
+        let same = next_position(next, &[card(2, Some(20)), card(3, Some(20))]);
+        assert_eq!((same.after, same.offset), (next.after, 2));
+        // Unsorted page: the API ignored order_by.
+        let unsorted = next_position(start, &[card(1, Some(30)), card(2, Some(20))]);
+        assert!(unsorted.offset_only);
+        assert_eq!(unsorted.offset, 2);
+    }
+
+    #[test]
+    fn batches_split_into_pages() {
+        let cards: Vec<Card> = (1..=1201).map(|id| card(id, None)).collect();
+        let parts = split_batch(Batch::Cards(cards), 500);
+        assert_eq!(parts.iter().map(Batch::len).collect::<Vec<_>>(), vec![500, 500, 201]);
+    }
+
+    #[test]
+    fn selection_scope_text_and_kinds() {
+        let s = Selection::kinds(&[EntityKind::PropertyDefinitions]).in_boards(&[5, 6]);
+        assert!(s.includes(EntityKind::SelectValues));
+        assert!(!s.includes(EntityKind::Cards));
+        assert_eq!(s.scope_text().unwrap(), "kinds property_definitions; boards 5,6");
+        assert!(Selection::all().is_everything());
+    }
+}
