@@ -1,1 +1,208 @@
-fn main() {}
+//! `kaiten-sync`: mirror a Kaiten company into SQLite or Postgres from the command line.
+//!
+//! ```text
+//! kaiten-sync demo                       # a simulated Kaiten synced into SQLite, no account needed
+//! kaiten-sync migrate                    # create or upgrade the schema at DATABASE_URL
+//! kaiten-sync sync full                  # everything, with deletion detection
+//! kaiten-sync sync incremental           # what changed since the last run
+//! kaiten-sync sync --only cards,boards --board 42 [--full]
+//! kaiten-sync status [--json]
+//! kaiten-sync sim --cards 5000           # run the simulator on its own
+//! ```
+//!
+//! Configuration comes from flags, the environment, and `.env` / `.env.local` in the current
+//! directory: `KAITEN_API_URL`, `KAITEN_API_TOKEN`, `DATABASE_URL`, `KAITEN_RATE_LIMIT`.
+
+mod config;
+mod demo;
+mod output;
+mod stores;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kaiten_sync::{EntityKind, Mode, Selection, SyncEngine, SyncOptions};
+
+use crate::config::{DbArgs, KaitenArgs};
+
+/// Mirror a Kaiten company into a database you own, and keep it current.
+#[derive(Debug, Parser)]
+#[command(name = "kaiten-sync", version, about, long_about = None)]
+struct Cli {
+    /// Log more (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or upgrade the database schema.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Sync Kaiten into the database.
+    Sync(SyncArgs),
+    /// Show row counts, the last syncs and recent runs.
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// How many recent runs to show.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+    /// Run a simulated Kaiten, sync it into SQLite, change it, sync again, and show the result.
+    Demo(demo::DemoArgs),
+    /// Run the simulated Kaiten on its own (for trying the CLI or your own code against it).
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+struct SyncArgs {
+    /// `full` (everything, with deletion detection) or `incremental` (what changed since the last
+    /// run). Without it, `--only` picks kinds and `--full` picks the mode.
+    #[arg(value_parser = ["full", "incremental"])]
+    mode: Option<String>,
+    /// Only these kinds, comma-separated: spaces, users, card_types, tags, property_definitions,
+    /// boards, columns, lanes, cards.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// With --only: a full listing (with deletion detection) instead of incremental.
+    #[arg(long)]
+    full: bool,
+    /// Only this space (repeatable).
+    #[arg(long = "space")]
+    spaces: Vec<i64>,
+    /// Only this board (repeatable).
+    #[arg(long = "board")]
+    boards: Vec<i64>,
+    /// Seconds to wait for another sync on the same database to finish (0 = fail at once).
+    #[arg(long, default_value_t = 0)]
+    lock_wait: u64,
+    #[command(flatten)]
+    kaiten: KaitenArgs,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// Port on 127.0.0.1 (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Number of cards.
+    #[arg(long, default_value_t = 2000)]
+    cards: usize,
+    /// Seed of the generated company.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Requests per second the simulator allows (0 = unlimited).
+    #[arg(long, default_value_t = 5.0)]
+    rate_limit: f64,
+    /// Latency added to every response, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    latency_ms: u64,
+}
+
+fn main() -> ExitCode {
+    config::load_dotenv();
+    let cli = Cli::parse();
+    output::init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", output::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Migrate { db } => {
+            let store = stores::open(&db).await?;
+            store.migrate().await.context("migration failed")?;
+            println!("database schema is up to date ({})", db.describe());
+            Ok(())
+        }
+        Command::Sync(args) => sync(args).await,
+        Command::Status { db, json, runs } => {
+            let store = stores::open(&db).await?;
+            output::print_status(&*store, json, runs).await
+        }
+        Command::Demo(args) => demo::run(args).await,
+        Command::Sim(args) => sim(args).await,
+    }
+}
+
+fn selection(args: &SyncArgs) -> Result<(Selection, Mode)> {
+    let mut kinds = Vec::new();
+    for name in &args.only {
+        kinds.push(name.parse::<EntityKind>()?);
+    }
+    let mode = match (args.mode.as_deref(), args.full) {
+        (Some("full"), _) | (None, true) => Mode::Full,
+        (Some(_), true) => bail!("`sync incremental --full` contradicts itself: pick one"),
+        (Some(_), false) => Mode::Incremental,
+        (None, false) if kinds.is_empty() && args.spaces.is_empty() && args.boards.is_empty() => {
+            bail!("say what to sync: `sync full`, `sync incremental`, or `sync --only KINDS [--full]`")
+        }
+        (None, false) => Mode::Incremental,
+    };
+    let selection = Selection::kinds(&kinds).in_spaces(&args.spaces).in_boards(&args.boards);
+    Ok((selection, mode))
+}
+
+async fn sync(args: SyncArgs) -> Result<()> {
+    let (selection, mode) = selection(&args)?;
+    let client = args.kaiten.client()?;
+    let store = stores::open(&args.db).await?;
+    store.migrate().await.context("migration failed")?;
+    let mut options = SyncOptions::default();
+    options.lock_wait = Duration::from_secs(args.lock_wait);
+    let progress = output::Progress::new();
+    let engine = SyncEngine::new(client, store.clone()).with_options(options).on_progress({
+        let progress = progress.clone();
+        move |event| progress.handle(event)
+    });
+    let report = engine.sync_selection(&selection, mode).await;
+    progress.finish();
+    let report = report?;
+    output::print_report(&report);
+    Ok(())
+}
+
+async fn sim(args: SimArgs) -> Result<()> {
+    let config = kaiten_sim::SimConfig {
+        cards: args.cards,
+        seed: args.seed,
+        rate_limit: (args.rate_limit > 0.0).then_some(args.rate_limit),
+        latency: Duration::from_millis(args.latency_ms),
+        ..kaiten_sim::SimConfig::demo()
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    let sim = kaiten_sim::Simulator::start_on(config, addr).await.context("cannot start the simulator")?;
+    println!("simulated Kaiten listening; try:");
+    println!("  export KAITEN_API_URL={}", sim.base_url());
+    println!("  export KAITEN_API_TOKEN={}", sim.token());
+    println!("  kaiten-sync sync full");
+    println!("Ctrl-C stops it.");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    sim.shutdown();
+    Ok(())
+}

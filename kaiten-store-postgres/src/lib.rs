@@ -1,1 +1,428 @@
-//! placeholder
+//! A PostgreSQL [`Store`] for kaiten-sync, on sqlx: tables in schema `kaiten` by default,
+//! `jsonb` raw records, `timestamptz` times, migrations embedded in the crate.
+//!
+//! ```no_run
+//! use kaiten_store_postgres::{LockMode, PgStore, PgStoreOptions};
+//! use kaiten_sync::Store;
+//!
+//! # async fn run() -> Result<(), kaiten_sync::StoreError> {
+//! // Local or hosted Postgres (TLS: add `?sslmode=require` or `?sslmode=verify-full`).
+//! let store = PgStore::connect("postgres://kaiten@db.example.com/mirror?sslmode=verify-full").await?;
+//! store.migrate().await?;
+//!
+//! // Behind a transaction-mode pooler (Supabase port 6543, PgBouncer): keep the statement cache
+//! // off (the default) and take the sync lock with a lock row instead of a session-level
+//! // advisory lock, which a pooler cannot keep.
+//! let pooled = PgStore::connect_with(PgStoreOptions {
+//!     lock_mode: LockMode::Table,
+//!     ..PgStoreOptions::new("postgres://postgres.ref:secret@aws-0-eu.pooler.supabase.com:6543/postgres")
+//! })
+//! .await?;
+//! # let _ = pooled; Ok(()) }
+//! ```
+//!
+//! Then `SELECT id, title, synced_at FROM kaiten.cards ORDER BY synced_at DESC LIMIT 10;` works as
+//! written.
+//!
+//! How it keeps the [`Store`] contract:
+//! - [`Store::apply_page`] is one transaction with one `INSERT ... SELECT FROM UNNEST(typed arrays)
+//!   ON CONFLICT DO UPDATE ... WHERE changed AND not older` per page (statements are generated from
+//!   [`kaiten_sync::schema::TABLES`]), then at most one statement each for the deletion sweep, the
+//!   card tag links and the entity state.
+//! - Every operation runs in an explicit transaction, and with the statement cache off (default)
+//!   only unnamed statements are used, so a transaction-mode pooler can route it.
+//! - [`Store::migrate`] applies the embedded migrations in one transaction under
+//!   `pg_advisory_xact_lock`; a database migrated by a newer kaiten-sync is refused.
+//! - The sync lock is a session-level advisory lock on a dedicated connection
+//!   ([`LockMode::Advisory`], default): it disappears with the connection when a process dies. The
+//!   `sync_lock` row says who holds it. [`LockMode::Table`] uses that row as the lock (with
+//!   heartbeats and takeover after `stale_after`), for poolers.
+//! - Relationships the engine always satisfies (card → board, column, lane; subcolumn → column;
+//!   card tag link → card) are foreign keys, `DEFERRABLE INITIALLY DEFERRED`
+//!   ([`PgStoreOptions::foreign_keys`]).
+
+mod error;
+mod lock;
+pub mod migrate;
+mod sql;
+mod store;
+mod values;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kaiten_sync::StoreError;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
+
+pub use error::redact_url;
+use error::{connect_error, query_error, Ctx, Secrets, BACKEND};
+use sql::Statements;
+
+/// How [`PgStore`] takes the one-sync-at-a-time lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockMode {
+    /// A session-level `pg_try_advisory_lock` on a dedicated connection (default). Released by
+    /// Postgres when the connection closes, so a killed process never leaves a stale lock. Needs a
+    /// direct (or session-mode pooled) connection: a transaction-mode pooler cannot keep it.
+    #[default]
+    Advisory,
+    /// A row in `sync_lock` with a heartbeat, taken over when its holder has not refreshed it for
+    /// `stale_after`. Works through any pooler.
+    Table,
+}
+
+/// Connection settings of a [`PgStore`].
+///
+/// `Debug` never prints the password of `url`.
+#[derive(Clone)]
+pub struct PgStoreOptions {
+    /// `postgres://user:password@host:port/database?sslmode=...` (`sslmode=require` or
+    /// `verify-full` with `sslrootcert=...` for hosted Postgres; TLS is rustls).
+    pub url: String,
+    /// Schema holding the tables (default `kaiten`): lowercase letters, digits and `_`.
+    pub schema: String,
+    /// Pool size (default 5). The advisory lock uses one more, dedicated connection.
+    pub max_connections: u32,
+    /// Prepared statements cached per connection (default 0: unnamed statements only, which
+    /// transaction-mode poolers such as PgBouncer or Supabase's port 6543 require). Raise it on a
+    /// direct connection to save a round trip per statement.
+    pub statement_cache_capacity: usize,
+    /// How the sync lock is taken (default [`LockMode::Advisory`]).
+    pub lock_mode: LockMode,
+    /// How long to wait for the server when connecting (default 10 s).
+    pub connect_timeout: Duration,
+    /// Whether [`Store::migrate`](kaiten_sync::Store::migrate) makes the relationships real foreign
+    /// keys (default `true`): card → board, column, lane; subcolumn → column; card tag link → card
+    /// (see [`migrate::FOREIGN_KEYS`]). They are `DEFERRABLE INITIALLY DEFERRED`, so the
+    /// order of writes inside a transaction does not matter, but a page whose parent is stored
+    /// neither before nor in the same transaction is refused. The kaiten-sync engine always
+    /// stores parents first (placeholders when Kaiten does not list them); turn this off when
+    /// other code writes children without parents. `migrate` adds or drops the constraints to match.
+    pub foreign_keys: bool,
+}
+
+impl PgStoreOptions {
+    /// Defaults for a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), ..Self::default() }
+    }
+}
+
+impl Default for PgStoreOptions {
+    /// Defaults with an empty URL (set `url` before connecting).
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            max_connections: 5,
+            statement_cache_capacity: 0,
+            lock_mode: LockMode::Advisory,
+            connect_timeout: Duration::from_secs(10),
+            foreign_keys: true,
+        }
+    }
+}
+
+impl fmt::Debug for PgStoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStoreOptions")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("lock_mode", &self.lock_mode)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("foreign_keys", &self.foreign_keys)
+            .finish()
+    }
+}
+
+/// The default schema name.
+pub const DEFAULT_SCHEMA: &str = "kaiten";
+
+/// Checks a schema name: 1 to 63 characters, lowercase ASCII letters, digits and `_`, not
+/// starting with a digit (so that users can write `kaiten.cards` without quotes).
+pub fn validate_schema_name(schema: &str) -> Result<(), StoreError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit()
+        && !schema.starts_with("pg_");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Schema(format!(
+            "invalid schema name {schema:?}: use 1 to 63 lowercase letters, digits and underscores, not starting \
+             with a digit or `pg_`"
+        )))
+    }
+}
+
+/// A [`kaiten_sync::Store`] on PostgreSQL. Cheap to clone (clones share the pool and the lock).
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    schema: String,
+    qschema: String,
+    sql: Statements,
+    persistent: bool,
+    lock_mode: LockMode,
+    foreign_keys: bool,
+    lock_key: i64,
+    migrate_key: i64,
+    /// Dedicated connections holding the advisory lock, by holder.
+    lock_conns: tokio::sync::Mutex<HashMap<String, PgConnection>>,
+    url: Option<String>,
+    secrets: Secrets,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.inner.url.as_deref().unwrap_or("(from pool)"))
+            .field("schema", &self.inner.schema)
+            .field("lock_mode", &self.inner.lock_mode)
+            .field("prepared_statements", &self.inner.persistent)
+            .field("foreign_keys", &self.inner.foreign_keys)
+            .field("pool_size", &self.inner.pool.size())
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Connects with default options (schema `kaiten`). The password of `url` never appears in
+    /// errors or `Debug` output.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        Self::connect_with(PgStoreOptions::new(url)).await
+    }
+
+    /// Connects with options. Opens one connection to check the server, the credentials and TLS,
+    /// and fails with [`StoreError::Unavailable`] saying what is wrong.
+    pub async fn connect_with(options: PgStoreOptions) -> Result<PgStore, StoreError> {
+        validate_schema_name(&options.schema)?;
+        let secrets = Secrets::from_url(&options.url);
+        let target = redact_url(&options.url);
+        if options.url.trim().is_empty() {
+            return Err(StoreError::Unavailable {
+                backend: BACKEND,
+                message: "no database URL given (expected postgres://user:password@host:port/database)".into(),
+                source: None,
+            });
+        }
+        let mut connect_options =
+            PgConnectOptions::from_str(&options.url).map_err(|e| connect_error(e, &target, &secrets))?;
+        connect_options = connect_options.statement_cache_capacity(options.statement_cache_capacity);
+        if connect_options.get_application_name().is_none() {
+            connect_options = connect_options.application_name("kaiten-sync");
+        }
+        if options.lock_mode == LockMode::Advisory && connect_options.get_port() == 6543 {
+            tracing::warn!(
+                url = %target,
+                "port 6543 is usually a transaction-mode pooler (Supabase): the advisory sync lock needs a session; \
+                 use LockMode::Table there"
+            );
+        }
+        let timeout = options.connect_timeout.max(Duration::from_millis(100));
+        match tokio::time::timeout(timeout, PgConnection::connect_with(&connect_options)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => return Err(connect_error(e, &target, &secrets)),
+            Err(_) => {
+                return Err(StoreError::Unavailable {
+                    backend: BACKEND,
+                    message: format!(
+                        "{target}: no answer within {timeout:?} (is the host reachable, and is this a PostgreSQL \
+                         server?)"
+                    ),
+                    source: None,
+                })
+            }
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(timeout.max(Duration::from_secs(30)))
+            .connect_lazy_with(connect_options);
+        let settings = Settings {
+            persistent: options.statement_cache_capacity > 0,
+            lock_mode: options.lock_mode,
+            foreign_keys: options.foreign_keys,
+        };
+        Ok(Self::build(pool, options.schema, settings, Some(target), secrets))
+    }
+
+    /// A store on an existing pool: unnamed statements only (safe behind poolers), the advisory
+    /// lock and foreign keys; see [`PgStore::with_lock_mode`], [`PgStore::with_prepared_statements`]
+    /// and [`PgStore::with_foreign_keys`].
+    pub fn from_pool(pool: PgPool, schema: &str) -> Result<PgStore, StoreError> {
+        validate_schema_name(schema)?;
+        let settings = Settings { persistent: false, lock_mode: LockMode::Advisory, foreign_keys: true };
+        Ok(Self::build(pool, schema.to_owned(), settings, None, Secrets::default()))
+    }
+
+    /// The same store with another lock mode (call before taking locks: locks held by `self`
+    /// are not carried over).
+    pub fn with_lock_mode(self, lock_mode: LockMode) -> PgStore {
+        self.rebuild(|s| s.lock_mode = lock_mode)
+    }
+
+    /// The same store using named prepared statements (only when the pool's connections cache
+    /// statements and no transaction-mode pooler is in between).
+    pub fn with_prepared_statements(self, prepared: bool) -> PgStore {
+        self.rebuild(|s| s.persistent = prepared)
+    }
+
+    /// The same store with foreign keys on or off (see [`PgStoreOptions::foreign_keys`]); applied
+    /// by the next [`Store::migrate`](kaiten_sync::Store::migrate).
+    pub fn with_foreign_keys(self, foreign_keys: bool) -> PgStore {
+        self.rebuild(|s| s.foreign_keys = foreign_keys)
+    }
+
+    fn rebuild(self, change: impl FnOnce(&mut Settings)) -> PgStore {
+        let inner = &self.inner;
+        let mut settings =
+            Settings { persistent: inner.persistent, lock_mode: inner.lock_mode, foreign_keys: inner.foreign_keys };
+        change(&mut settings);
+        Self::build(inner.pool.clone(), inner.schema.clone(), settings, inner.url.clone(), inner.secrets.clone())
+    }
+
+    fn build(pool: PgPool, schema: String, settings: Settings, url: Option<String>, secrets: Secrets) -> PgStore {
+        let qschema = sql::ident(&schema);
+        PgStore {
+            inner: Arc::new(Inner {
+                sql: Statements::new(&qschema),
+                lock_key: key(&format!("kaiten-sync:sync-lock:{schema}")),
+                migrate_key: key(&format!("kaiten-sync:migrate:{schema}")),
+                pool,
+                schema,
+                qschema,
+                persistent: settings.persistent,
+                lock_mode: settings.lock_mode,
+                foreign_keys: settings.foreign_keys,
+                lock_conns: tokio::sync::Mutex::new(HashMap::new()),
+                url,
+                secrets,
+            }),
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The lock mode.
+    pub fn lock_mode(&self) -> LockMode {
+        self.inner.lock_mode
+    }
+
+    /// The advisory lock key of the sync lock (derived from the schema name), for operators who
+    /// look at `pg_locks`.
+    pub fn advisory_lock_key(&self) -> i64 {
+        self.inner.lock_key
+    }
+
+    /// The schema version the database is at (0 when not migrated).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let mut tx = self.begin("read the schema version").await?;
+        let exists: bool = self
+            .query("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{}.schema_migrations", self.inner.qschema))
+            .fetch_one(&mut *tx)
+            .await
+            .map(|r| sqlx::Row::get(&r, 0))
+            .map_err(|e| self.err(e, Ctx::new("read the schema version")))?;
+        if !exists {
+            return Ok(0);
+        }
+        let version: i64 = self
+            .query(&format!("SELECT COALESCE(max(version), 0) FROM {}.schema_migrations", self.inner.qschema))
+            .fetch_one(&mut *tx)
+            .await
+            .map(|r| sqlx::Row::get(&r, 0))
+            .map_err(|e| self.err(e, Ctx::new("read the schema version")))?;
+        tx.commit().await.map_err(|e| self.err(e, Ctx::new("read the schema version")))?;
+        Ok(version)
+    }
+
+    /// Closes the pool and the lock connections (releasing advisory locks).
+    pub async fn close(&self) {
+        let conns: Vec<PgConnection> = self.inner.lock_conns.lock().await.drain().map(|(_, c)| c).collect();
+        for conn in conns {
+            let _ = conn.close().await;
+        }
+        self.inner.pool.close().await;
+    }
+
+    pub(crate) fn query<'q>(&self, sql: &'q str) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(sql).persistent(self.inner.persistent)
+    }
+
+    pub(crate) fn err(&self, e: sqlx::Error, ctx: Ctx<'_>) -> StoreError {
+        query_error(e, ctx, &self.inner.secrets)
+    }
+
+    pub(crate) async fn begin(&self, what: &str) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.inner.pool.begin().await.map_err(|e| self.err(e, Ctx::new(what)))
+    }
+}
+
+/// What a store does besides where it connects.
+struct Settings {
+    persistent: bool,
+    lock_mode: LockMode,
+    foreign_keys: bool,
+}
+
+/// A stable 64-bit key for an advisory lock (FNV-1a).
+fn key(text: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked() {
+        for good in ["kaiten", "kaiten_test_1", "_x"] {
+            validate_schema_name(good).unwrap();
+        }
+        for bad in ["", "Kaiten", "1abc", "a-b", "a.b", "x\"; drop", "pg_kaiten", &"a".repeat(64)] {
+            let err = validate_schema_name(bad).unwrap_err();
+            assert!(err.to_string().contains("invalid schema name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn options_debug_hides_the_password() {
+        let options = PgStoreOptions::new("postgres://u:hunter22@h/db");
+        let text = format!("{options:?}");
+        assert!(!text.contains("hunter22") && text.contains("u:***@h"), "{text}");
+    }
+
+    #[test]
+    fn lock_keys_differ_per_schema_and_purpose() {
+        assert_ne!(key("kaiten-sync:sync-lock:kaiten"), key("kaiten-sync:sync-lock:other"));
+        assert_ne!(key("kaiten-sync:sync-lock:kaiten"), key("kaiten-sync:migrate:kaiten"));
+        assert_eq!(key("a"), key("a"));
+    }
+}

@@ -1,0 +1,241 @@
+//! What the CLI prints: progress, reports, status tables, errors.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kaiten_sync::{EntityKind, EntityStats, ProgressEvent, RunRecord, Store, SyncReport};
+
+/// Sets up `tracing` output on stderr: warnings by default, more with `-v`, or `RUST_LOG`.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// An error and its causes on one line, without repeating a cause its parent already quotes.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+fn describe(stats: &EntityStats) -> String {
+    format!(
+        "{} fetched, {} new, {} changed, {} unchanged, {} deleted",
+        stats.fetched, stats.inserted, stats.updated, stats.unchanged, stats.deleted
+    )
+}
+
+struct ProgressState {
+    multi: Option<MultiProgress>,
+    bars: Vec<(EntityKind, ProgressBar, Instant)>,
+}
+
+/// Progress bars on a terminal, plain lines otherwise.
+#[derive(Clone)]
+pub struct Progress(Arc<Mutex<ProgressState>>);
+
+impl Progress {
+    /// Bars when stderr is a terminal, lines when it is not.
+    pub fn new() -> Self {
+        let multi =
+            std::io::stderr().is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Self(Arc::new(Mutex::new(ProgressState { multi, bars: Vec::new() })))
+    }
+
+    /// Shows one event.
+    pub fn handle(&self, event: &ProgressEvent) {
+        let mut state = self.0.lock().unwrap();
+        match event {
+            ProgressEvent::RunStarted { run_id, kind, entities } => {
+                let names: Vec<&str> = entities.iter().map(|k| k.as_str()).collect();
+                let line = format!("run #{run_id} ({}): {}", kind.as_str(), names.join(", "));
+                match &state.multi {
+                    Some(multi) => {
+                        let _ = multi.println(line);
+                    }
+                    None => eprintln!("{line}"),
+                }
+            }
+            ProgressEvent::EntityStarted { kind } => {
+                if let Some(multi) = &state.multi {
+                    let bar = multi.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix:>20} {msg} ({elapsed})")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.set_prefix(kind.as_str());
+                    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                    state.bars.push((*kind, bar, Instant::now()));
+                } else {
+                    state.bars.push((*kind, ProgressBar::hidden(), Instant::now()));
+                }
+            }
+            ProgressEvent::PageDone { kind, stats } => {
+                if let Some((_, bar, _)) = state.bars.iter().find(|(k, _, _)| k == kind) {
+                    bar.set_message(format!("{} pages, {}", stats.pages, describe(stats)));
+                }
+            }
+            ProgressEvent::EntityDone { kind, stats } => {
+                if let Some((_, bar, started)) = state.bars.iter().find(|(k, _, _)| k == kind) {
+                    let line = format!("{:>20}: {} in {:.1?}", kind.as_str(), describe(stats), started.elapsed());
+                    if state.multi.is_some() {
+                        bar.finish_with_message(describe(stats));
+                    } else {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+            ProgressEvent::RunFinished { .. } => {}
+            _ => {}
+        }
+    }
+
+    /// Stops the bars.
+    pub fn finish(&self) {
+        let state = self.0.lock().unwrap();
+        for (_, bar, _) in &state.bars {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
+}
+
+/// A plain text table.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i == 0 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+/// The summary of a finished run.
+pub fn print_report(report: &SyncReport) {
+    let run = &report.run;
+    let rows: Vec<Vec<String>> = run
+        .stats
+        .iter()
+        .map(|(kind, s)| {
+            vec![
+                kind.as_str().to_owned(),
+                s.fetched.to_string(),
+                s.inserted.to_string(),
+                s.updated.to_string(),
+                s.unchanged.to_string(),
+                s.deleted.to_string(),
+            ]
+        })
+        .collect();
+    println!("{}", table(&["entity", "fetched", "inserted", "updated", "unchanged", "deleted"], &rows));
+    println!(
+        "run #{} ({}) {} in {:.1?}: {} API requests, {} retries",
+        run.id,
+        run.kind.as_str(),
+        run.status.as_str(),
+        report.duration,
+        run.api_requests,
+        run.retries
+    );
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn run_row(run: &RunRecord) -> Vec<String> {
+    let duration = run
+        .finished_at
+        .map(|f| format!("{:.1}s", (f - run.started_at).num_milliseconds() as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into());
+    let mut error = run.error.clone().unwrap_or_default();
+    if error.chars().count() > 80 {
+        error = error.chars().take(77).collect::<String>() + "...";
+    }
+    vec![
+        run.id.to_string(),
+        run.kind.as_str().to_owned(),
+        run.status.as_str().to_owned(),
+        when(Some(run.started_at)),
+        duration,
+        run.api_requests.to_string(),
+        run.total(|s| s.inserted).to_string(),
+        run.total(|s| s.updated).to_string(),
+        run.total(|s| s.deleted).to_string(),
+        error,
+    ]
+}
+
+/// `status`: counts, per-entity state and recent runs.
+pub async fn print_status(store: &dyn Store, json: bool, runs: usize) -> Result<()> {
+    let counts = store.counts().await?;
+    let states = store.entity_states().await?;
+    let recent = store.recent_runs(runs).await?;
+    if json {
+        let value = serde_json::json!({"tables": counts, "entities": states, "runs": recent});
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> =
+        counts.iter().map(|c| vec![c.table.clone(), c.live.to_string(), c.deleted.to_string()]).collect();
+    println!("{}\n", table(&["table", "rows", "deleted"], &rows));
+    let rows: Vec<Vec<String>> = states
+        .iter()
+        .map(|s| {
+            vec![
+                s.kind.as_str().to_owned(),
+                when(s.last_full_sync_at),
+                when(s.last_incremental_sync_at),
+                s.cursor.map(|c| c.format("%Y-%m-%d %H:%M:%S%.3f").to_string()).unwrap_or_else(|| "-".into()),
+                if s.resume.is_some() { "yes".into() } else { "-".into() },
+            ]
+        })
+        .collect();
+    println!("{}\n", table(&["entity", "last full sync", "last incremental", "cursor", "unfinished"], &rows));
+    let rows: Vec<Vec<String>> = recent.iter().map(run_row).collect();
+    println!(
+        "{}",
+        table(&["run", "kind", "status", "started", "took", "requests", "ins", "upd", "del", "error"], &rows)
+    );
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! What company to generate and how the server behaves.
+
+use std::time::Duration;
+
+/// Configuration of a [`Simulator`](crate::Simulator): the size of the generated company and the
+/// behaviour of the HTTP server (token, rate limit, latency, faults).
+///
+/// Every field is public; start from one of the presets and change what you need:
+///
+/// ```
+/// let config = kaiten_sim::SimConfig { cards: 500, seed: 7, ..kaiten_sim::SimConfig::small() };
+/// assert_eq!(config.token, "sim-token");
+/// ```
+///
+/// Sizes below the minimum that makes sense are raised when the company is generated: at least one
+/// space, one board per space, one column and one lane per board and one user.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seed of every random choice: the same seed and sizes give the same company, byte for byte.
+    pub seed: u64,
+    /// Number of spaces (every third space from the third on is nested in an earlier one).
+    pub spaces: usize,
+    /// Boards in each space.
+    pub boards_per_space: usize,
+    /// Top-level columns of each generated board (first is a queue, last is done, the rest in progress).
+    pub columns_per_board: usize,
+    /// Subcolumns nested in one top-level column of each board (the second, or the only one);
+    /// cards of that column live in its subcolumns. 0 = no subcolumns.
+    pub subcolumns_per_column: usize,
+    /// Lanes (swimlanes) of each generated board.
+    pub lanes_per_board: usize,
+    /// Users of the company; the first one owns the token (`GET /users/current`).
+    pub users: usize,
+    /// Tags.
+    pub tags: usize,
+    /// Card types.
+    pub card_types: usize,
+    /// Custom property definitions, cycling through every common type: string, number, date,
+    /// checkbox, select (with select values), user, url, email.
+    pub custom_properties: usize,
+    /// Cards in all, spread over all boards.
+    pub cards: usize,
+    /// Fraction of the cards that are archived (`condition` 2, `archived` true).
+    pub archived_ratio: f64,
+    /// The bearer token the server expects.
+    pub token: String,
+    /// Requests per second over a sliding one-second window; `None` = unlimited.
+    pub rate_limit: Option<f64>,
+    /// Delay added before every response.
+    pub latency: Duration,
+    /// Injected failures.
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    /// [`SimConfig::small`].
+    fn default() -> Self {
+        Self::small()
+    }
+}
+
+impl SimConfig {
+    /// A small company for unit and integration tests: 2 spaces of 2 boards, 3 columns (one with 2
+    /// subcolumns), 2 lanes, 5 users, 4 tags, 3 card types, 8 custom properties (one of each type),
+    /// 60 cards (6 archived); no rate limit, no latency, token `sim-token`.
+    pub fn small() -> Self {
+        SimConfig {
+            seed: 42,
+            spaces: 2,
+            boards_per_space: 2,
+            columns_per_board: 3,
+            subcolumns_per_column: 2,
+            lanes_per_board: 2,
+            users: 5,
+            tags: 4,
+            card_types: 3,
+            custom_properties: 8,
+            cards: 60,
+            archived_ratio: 0.1,
+            token: "sim-token".to_owned(),
+            rate_limit: None,
+            latency: Duration::ZERO,
+            faults: Faults::default(),
+        }
+    }
+
+    /// A company that feels like a real one in a demo: 3 spaces of 7 boards (21 boards), 2,000
+    /// cards, 20 users; Kaiten's documented 5 requests per second and 20 ms of latency.
+    pub fn demo() -> Self {
+        SimConfig {
+            seed: 2026,
+            spaces: 3,
+            boards_per_space: 7,
+            columns_per_board: 4,
+            subcolumns_per_column: 2,
+            lanes_per_board: 3,
+            users: 20,
+            tags: 12,
+            card_types: 4,
+            custom_properties: 16,
+            cards: 2_000,
+            archived_ratio: 0.1,
+            token: "sim-token".to_owned(),
+            rate_limit: Some(5.0),
+            latency: Duration::from_millis(20),
+            faults: Faults::default(),
+        }
+    }
+
+    /// A company for benchmarks: `cards` cards on about 1,000 cards a board (boards spread over
+    /// spaces of at most 10 boards); no rate limit, no latency, no faults.
+    pub fn bench(cards: usize) -> Self {
+        let boards = cards.div_ceil(1_000).max(1);
+        let spaces = boards.div_ceil(10).max(1);
+        let boards_per_space = boards.div_ceil(spaces);
+        SimConfig {
+            seed: 7,
+            spaces,
+            boards_per_space,
+            columns_per_board: 4,
+            subcolumns_per_column: 2,
+            lanes_per_board: 2,
+            users: 50,
+            tags: 20,
+            card_types: 5,
+            custom_properties: 16,
+            cards,
+            archived_ratio: 0.1,
+            token: "sim-token".to_owned(),
+            rate_limit: None,
+            latency: Duration::ZERO,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Failures injected into responses. Each rate is a probability (0.0..=1.0) drawn per request, after
+/// authentication, from an RNG seeded with [`SimConfig::seed`].
+///
+/// At most one of server error, dropped connection and truncated body applies to a request (checked in
+/// that order); a slow response can combine with any of them.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// A 500, 502 or 503 with a small HTML body (`content-type: text/html`).
+    pub server_error_rate: f64,
+    /// The connection is closed without any response: the client sees a connection error.
+    pub drop_rate: f64,
+    /// A successful (200) response whose JSON body is cut in half; the content-type stays
+    /// `application/json` and `content-length` matches the cut body.
+    pub truncate_rate: f64,
+    /// The response is delayed by an extra [`Faults::slow_by`].
+    pub slow_rate: f64,
+    /// Extra delay of a slow response.
+    pub slow_by: Duration,
+}
+
+impl Faults {
+    /// No faults (the default).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether any fault can happen.
+    pub fn is_active(&self) -> bool {
+        self.server_error_rate > 0.0 || self.drop_rate > 0.0 || self.truncate_rate > 0.0 || self.slow_rate > 0.0
+    }
+}

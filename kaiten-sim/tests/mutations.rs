@@ -1,0 +1,328 @@
+//! Mutations, webhooks and faults.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use common::{all_cards, get, get_json, get_list, ids, updated_ms};
+use kaiten_sim::{Faults, SimConfig, Simulator};
+use serde_json::{json, Value};
+
+/// The newest `updated` the API serves.
+async fn newest(sim: &Simulator) -> String {
+    let top = get_list(sim, "/cards?order_by=updated&order_direction=desc&limit=1").await;
+    top[0]["updated"].as_str().unwrap().to_owned()
+}
+
+/// Cards updated strictly after `stamp`, via the API.
+async fn changed_after(sim: &Simulator, stamp: &str) -> Vec<Value> {
+    all_cards(sim, &format!("updated_after={stamp}&order_by=updated&condition=1")).await
+}
+
+#[tokio::test]
+async fn each_mutation_is_visible_with_a_newer_updated() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let board = sim.board_ids()[0];
+    let other_board = sim.board_ids()[3];
+
+    let mark = newest(&sim).await;
+    let created = sim.create_card(board, "Brand new");
+    let id = created["id"].as_i64().unwrap();
+    let changed = changed_after(&sim, &mark).await;
+    assert_eq!(ids(&changed), [id]);
+    assert_eq!(changed[0]["title"], "Brand new");
+    assert_eq!(changed[0]["board_id"], board);
+    assert_eq!(changed[0]["version"], 1);
+    assert_eq!(changed[0]["column_id"].as_i64(), sim.columns_json(board)[0]["id"].as_i64());
+    assert!(changed[0]["updated"].as_str().unwrap() > mark.as_str());
+    assert_eq!(get_json(&sim, &format!("/cards/{id}")).await["title"], "Brand new");
+
+    let mark = newest(&sim).await;
+    let updated = sim.update_card(id, json!({"title": "Renamed", "asap": true}));
+    assert_eq!(updated["version"], 2);
+    let changed = changed_after(&sim, &mark).await;
+    assert_eq!(ids(&changed), [id]);
+    assert_eq!((changed[0]["title"].as_str(), changed[0]["asap"].as_bool()), (Some("Renamed"), Some(true)));
+
+    // Move to another board's last (done) column.
+    let mark = newest(&sim).await;
+    let target = sim.columns_json(other_board).last().unwrap()["id"].as_i64().unwrap();
+    let moved = sim.move_card(id, target, None);
+    assert_eq!((moved["board_id"].as_i64(), moved["column_id"].as_i64()), (Some(other_board), Some(target)));
+    assert_eq!(moved["state"], 3);
+    assert_eq!(moved["lane_id"].as_i64(), Some(sim.lane_ids(other_board)[0]));
+    let changed = changed_after(&sim, &mark).await;
+    assert_eq!(ids(&changed), [id]);
+    assert_eq!(all_cards(&sim, &format!("board_id={other_board}&updated_after={mark}")).await.len(), 1);
+
+    // Archive: leaves condition=1, shows in condition=2.
+    let mark = newest(&sim).await;
+    let archived = sim.archive_card(id);
+    assert_eq!((archived["archived"].as_bool(), archived["condition"].as_i64()), (Some(true), Some(2)));
+    assert!(changed_after(&sim, &mark).await.is_empty());
+    let in_archive = all_cards(&sim, &format!("condition=2&updated_after={mark}")).await;
+    assert_eq!(ids(&in_archive), [id]);
+
+    // Delete: shows only with condition=3, with a newer updated.
+    let before_delete = updated_ms(&sim.card_json(id).unwrap());
+    sim.delete_card(id);
+    let deleted = all_cards(&sim, "condition=3").await;
+    assert_eq!(ids(&deleted), [id]);
+    assert!(updated_ms(&deleted[0]) > before_delete);
+    assert!(!sim.card_ids().contains(&id));
+    assert_eq!(sim.card_json(id).unwrap()["condition"], 3);
+}
+
+#[tokio::test]
+async fn mutation_stamps_strictly_increase() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let board = sim.board_ids()[0];
+    let max_generated = sim.cards_json().iter().map(updated_ms).max().unwrap();
+    let mut last = max_generated;
+    for i in 0..50 {
+        let card = sim.create_card(board, &format!("card {i}"));
+        let stamp = updated_ms(&card);
+        assert!(stamp > last);
+        last = stamp;
+        let stamp = updated_ms(&sim.update_card(card["id"].as_i64().unwrap(), json!({"title": "x"})));
+        assert!(stamp > last);
+        last = stamp;
+    }
+}
+
+#[tokio::test]
+async fn structure_mutations() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let space = sim.space_ids()[1];
+    let board = sim.add_board(space, "Fresh board");
+    assert!(sim.board_ids().contains(&board));
+    assert_eq!(sim.column_ids(board).len(), 2);
+    assert_eq!(sim.lane_ids(board).len(), 1);
+    let boards = get_list(&sim, &format!("/spaces/{space}/boards")).await;
+    assert!(boards.iter().any(|b| b["id"] == board && b["title"] == "Fresh board"));
+    let spaces = get_list(&sim, "/spaces").await;
+    let served = spaces.iter().find(|s| s["id"] == space).unwrap();
+    assert!(served["boards"].as_array().unwrap().iter().any(|b| b["id"] == board));
+
+    let column = sim.add_column(board, "Review");
+    let lane = sim.add_lane(board, "Expedite");
+    assert_eq!(sim.column_ids(board).len(), 3);
+    assert_eq!(*sim.column_ids(board).last().unwrap(), column);
+    assert_eq!(get_list(&sim, &format!("/boards/{board}/lanes")).await.len(), 2);
+
+    let card = sim.create_card(board, "On the new board");
+    let moved = sim.move_card(card["id"].as_i64().unwrap(), column, Some(lane));
+    assert_eq!((moved["column_id"].as_i64(), moved["lane_id"].as_i64()), (Some(column), Some(lane)));
+    assert_eq!(moved["path_data"]["lane"]["title"], "Expedite");
+
+    let tag = sim.add_tag("fresh");
+    assert!(get_list(&sim, "/tags").await.iter().any(|t| t["id"] == tag && t["name"] == "fresh"));
+
+    let before = sim.spaces_json().into_iter().find(|s| s["id"] == space).unwrap();
+    sim.update_space(space, json!({"title": "Renamed space"}));
+    let after = get_list(&sim, "/spaces").await.into_iter().find(|s| s["id"] == space).unwrap();
+    assert_eq!(after["title"], "Renamed space");
+    assert!(after["updated"].as_str() > before["updated"].as_str());
+}
+
+#[test]
+#[should_panic(expected = "unknown card id")]
+fn mutations_panic_on_unknown_ids() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sim = runtime.block_on(Simulator::start(SimConfig::small())).unwrap();
+    sim.archive_card(1);
+}
+
+type Received = Arc<Mutex<Vec<(Value, Option<String>)>>>;
+
+/// A webhook receiver on 127.0.0.1:0 recording every body (and any signature-like header).
+async fn receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    async fn hook(State(received): State<Received>, headers: axum::http::HeaderMap, Json(body): Json<Value>) {
+        let signature = headers.keys().find(|k| k.as_str().contains("signature")).map(|k| k.to_string());
+        received.lock().unwrap().push((body, signature));
+    }
+    let app = Router::new().route("/hook", post(hook)).with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+#[tokio::test]
+async fn webhooks_are_kaiten_shaped_and_in_order() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let (url, received) = receiver().await;
+    let board = sim.board_ids()[0];
+
+    sim.create_card(board, "before the URL is set"); // not delivered
+    sim.set_webhook_url(Some(url));
+    let card = sim.create_card(board, "Hooked");
+    let id = card["id"].as_i64().unwrap();
+    sim.update_card(id, json!({"title": "Hooked again"}));
+    let target = sim.column_ids(sim.board_ids()[2])[0];
+    let moved = sim.move_card(id, target, None);
+    sim.archive_card(id);
+    sim.delete_card(id);
+    let new_board = sim.add_board(sim.space_ids()[0], "Hooked board");
+    let tag = sim.add_tag("hooked");
+    sim.update_space(sim.space_ids()[0], json!({"title": "Hooked space"}));
+    assert!(sim.flush_webhooks(Duration::from_secs(5)).await);
+
+    let events = received.lock().unwrap().clone();
+    assert!(events.iter().all(|(_, signature)| signature.is_none()), "Kaiten signs nothing");
+    let events: Vec<Value> = events.into_iter().map(|(body, _)| body).collect();
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "card:add",
+            "card:update",
+            "card:update",
+            "card:update",
+            "card:remove",
+            "board:add",
+            "tag:add",
+            "space:update"
+        ]
+    );
+
+    let add = &events[0]["data"];
+    assert_eq!(add["id"], id);
+    assert_eq!(add["title"], "Hooked");
+    assert_eq!(add["author"]["id"], sim.users_json()[0]["id"]);
+
+    let update = &events[1]["data"];
+    assert_eq!(update["old"]["title"], "Hooked");
+    assert_eq!(update["changes"]["title"], "Hooked again");
+    assert!(update["changes"]["updated"].is_string());
+    assert!(update["changes"].get("board_id").is_none(), "only changed fields");
+    assert!(update["author"]["id"].is_i64());
+
+    let mv = &events[2]["data"]["changes"];
+    assert_eq!(mv["column_id"], moved["column_id"]);
+    assert_eq!(mv["board_id"], moved["board_id"]);
+    assert!(mv.get("lane_id").is_some());
+
+    let archive = &events[3]["data"]["changes"];
+    assert_eq!((archive["archived"].as_bool(), archive["condition"].as_i64()), (Some(true), Some(2)));
+
+    let remove = &events[4]["data"];
+    assert_eq!((remove["id"].as_i64(), remove["condition"].as_i64()), (Some(id), Some(3)));
+
+    assert_eq!(events[5]["data"]["id"], new_board);
+    assert_eq!(events[6]["data"]["id"], tag);
+    assert_eq!(events[7]["data"]["changes"]["title"], "Hooked space");
+    assert!(events[7]["data"]["old"]["title"].is_string());
+}
+
+#[tokio::test]
+async fn shuffled_webhooks_all_arrive() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let (url, received) = receiver().await;
+    sim.set_webhook_url(Some(url));
+    sim.set_webhook_shuffle(true);
+    let board = sim.board_ids()[0];
+    for i in 0..20 {
+        sim.create_card(board, &format!("shuffled {i}"));
+    }
+    assert!(sim.flush_webhooks(Duration::from_secs(5)).await);
+    let titles: Vec<String> =
+        received.lock().unwrap().iter().map(|(b, _)| b["data"]["title"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(titles.len(), 20);
+    let mut sorted = titles.clone();
+    sorted.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("shuffled {i}")).collect();
+    expected.sort();
+    assert_eq!(sorted, expected);
+}
+
+#[tokio::test]
+async fn server_errors_are_html_5xx() {
+    let sim = Simulator::start(SimConfig {
+        faults: Faults { server_error_rate: 1.0, ..Faults::default() },
+        ..SimConfig::small()
+    })
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        let response = get(&sim, "/cards").await;
+        assert!([500, 502, 503].contains(&response.status().as_u16()));
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(response.text().await.unwrap().contains("<html>"));
+    }
+    // Faults come after auth: a bad token is still a 401.
+    let response =
+        reqwest::Client::new().get(format!("{}/cards", sim.base_url())).bearer_auth("bad").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn dropped_connections_are_connection_errors() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    sim.set_faults(Faults { drop_rate: 1.0, ..Faults::default() });
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    for _ in 0..3 {
+        let error = client.get(format!("{}/cards", sim.base_url())).bearer_auth(sim.token()).send().await.unwrap_err();
+        assert!(!error.is_timeout(), "closed, not hung: {error:?}");
+        assert!(error.is_request() || error.is_connect(), "{error:?}");
+    }
+    sim.set_faults(Faults::none());
+    assert_eq!(get(&sim, "/cards").await.status(), 200);
+    assert_eq!(sim.request_count(), 4);
+}
+
+#[tokio::test]
+async fn truncated_bodies_are_invalid_json_with_a_json_content_type() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let full = get(&sim, "/cards?limit=10").await.bytes().await.unwrap();
+    sim.set_faults(Faults { truncate_rate: 1.0, ..Faults::default() });
+    let response = get(&sim, "/cards?limit=10").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let body = response.bytes().await.unwrap();
+    assert_eq!(body.len(), full.len() / 2);
+    assert_eq!(&body[..], &full[..full.len() / 2]);
+    assert!(serde_json::from_slice::<Value>(&body).is_err());
+}
+
+#[tokio::test]
+async fn slow_responses_and_fault_rates() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    sim.set_faults(Faults { slow_rate: 1.0, slow_by: Duration::from_millis(200), ..Faults::default() });
+    let started = Instant::now();
+    assert_eq!(get(&sim, "/users/current").await.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    // A partial rate hits roughly that share of requests.
+    sim.set_faults(Faults { server_error_rate: 0.3, ..Faults::default() });
+    let mut errors = 0;
+    for _ in 0..200 {
+        if get(&sim, "/users/current").await.status().is_server_error() {
+            errors += 1;
+        }
+    }
+    assert!((30..=90).contains(&errors), "{errors} of 200");
+}
+
+#[tokio::test]
+async fn fault_sequence_is_deterministic_in_the_seed() {
+    async fn pattern() -> Vec<u16> {
+        let sim = Simulator::start(SimConfig {
+            faults: Faults { server_error_rate: 0.5, ..Faults::default() },
+            ..SimConfig::small()
+        })
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        for _ in 0..30 {
+            out.push(get(&sim, "/users/current").await.status().as_u16());
+        }
+        out
+    }
+    assert_eq!(pattern().await, pattern().await);
+}

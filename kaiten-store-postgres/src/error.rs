@@ -1,0 +1,357 @@
+//! Turning sqlx errors into [`StoreError`]s that say what went wrong, and keeping passwords out of
+//! every message.
+
+use std::fmt;
+
+use kaiten_sync::{EntityKind, StoreError};
+use sqlx::postgres::PgDatabaseError;
+
+pub(crate) const BACKEND: &str = "postgres";
+
+/// Removes the password from a connection URL (`postgres://user:secret@host/db` →
+/// `postgres://user:***@host/db`, and `password=...` query parameters).
+pub fn redact_url(url: &str) -> String {
+    let (head, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => return redact_query_password(url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.find(':') {
+                Some(colon) => format!("{}:***{}", &userinfo[..colon], host),
+                None => authority.to_owned(),
+            }
+        }
+        None => authority.to_owned(),
+    };
+    format!("{head}{authority}{}", redact_query_password(tail))
+}
+
+fn redact_query_password(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = find_password_key(rest) {
+        let value_start = i + "password=".len();
+        out.push_str(&rest[..value_start]);
+        out.push_str("***");
+        let value_end = rest[value_start..].find(['&', '#', ' ']).map_or(rest.len(), |e| value_start + e);
+        rest = &rest[value_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn find_password_key(s: &str) -> Option<usize> {
+    let lower = s.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find("password=") {
+        let at = from + pos;
+        let boundary = at == 0 || matches!(lower.as_bytes()[at - 1], b'?' | b'&' | b' ');
+        if boundary {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Secrets that must never appear in an error message: the password of the URL, raw and
+/// percent-decoded.
+#[derive(Clone, Default)]
+pub(crate) struct Secrets(Vec<String>);
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets({} redacted)", self.0.len())
+    }
+}
+
+impl Secrets {
+    pub(crate) fn from_url(url: &str) -> Self {
+        let mut secrets = Vec::new();
+        if let Some(i) = url.find("://") {
+            let rest = &url[i + 3..];
+            let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+            if let Some(at) = authority.rfind('@') {
+                if let Some(colon) = authority[..at].find(':') {
+                    secrets.push(authority[colon + 1..at].to_owned());
+                }
+            }
+        }
+        let mut rest = url;
+        while let Some(i) = find_password_key(rest) {
+            let start = i + "password=".len();
+            let end = rest[start..].find(['&', '#', ' ']).map_or(rest.len(), |e| start + e);
+            secrets.push(rest[start..end].to_owned());
+            rest = &rest[end..];
+        }
+        let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
+        secrets.extend(decoded);
+        secrets.retain(|s| s.len() >= 3);
+        secrets.sort();
+        secrets.dedup();
+        Self(secrets)
+    }
+
+    /// Replaces every secret in `text` by `***`.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.0 {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    fn contains_any(&self, text: &str) -> bool {
+        self.0.iter().any(|s| text.contains(s.as_str()))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() && s.is_char_boundary(i + 3) {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An error whose text had a secret removed: stands in for the driver's error as `source`.
+#[derive(Debug)]
+struct Scrubbed(String);
+
+impl fmt::Display for Scrubbed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Scrubbed {}
+
+fn source_of(err: sqlx::Error, secrets: &Secrets) -> Option<Box<dyn std::error::Error + Send + Sync>> {
+    let mut text = err.to_string();
+    let mut current: Option<&dyn std::error::Error> = std::error::Error::source(&err);
+    while let Some(e) = current {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        current = e.source();
+    }
+    if secrets.contains_any(&text) {
+        Some(Box::new(Scrubbed(secrets.scrub(&err.to_string()))))
+    } else {
+        Some(Box::new(err))
+    }
+}
+
+/// The SQLSTATE of a database error.
+pub(crate) fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned())
+}
+
+/// `message (detail; hint) [SQLSTATE xxxxx]`.
+fn describe_db_error(err: &sqlx::Error) -> String {
+    let Some(db) = err.as_database_error() else { return err.to_string() };
+    let mut text = db.message().to_owned();
+    if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
+        if let Some(detail) = pg.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = pg.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+    }
+    if let Some(code) = db.code() {
+        text.push_str(&format!(" [SQLSTATE {code}]"));
+    }
+    text
+}
+
+/// Describes an I/O error of a connection attempt in words a user can act on.
+fn describe_io(err: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let hint = match err.kind() {
+        ErrorKind::ConnectionRefused => "connection refused: is PostgreSQL running, and are the host and port right?",
+        ErrorKind::TimedOut => "connection timed out: is the host reachable (firewall, network)?",
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof => {
+            "the server closed the connection"
+        }
+        ErrorKind::NotFound => "host not found",
+        ErrorKind::PermissionDenied => "the operating system denied the connection",
+        _ => "",
+    };
+    if hint.is_empty() {
+        err.to_string()
+    } else {
+        format!("{hint} ({err})")
+    }
+}
+
+/// Maps an error met while opening a connection (`target` is the redacted URL).
+pub(crate) fn connect_error(err: sqlx::Error, target: &str, secrets: &Secrets) -> StoreError {
+    let code = sqlstate(&err);
+    let message = match (&err, code.as_deref()) {
+        (_, Some("28P01")) | (_, Some("28000")) => {
+            format!(
+                "{target}: authentication failed: {} (check the user name and password of the database URL)",
+                describe_db_error(&err)
+            )
+        }
+        (_, Some("3D000")) => format!("{target}: {} (create the database first)", describe_db_error(&err)),
+        (_, Some("53300")) => format!("{target}: {} (too many connections)", describe_db_error(&err)),
+        (_, Some(_)) => format!("{target}: {}", describe_db_error(&err)),
+        (sqlx::Error::Io(io), _) => format!("{target}: {}", describe_io(io)),
+        (sqlx::Error::Tls(tls), _) => {
+            format!("{target}: TLS failed: {tls} (check sslmode, sslrootcert and that the host name matches the certificate)")
+        }
+        (sqlx::Error::Configuration(c), _) => format!("invalid database URL {target}: {c}"),
+        (sqlx::Error::PoolTimedOut, _) => format!("{target}: timed out waiting for a connection"),
+        (e, _) => format!("{target}: {e}"),
+    };
+    StoreError::Unavailable { backend: BACKEND, message: secrets.scrub(&message), source: source_of(err, secrets) }
+}
+
+/// What a failed statement was doing, for messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) what: &'a str,
+    pub(crate) kind: Option<EntityKind>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(what: &'a str) -> Self {
+        Self { what, kind: None }
+    }
+
+    pub(crate) fn kind(what: &'a str, kind: EntityKind) -> Self {
+        Self { what, kind: Some(kind) }
+    }
+}
+
+/// Maps an error of a statement.
+pub(crate) fn query_error(err: sqlx::Error, ctx: Ctx<'_>, secrets: &Secrets) -> StoreError {
+    let what = ctx.what;
+    let code = sqlstate(&err);
+    match code.as_deref() {
+        // undefined_table, invalid_schema_name, undefined_column: the schema is not (fully) migrated.
+        Some("42P01") | Some("3F000") | Some("42703") => return StoreError::NotMigrated,
+        Some("42501") => {
+            return StoreError::Permission {
+                backend: BACKEND,
+                message: secrets.scrub(&format!(
+                    "{what}: {} (the database user needs USAGE and CREATE on the schema, or to own it, and \
+                     SELECT/INSERT/UPDATE/DELETE on its tables)",
+                    describe_db_error(&err)
+                )),
+            }
+        }
+        // serialization_failure, deadlock_detected, lock_not_available, query_canceled (statement_timeout)
+        Some("40001") | Some("40P01") | Some("55P03") | Some("57014") => {
+            return StoreError::Busy {
+                backend: BACKEND,
+                message: secrets.scrub(&format!("{what}: {}", describe_db_error(&err))),
+            }
+        }
+        Some(c) if c.starts_with("22") => {
+            if let Some(kind) = ctx.kind {
+                return StoreError::InvalidData {
+                    kind,
+                    message: secrets.scrub(&format!("{what}: {}", describe_db_error(&err))),
+                };
+            }
+        }
+        Some("23503") => {
+            return StoreError::Backend {
+                backend: BACKEND,
+                message: secrets.scrub(&format!(
+                    "{what}: {} (a record references a parent that is not stored; the engine stores parents \
+                     first, so this is a bug worth reporting)",
+                    describe_db_error(&err)
+                )),
+                source: source_of(err, secrets),
+            }
+        }
+        // connection-level failures while running a statement
+        Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+            return StoreError::Unavailable {
+                backend: BACKEND,
+                message: secrets.scrub(&format!("{what}: {}", describe_db_error(&err))),
+                source: source_of(err, secrets),
+            }
+        }
+        _ => {}
+    }
+    match &err {
+        sqlx::Error::Io(io) => StoreError::Unavailable {
+            backend: BACKEND,
+            message: secrets.scrub(&format!("{what}: lost the connection: {}", describe_io(io))),
+            source: source_of(err, secrets),
+        },
+        sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => StoreError::Unavailable {
+            backend: BACKEND,
+            message: secrets.scrub(&format!("{what}: {err}")),
+            source: source_of(err, secrets),
+        },
+        sqlx::Error::PoolTimedOut => StoreError::Busy {
+            backend: BACKEND,
+            message: format!(
+                "{what}: timed out waiting for a free connection of the pool (is the database reachable, and is \
+                 max_connections large enough?)"
+            ),
+        },
+        sqlx::Error::Encode(e) => match ctx.kind {
+            Some(kind) => StoreError::InvalidData { kind, message: secrets.scrub(&format!("{what}: {e}")) },
+            None => backend_error(format!("{what}: {e}"), err, secrets),
+        },
+        _ => {
+            let text = if err.as_database_error().is_some() { describe_db_error(&err) } else { err.to_string() };
+            backend_error(format!("{what}: {text}"), err, secrets)
+        }
+    }
+}
+
+fn backend_error(message: String, err: sqlx::Error, secrets: &Secrets) -> StoreError {
+    StoreError::Backend { backend: BACKEND, message: secrets.scrub(&message), source: source_of(err, secrets) }
+}
+
+/// A backend error without a driver error behind it.
+pub(crate) fn backend_message(message: impl Into<String>) -> StoreError {
+    StoreError::Backend { backend: BACKEND, message: message.into(), source: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://h/db?user=u&password=secret&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require");
+        assert_eq!(redact_url("postgres://u:p%40ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u:a@b@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("not a url password=x"), "not a url password=***");
+    }
+
+    #[test]
+    fn scrubs_raw_and_decoded_secrets() {
+        let secrets = Secrets::from_url("postgres://u:p%40ssword@h/db?password=other1");
+        let text = secrets.scrub("a p%40ssword b p@ssword c other1");
+        assert_eq!(text, "a *** b *** c ***");
+        assert!(!format!("{secrets:?}").contains("ssword"));
+    }
+}

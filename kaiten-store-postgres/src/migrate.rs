@@ -1,0 +1,196 @@
+//! Embedded migrations and their runner.
+//!
+//! Each migration is a SQL file under `migrations/`, compiled into the crate, with `{schema}`
+//! standing for the (quoted) schema name. [`run`] applies the missing ones in one transaction
+//! under `pg_advisory_xact_lock`, so two processes migrating at once take turns and a failure
+//! leaves nothing half-applied. Applied versions are recorded in `<schema>.schema_migrations`.
+
+use kaiten_sync::StoreError;
+use sqlx::{Executor, PgPool, Row};
+
+use crate::error::{query_error, Ctx, Secrets};
+use crate::sql::ident;
+
+/// One embedded migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Version, increasing from 1.
+    pub version: i64,
+    /// Short description, stored in `schema_migrations`.
+    pub description: &'static str,
+    /// The SQL, with `{schema}` placeholders.
+    pub sql: &'static str,
+}
+
+/// Every migration this version of the crate knows, in order.
+pub static MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, description: "initial schema", sql: include_str!("../migrations/0001_initial.sql") }];
+
+/// A relationship enforced as a foreign key: `(constraint, table, column, referenced table)`.
+pub type ForeignKey = (&'static str, &'static str, &'static str, &'static str);
+
+/// The relationships [`PgStoreOptions::foreign_keys`](crate::PgStoreOptions::foreign_keys) turns
+/// into `DEFERRABLE INITIALLY DEFERRED` foreign keys (each referencing the parent's `id`): those
+/// the engine guarantees in every kind of run. A card's board, column and lane are fetched (or
+/// stored as placeholders) before the card; subcolumns follow their column in the same listing;
+/// tag links are written with their card.
+///
+/// Not (yet) constraints: board → space and column/lane → board. A selective sync of boards (or
+/// of columns and lanes) writes them without their space (or board) when that parent was never
+/// synced, so such a constraint would fail a legitimate sync.
+pub static FOREIGN_KEYS: &[ForeignKey] = &[
+    ("cards_board_id_fkey", "cards", "board_id", "boards"),
+    ("cards_column_id_fkey", "cards", "column_id", "columns"),
+    ("cards_lane_id_fkey", "cards", "lane_id", "lanes"),
+    ("columns_parent_column_id_fkey", "columns", "parent_column_id", "columns"),
+    ("card_tags_card_id_fkey", "card_tags", "card_id", "cards"),
+];
+
+/// The newest schema version this crate knows.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// The SQL of a migration for a schema (`qschema` is the quoted name).
+pub(crate) fn render(migration: &Migration, qschema: &str) -> String {
+    migration.sql.replace("{schema}", qschema)
+}
+
+/// Applies the missing migrations. `schema` is the bare (validated) name, `qschema` the quoted one.
+pub(crate) async fn run(
+    pool: &PgPool,
+    schema: &str,
+    qschema: &str,
+    lock_key: i64,
+    persistent: bool,
+    foreign_keys: bool,
+    secrets: &Secrets,
+) -> Result<(), StoreError> {
+    let err = |what: &'static str| move |e: sqlx::Error| schema_error(e, what, schema, secrets);
+    let mut tx = pool.begin().await.map_err(err("begin the migration transaction"))?;
+    // Serializes concurrent migrations of this schema; released at commit or rollback.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .persistent(persistent)
+        .bind(lock_key)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("take the migration lock"))?;
+
+    // Only create what is missing: CREATE ... IF NOT EXISTS checks privileges before existence,
+    // and a user of a schema prepared by an administrator may not have CREATE.
+    let schema_exists: bool = sqlx::query("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .persistent(persistent)
+        .bind(schema)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err("look up the schema"))?
+        .get(0);
+    if !schema_exists {
+        (&mut *tx).execute(format!("CREATE SCHEMA {qschema}").as_str()).await.map_err(err("create the schema"))?;
+    }
+    let table_exists: bool = sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+        .persistent(persistent)
+        .bind(format!("{qschema}.schema_migrations"))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err("look up schema_migrations"))?
+        .get(0);
+    if !table_exists {
+        let create = format!(
+            "CREATE TABLE {qschema}.schema_migrations (version bigint PRIMARY KEY, description text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now())"
+        );
+        (&mut *tx).execute(create.as_str()).await
+        .map_err(err("create schema_migrations"))?;
+    }
+    let current: i64 = sqlx::query(&format!("SELECT COALESCE(max(version), 0) FROM {qschema}.schema_migrations"))
+        .persistent(persistent)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err("read schema_migrations"))?
+        .get(0);
+    let latest = latest_version();
+    if current > latest {
+        return Err(StoreError::Schema(format!(
+            "schema {schema} is at version {current}, which is newer than this kaiten-sync knows ({latest}): \
+             upgrade kaiten-sync"
+        )));
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tracing::info!(schema, version = migration.version, "applying migration: {}", migration.description);
+        let sql = render(migration, qschema);
+        (&mut *tx).execute(sql.as_str()).await.map_err(|e| {
+            schema_error(e, &format!("apply migration {} ({})", migration.version, migration.description), schema, secrets)
+        })?;
+        sqlx::query(&format!("INSERT INTO {qschema}.schema_migrations (version, description) VALUES ($1, $2)"))
+            .persistent(persistent)
+            .bind(migration.version)
+            .bind(migration.description)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("record the migration"))?;
+    }
+
+    // Foreign keys follow the option: added when on (validated when the data allows, otherwise
+    // kept NOT VALID so that existing rows do not block new ones), dropped when off.
+    let present: Vec<String> = sqlx::query(
+        "SELECT c.conname::text FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+         WHERE n.nspname = $1 AND c.contype = 'f'",
+    )
+    .persistent(persistent)
+    .bind(schema)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(err("list foreign keys"))?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    for &(name, table, column, parent) in FOREIGN_KEYS {
+        let exists = present.iter().any(|p| p == name);
+        if foreign_keys && !exists {
+            let add = format!(
+                "ALTER TABLE {qschema}.{t} ADD CONSTRAINT {name} FOREIGN KEY ({c}) REFERENCES {qschema}.{p} (id) \
+                 DEFERRABLE INITIALLY DEFERRED NOT VALID",
+                t = ident(table),
+                c = ident(column),
+                p = ident(parent),
+            );
+            (&mut *tx).execute(add.as_str()).await.map_err(err("add a foreign key"))?;
+            let validate = format!(
+                "SAVEPOINT kaiten_fk; ALTER TABLE {qschema}.{t} VALIDATE CONSTRAINT {name}",
+                t = ident(table)
+            );
+            match (&mut *tx).execute(validate.as_str()).await {
+                Ok(_) => (&mut *tx).execute("RELEASE SAVEPOINT kaiten_fk").await,
+                Err(e) => {
+                    tracing::warn!(
+                        schema,
+                        constraint = name,
+                        "existing rows break {table}.{column} -> {parent}: the foreign key checks new rows only \
+                         ({e})"
+                    );
+                    (&mut *tx).execute("ROLLBACK TO SAVEPOINT kaiten_fk; RELEASE SAVEPOINT kaiten_fk").await
+                }
+            }
+            .map_err(err("validate a foreign key"))?;
+        } else if !foreign_keys && exists {
+            let drop = format!("ALTER TABLE {qschema}.{t} DROP CONSTRAINT {name}", t = ident(table));
+            (&mut *tx).execute(drop.as_str()).await.map_err(err("drop a foreign key"))?;
+        }
+    }
+
+    tx.commit().await.map_err(err("commit the migration"))?;
+    Ok(())
+}
+
+/// Migration errors: permissions stay [`StoreError::Permission`], connection problems stay
+/// [`StoreError::Unavailable`], the rest is a [`StoreError::Schema`] naming the step.
+fn schema_error(e: sqlx::Error, what: &str, schema: &str, secrets: &Secrets) -> StoreError {
+    let what = format!("migrating schema {schema}: {what}");
+    match query_error(e, Ctx::new(&what), secrets) {
+        err @ (StoreError::Permission { .. } | StoreError::Unavailable { .. } | StoreError::Busy { .. }) => err,
+        StoreError::NotMigrated => StoreError::Schema(format!("{what}: a table or column is missing")),
+        StoreError::Backend { message, .. } => StoreError::Schema(message),
+        other => StoreError::Schema(other.to_string()),
+    }
+}

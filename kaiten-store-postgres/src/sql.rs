@@ -1,0 +1,257 @@
+//! SQL generated from [`kaiten_sync::schema::TABLES`], once per store: the column lists of ten
+//! tables are never written out by hand outside the migration.
+
+use kaiten_sync::schema::{ColumnType, TableDef, TABLES};
+use kaiten_sync::EntityKind;
+
+/// The array type a column travels in (JSON travels as text and is cast on the server).
+fn array_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::BigInt => "bigint[]",
+        ColumnType::Float => "double precision[]",
+        ColumnType::Text | ColumnType::Json => "text[]",
+        ColumnType::Bool => "boolean[]",
+        ColumnType::Timestamp => "timestamptz[]",
+    }
+}
+
+/// `"name"`: every identifier is quoted (`type`, `columns`, `value` are keywords).
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Statements of one entity table.
+#[derive(Debug, Clone)]
+pub(crate) struct TableSql {
+    /// `$1` ids, `$2..` typed columns, then raw, deleted flags, synced_at, sweep; returns
+    /// `(id, inserted)` of rows written.
+    pub(crate) upsert: String,
+    /// `$1` sweep, `$2` ids.
+    pub(crate) sweep: String,
+    /// `$1` id.
+    pub(crate) get: String,
+    /// `$1` sweep.
+    pub(crate) unseen_all: String,
+    /// `$1` sweep, `$2` parent ids; `None` when the table has no scope column.
+    pub(crate) unseen_scoped: Option<String>,
+    /// `$1` ids, `$2` time.
+    pub(crate) mark_deleted: String,
+    /// `$1` ids.
+    pub(crate) existing: String,
+    pub(crate) ids_all: String,
+    pub(crate) ids_live: String,
+}
+
+/// Every statement of a store, for one schema.
+#[derive(Debug, Clone)]
+pub(crate) struct Statements {
+    pub(crate) tables: Vec<TableSql>,
+    pub(crate) counts: String,
+    pub(crate) card_tags_delete: String,
+    pub(crate) card_tags_insert: String,
+    pub(crate) card_tag_ids: String,
+    pub(crate) state_upsert: String,
+    pub(crate) state_get: String,
+    pub(crate) states_all: String,
+    pub(crate) run_insert: String,
+    pub(crate) run_update: String,
+    pub(crate) runs_interrupt: String,
+    pub(crate) runs_recent: String,
+    pub(crate) lock_table_take: String,
+    pub(crate) lock_row: String,
+    pub(crate) lock_row_write: String,
+    pub(crate) lock_heartbeat: String,
+    pub(crate) lock_delete: String,
+}
+
+impl Statements {
+    /// Statements for a schema whose name was validated (`qschema` is quoted).
+    pub(crate) fn new(qschema: &str) -> Self {
+        let s = qschema;
+        let run_columns = "id, kind, entities, scope, started_at, finished_at, status, api_requests, retries, error, stats";
+        Self {
+            tables: TABLES.iter().map(|t| table_sql(s, t)).collect(),
+            counts: counts_sql(s),
+            card_tags_delete: format!("DELETE FROM {s}.card_tags WHERE card_id = ANY($1::bigint[])"),
+            card_tags_insert: format!(
+                "INSERT INTO {s}.card_tags (card_id, tag_id) SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) \
+                 ON CONFLICT DO NOTHING"
+            ),
+            card_tag_ids: format!("SELECT tag_id FROM {s}.card_tags WHERE card_id = $1 ORDER BY tag_id"),
+            state_upsert: format!(
+                "INSERT INTO {s}.sync_metadata AS m (entity, cursor, last_full_sync_at, last_incremental_sync_at, \
+                 resume, row_count, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now()) \
+                 ON CONFLICT (entity) DO UPDATE SET cursor = EXCLUDED.cursor, \
+                 last_full_sync_at = EXCLUDED.last_full_sync_at, \
+                 last_incremental_sync_at = EXCLUDED.last_incremental_sync_at, resume = EXCLUDED.resume, \
+                 row_count = EXCLUDED.row_count, updated_at = EXCLUDED.updated_at"
+            ),
+            state_get: format!(
+                "SELECT entity, cursor, last_full_sync_at, last_incremental_sync_at, resume, row_count \
+                 FROM {s}.sync_metadata WHERE entity = $1"
+            ),
+            states_all: format!(
+                "SELECT entity, cursor, last_full_sync_at, last_incremental_sync_at, resume, row_count \
+                 FROM {s}.sync_metadata"
+            ),
+            run_insert: format!(
+                "INSERT INTO {s}.sync_logs (kind, entities, scope, started_at, finished_at, status, rows_inserted, \
+                 rows_updated, rows_deleted, api_requests, retries, error, stats) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id"
+            ),
+            run_update: format!(
+                "UPDATE {s}.sync_logs SET kind = $2, entities = $3, scope = $4, started_at = $5, finished_at = $6, \
+                 status = $7, rows_inserted = $8, rows_updated = $9, rows_deleted = $10, api_requests = $11, \
+                 retries = $12, error = $13, stats = $14 WHERE id = $1"
+            ),
+            runs_interrupt: format!(
+                "UPDATE {s}.sync_logs SET status = 'interrupted', error = $2 WHERE status = 'running' AND id <> $1"
+            ),
+            runs_recent: format!("SELECT {run_columns} FROM {s}.sync_logs ORDER BY id DESC LIMIT $1"),
+            // $1 holder, $2 stale_after in seconds. Returns a row when the caller holds the lock now.
+            lock_table_take: format!(
+                "INSERT INTO {s}.sync_lock AS l (name, holder, acquired_at, heartbeat_at, backend_pid) \
+                 VALUES ('sync', $1, clock_timestamp(), clock_timestamp(), NULL) \
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, \
+                 acquired_at = CASE WHEN l.holder = EXCLUDED.holder THEN l.acquired_at ELSE EXCLUDED.acquired_at END, \
+                 heartbeat_at = EXCLUDED.heartbeat_at, backend_pid = NULL \
+                 WHERE l.holder = EXCLUDED.holder \
+                 OR extract(epoch FROM clock_timestamp() - l.heartbeat_at) > $2 \
+                 RETURNING holder"
+            ),
+            // $1 stale_after in seconds, $2 advisory key: the row, whether it is stale, and which
+            // backend holds the advisory lock.
+            lock_row: format!(
+                "SELECT l.holder, l.acquired_at, l.heartbeat_at, l.backend_pid, \
+                 extract(epoch FROM clock_timestamp() - l.heartbeat_at) > $1 AS stale, \
+                 (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND ((classid::bigint << 32) | objid::bigint) = $2::bigint AND objsubid = 1 LIMIT 1) AS lock_pid \
+                 FROM (SELECT 1) AS one LEFT JOIN {s}.sync_lock l ON l.name = 'sync'"
+            ),
+            // $1 holder. Written by the advisory lock's own connection.
+            lock_row_write: format!(
+                "INSERT INTO {s}.sync_lock AS l (name, holder, acquired_at, heartbeat_at, backend_pid) \
+                 VALUES ('sync', $1, clock_timestamp(), clock_timestamp(), pg_backend_pid()) \
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, \
+                 acquired_at = CASE WHEN l.holder = EXCLUDED.holder AND l.backend_pid = EXCLUDED.backend_pid \
+                   THEN l.acquired_at ELSE EXCLUDED.acquired_at END, \
+                 heartbeat_at = EXCLUDED.heartbeat_at, backend_pid = EXCLUDED.backend_pid"
+            ),
+            lock_heartbeat: format!(
+                "UPDATE {s}.sync_lock SET heartbeat_at = clock_timestamp() WHERE name = 'sync' AND holder = $1"
+            ),
+            lock_delete: format!("DELETE FROM {s}.sync_lock WHERE name = 'sync' AND holder = $1"),
+        }
+    }
+
+    /// The statements of a kind's table.
+    pub(crate) fn table(&self, kind: EntityKind) -> &TableSql {
+        &self.tables[kind as usize]
+    }
+}
+
+fn table_sql(s: &str, t: &TableDef) -> TableSql {
+    let table = format!("{s}.{}", ident(t.name));
+    let n = t.columns.len();
+    let cols: Vec<String> = t.columns.iter().map(|c| ident(c.name)).collect();
+
+    // INSERT ... SELECT FROM UNNEST(typed arrays) ON CONFLICT DO UPDATE ... WHERE changed AND not older.
+    let raw_p = n + 2;
+    let deleted_p = n + 3;
+    let synced_p = n + 4;
+    let sweep_p = n + 5;
+    let mut unnest_args = vec!["$1::bigint[]".to_owned()];
+    unnest_args.extend(t.columns.iter().enumerate().map(|(i, c)| format!("${}::{}", i + 2, array_type(c.ty))));
+    unnest_args.push(format!("${raw_p}::text[]"));
+    unnest_args.push(format!("${deleted_p}::boolean[]"));
+    let select_cols: Vec<String> = t
+        .columns
+        .iter()
+        .zip(&cols)
+        .map(|(c, q)| if c.ty == ColumnType::Json { format!("u.{q}::jsonb") } else { format!("u.{q}") })
+        .collect();
+    let set_cols: Vec<String> = cols.iter().map(|q| format!("{q} = EXCLUDED.{q}")).collect();
+    let has_version = t.columns.iter().any(|c| c.name == "version");
+    // kaiten_sync's rule (memory store `incoming_is_not_older`): by `updated` when both are known
+    // and differ, otherwise by `version` when both are known.
+    let version_rule =
+        if has_version { "NOT COALESCE(EXCLUDED.\"version\" < t.\"version\", FALSE)" } else { "TRUE" };
+    let upsert = format!(
+        "INSERT INTO {table} AS t (\"id\", {cols}, raw, synced_at, deleted_at, seen_sweep) \
+         SELECT u.\"id\", {select_cols}, u.raw::jsonb, ${synced_p}::timestamptz, \
+         CASE WHEN u.deleted THEN ${synced_p}::timestamptz END, ${sweep_p}::bigint \
+         FROM UNNEST({unnest}) AS u(\"id\", {cols}, raw, deleted) \
+         ON CONFLICT (\"id\") DO UPDATE SET {set_cols}, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at, \
+         deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL \
+           ELSE COALESCE(t.deleted_at, EXCLUDED.deleted_at) END, \
+         seen_sweep = COALESCE(EXCLUDED.seen_sweep, t.seen_sweep) \
+         WHERE (t.raw IS DISTINCT FROM EXCLUDED.raw OR (t.deleted_at IS NULL) <> (EXCLUDED.deleted_at IS NULL)) \
+         AND (CASE WHEN t.\"updated\" IS NOT NULL AND EXCLUDED.\"updated\" IS NOT NULL \
+           AND t.\"updated\" <> EXCLUDED.\"updated\" THEN EXCLUDED.\"updated\" > t.\"updated\" \
+           ELSE {version_rule} END) \
+         RETURNING t.\"id\", (t.xmax = 0) AS inserted",
+        cols = cols.join(", "),
+        select_cols = select_cols.join(", "),
+        unnest = unnest_args.join(", "),
+        set_cols = set_cols.join(", "),
+    );
+    let scoped = t.scope_column.map(|c| {
+        format!(
+            "SELECT \"id\" FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS DISTINCT FROM $1 \
+             AND {} = ANY($2::bigint[]) ORDER BY \"id\"",
+            ident(c)
+        )
+    });
+    TableSql {
+        upsert,
+        sweep: format!(
+            "UPDATE {table} SET seen_sweep = $1 WHERE \"id\" = ANY($2::bigint[]) AND seen_sweep IS DISTINCT FROM $1"
+        ),
+        get: format!("SELECT \"id\", {}, raw, synced_at, deleted_at FROM {table} WHERE \"id\" = $1", cols.join(", ")),
+        unseen_all: format!(
+            "SELECT \"id\" FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS DISTINCT FROM $1 ORDER BY \"id\""
+        ),
+        unseen_scoped: scoped,
+        mark_deleted: format!(
+            "UPDATE {table} SET deleted_at = $2 WHERE \"id\" = ANY($1::bigint[]) AND deleted_at IS NULL"
+        ),
+        existing: format!("SELECT \"id\" FROM {table} WHERE \"id\" = ANY($1::bigint[]) ORDER BY \"id\""),
+        ids_all: format!("SELECT \"id\" FROM {table} ORDER BY \"id\""),
+        ids_live: format!("SELECT \"id\" FROM {table} WHERE deleted_at IS NULL ORDER BY \"id\""),
+    }
+}
+
+fn counts_sql(s: &str) -> String {
+    let mut parts: Vec<String> = TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT '{name}'::text, count(*) FILTER (WHERE deleted_at IS NULL), \
+                 count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM {s}.{q}",
+                name = t.name,
+                q = ident(t.name)
+            )
+        })
+        .collect();
+    parts.push(format!("SELECT 'card_tags'::text, count(*), 0::bigint FROM {s}.card_tags"));
+    parts.join(" UNION ALL ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsert_has_one_parameter_per_array_and_the_version_rule_for_cards() {
+        let st = Statements::new("\"kaiten\"");
+        let cards = st.table(EntityKind::Cards);
+        let n = EntityKind::Cards.table().columns.len();
+        assert!(cards.upsert.contains(&format!("${}::bigint", n + 5)));
+        assert!(!cards.upsert.contains(&format!("${}", n + 6)));
+        assert!(cards.upsert.contains("EXCLUDED.\"version\" < t.\"version\""));
+        assert!(!st.table(EntityKind::Boards).upsert.contains("version"));
+        assert!(st.table(EntityKind::Spaces).unseen_scoped.is_none());
+        assert!(st.counts.contains("\"kaiten\".\"property_select_values\""));
+    }
+}

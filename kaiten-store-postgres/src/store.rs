@@ -1,0 +1,451 @@
+//! The [`Store`] implementation.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use kaiten_sync::schema::EntityKind;
+use kaiten_sync::store::EntityStats;
+use kaiten_sync::{
+    EntityState, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store, StoreError,
+    StoredRecord, TableCount,
+};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use crate::error::{backend_message, sqlstate, Ctx, BACKEND};
+use crate::values::{read_value, PageArrays};
+use crate::{LockMode, PgStore};
+
+/// How often a page is retried after a deadlock or serialization failure.
+const PAGE_ATTEMPTS: usize = 3;
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl PgStore {
+    async fn apply_page_once(&self, page: &Page) -> Result<PageOutcome, Failure> {
+        let kind = page.batch.kind();
+        let what = format!("write a page of {kind}");
+        let ctx = Ctx::kind(&what, kind);
+        let fail = |e: sqlx::Error| Failure { retry: is_retryable(&e), error: self.err(e, ctx) };
+        let table = self.inner.sql.table(kind);
+        let mut rows = page.batch.rows();
+        // A stable order: concurrent writers of overlapping pages lock rows in the same order.
+        rows.sort_unstable_by_key(|r| r.id);
+        let total = rows.len() as u64;
+        let arrays = PageArrays::build(kind, kind.table().columns, rows)?;
+        let ids = arrays.ids.clone();
+
+        let mut tx = self.inner.pool.begin().await.map_err(fail)?;
+        let mut outcome = PageOutcome::default();
+        if !ids.is_empty() {
+            let mut query = self.query(&table.upsert).bind(arrays.ids);
+            for column in arrays.columns {
+                query = column.bind(query);
+            }
+            let returned = query
+                .bind(arrays.raw)
+                .bind(arrays.deleted)
+                .bind(page.synced_at)
+                .bind(page.sweep)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(fail)?;
+            let mut written: Vec<i64> = Vec::with_capacity(returned.len());
+            for row in &returned {
+                let id: i64 = row.try_get(0).map_err(fail)?;
+                let inserted: bool = row.try_get(1).map_err(fail)?;
+                if inserted {
+                    outcome.inserted += 1;
+                } else {
+                    outcome.updated += 1;
+                }
+                written.push(id);
+            }
+            outcome.unchanged = total - outcome.inserted - outcome.updated;
+
+            // Rows written above carry the sweep already; the unchanged ones are marked here.
+            if let (Some(sweep), true) = (page.sweep, outcome.unchanged > 0) {
+                self.query(&table.sweep).bind(sweep).bind(&ids).execute(&mut *tx).await.map_err(fail)?;
+            }
+
+            // Tag links follow the card row: replaced only for cards written by this page.
+            if kind == EntityKind::Cards && !written.is_empty() {
+                let sql = &self.inner.sql;
+                self.query(&sql.card_tags_delete).bind(&written).execute(&mut *tx).await.map_err(fail)?;
+                let written: HashSet<i64> = written.into_iter().collect();
+                let (cards, tags): (Vec<i64>, Vec<i64>) =
+                    page.batch.card_tags().into_iter().filter(|(card, _)| written.contains(card)).unzip();
+                if !cards.is_empty() {
+                    self.query(&sql.card_tags_insert).bind(cards).bind(tags).execute(&mut *tx).await.map_err(fail)?;
+                }
+            }
+        }
+        if let Some(state) = &page.state {
+            self.write_state(&mut tx, state).await.map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(outcome)
+    }
+
+    async fn write_state(&self, conn: &mut sqlx::PgConnection, state: &EntityState) -> Result<(), sqlx::Error> {
+        self.query(&self.inner.sql.state_upsert)
+            .bind(state.kind.as_str())
+            .bind(state.cursor)
+            .bind(state.last_full_sync_at)
+            .bind(state.last_incremental_sync_at)
+            .bind(state.resume.as_deref())
+            .bind(state.row_count)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs one read-only statement that returns ids, in a transaction (for poolers).
+    async fn fetch_ids<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        ctx: Ctx<'_>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.begin(ctx.what).await?;
+        let rows = query.fetch_all(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        rows.iter().map(|r| r.try_get::<i64, _>(0).map_err(|e| self.err(e, ctx))).collect()
+    }
+}
+
+fn state_from_row(row: &PgRow) -> Result<Option<EntityState>, sqlx::Error> {
+    let entity: String = row.try_get(0)?;
+    let Ok(kind) = entity.parse::<EntityKind>() else {
+        tracing::warn!(entity, "ignoring sync_metadata of an unknown entity kind");
+        return Ok(None);
+    };
+    Ok(Some(EntityState {
+        kind,
+        cursor: row.try_get(1)?,
+        last_full_sync_at: row.try_get(2)?,
+        last_incremental_sync_at: row.try_get(3)?,
+        resume: row.try_get(4)?,
+        row_count: row.try_get(5)?,
+    }))
+}
+
+fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
+    let get_err = |e: sqlx::Error| backend_message(format!("read the run log: {e}"));
+    let id: i64 = row.try_get("id").map_err(get_err)?;
+    let kind: String = row.try_get("kind").map_err(get_err)?;
+    let status: String = row.try_get("status").map_err(get_err)?;
+    let entities: Vec<String> = row.try_get("entities").map_err(get_err)?;
+    let stats: serde_json::Value = row.try_get("stats").map_err(get_err)?;
+    let bad = |what: &str, value: &str| backend_message(format!("run {id} in sync_logs has an unknown {what} {value:?}"));
+    Ok(RunRecord {
+        id,
+        kind: RunKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
+        entities: entities
+            .iter()
+            .map(|e| e.parse::<EntityKind>().map_err(|_| bad("entity kind", e)))
+            .collect::<Result<_, _>>()?,
+        scope: row.try_get("scope").map_err(get_err)?,
+        started_at: row.try_get("started_at").map_err(get_err)?,
+        finished_at: row.try_get("finished_at").map_err(get_err)?,
+        status: RunStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
+        stats: serde_json::from_value::<BTreeMap<EntityKind, EntityStats>>(stats)
+            .map_err(|e| backend_message(format!("run {id} in sync_logs has unreadable stats: {e}")))?,
+        api_requests: to_u64(row.try_get("api_requests").map_err(get_err)?),
+        retries: to_u64(row.try_get("retries").map_err(get_err)?),
+        error: row.try_get("error").map_err(get_err)?,
+    })
+}
+
+fn stats_json(run: &RunRecord) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(&run.stats).map_err(|e| backend_message(format!("serialize the run's stats: {e}")))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        crate::migrate::run(
+            &inner.pool,
+            &inner.schema,
+            &inner.qschema,
+            inner.migrate_key,
+            inner.persistent,
+            inner.foreign_keys,
+            &inner.secrets,
+        )
+        .await
+    }
+
+    async fn apply_page(&self, page: &Page) -> Result<PageOutcome, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.apply_page_once(page).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(Failure { retry: true, error }) if attempt < PAGE_ATTEMPTS => {
+                    tracing::debug!(attempt, "retrying a page after: {error}");
+                    tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
+                    attempt += 1;
+                }
+                Err(failure) => return Err(failure.error),
+            }
+        }
+    }
+
+    async fn unseen(&self, kind: EntityKind, sweep: i64, scope: &Scope) -> Result<Vec<i64>, StoreError> {
+        let table = self.inner.sql.table(kind);
+        let ctx = Ctx::kind("list rows not seen by the sweep", kind);
+        match scope {
+            Scope::All => self.fetch_ids(self.query(&table.unseen_all).bind(sweep), ctx).await,
+            Scope::Parents(parents) => match &table.unseen_scoped {
+                Some(sql) => self.fetch_ids(self.query(sql).bind(sweep).bind(parents.as_slice()), ctx).await,
+                None => Ok(Vec::new()),
+            },
+        }
+    }
+
+    async fn mark_deleted(&self, kind: EntityKind, ids: &[i64], at: DateTime<Utc>) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ctx = Ctx::kind("mark rows deleted", kind);
+        let mut tx = self.begin(ctx.what).await?;
+        let done = self
+            .query(&self.inner.sql.table(kind).mark_deleted)
+            .bind(ids)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn existing_ids(&self, kind: EntityKind, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ctx = Ctx::kind("look up stored ids", kind);
+        self.fetch_ids(self.query(&self.inner.sql.table(kind).existing).bind(ids), ctx).await
+    }
+
+    async fn ids(&self, kind: EntityKind, include_deleted: bool) -> Result<Vec<i64>, StoreError> {
+        let table = self.inner.sql.table(kind);
+        let sql = if include_deleted { &table.ids_all } else { &table.ids_live };
+        self.fetch_ids(self.query(sql), Ctx::kind("list stored ids", kind)).await
+    }
+
+    async fn get(&self, kind: EntityKind, id: i64) -> Result<Option<StoredRecord>, StoreError> {
+        let ctx = Ctx::kind("read a row", kind);
+        let mut tx = self.begin(ctx.what).await?;
+        let row = self
+            .query(&self.inner.sql.table(kind).get)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let Some(row) = row else { return Ok(None) };
+        let columns = kind.table().columns;
+        let read = || -> Result<StoredRecord, sqlx::Error> {
+            let values = columns.iter().enumerate().map(|(i, c)| read_value(&row, i + 1, c.ty)).collect::<Result<_, _>>()?;
+            let n = columns.len();
+            Ok(StoredRecord {
+                id: row.try_get(0)?,
+                values,
+                raw: row.try_get(n + 1)?,
+                synced_at: row.try_get(n + 2)?,
+                deleted_at: row.try_get(n + 3)?,
+            })
+        };
+        read().map(Some).map_err(|e| self.err(e, ctx))
+    }
+
+    async fn card_tag_ids(&self, card_id: i64) -> Result<Vec<i64>, StoreError> {
+        let ctx = Ctx::kind("read card tags", EntityKind::Cards);
+        self.fetch_ids(self.query(&self.inner.sql.card_tag_ids).bind(card_id), ctx).await
+    }
+
+    async fn entity_state(&self, kind: EntityKind) -> Result<EntityState, StoreError> {
+        let ctx = Ctx::kind("read the entity state", kind);
+        let mut tx = self.begin(ctx.what).await?;
+        let row = self
+            .query(&self.inner.sql.state_get)
+            .bind(kind.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        match row {
+            Some(row) => Ok(state_from_row(&row).map_err(|e| self.err(e, ctx))?.unwrap_or_else(|| EntityState::new(kind))),
+            None => Ok(EntityState::new(kind)),
+        }
+    }
+
+    async fn entity_states(&self) -> Result<Vec<EntityState>, StoreError> {
+        let ctx = Ctx::new("read the entity states");
+        let mut tx = self.begin(ctx.what).await?;
+        let rows = self.query(&self.inner.sql.states_all).fetch_all(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let mut states = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(state) = state_from_row(row).map_err(|e| self.err(e, ctx))? {
+                states.push(state);
+            }
+        }
+        states.sort_by_key(|s| s.kind);
+        Ok(states)
+    }
+
+    async fn save_entity_state(&self, state: &EntityState) -> Result<(), StoreError> {
+        let ctx = Ctx::kind("write the entity state", state.kind);
+        let mut tx = self.begin(ctx.what).await?;
+        self.write_state(&mut tx, state).await.map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))
+    }
+
+    async fn start_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
+        let ctx = Ctx::new("add a run to the log");
+        let entities: Vec<&str> = run.entities.iter().map(|e| e.as_str()).collect();
+        let mut tx = self.begin(ctx.what).await?;
+        let row = self
+            .query(&self.inner.sql.run_insert)
+            .bind(run.kind.as_str())
+            .bind(entities)
+            .bind(run.scope.as_deref())
+            .bind(run.started_at)
+            .bind(run.finished_at)
+            .bind(run.status.as_str())
+            .bind(to_i64(run.total(|s| s.inserted)))
+            .bind(to_i64(run.total(|s| s.updated)))
+            .bind(to_i64(run.total(|s| s.deleted)))
+            .bind(to_i64(run.api_requests))
+            .bind(to_i64(run.retries))
+            .bind(run.error.as_deref())
+            .bind(stats_json(run)?)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        row.try_get(0).map_err(|e| self.err(e, ctx))
+    }
+
+    async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let ctx = Ctx::new("update a run in the log");
+        let entities: Vec<&str> = run.entities.iter().map(|e| e.as_str()).collect();
+        let mut tx = self.begin(ctx.what).await?;
+        let done = self
+            .query(&self.inner.sql.run_update)
+            .bind(run.id)
+            .bind(run.kind.as_str())
+            .bind(entities)
+            .bind(run.scope.as_deref())
+            .bind(run.started_at)
+            .bind(run.finished_at)
+            .bind(run.status.as_str())
+            .bind(to_i64(run.total(|s| s.inserted)))
+            .bind(to_i64(run.total(|s| s.updated)))
+            .bind(to_i64(run.total(|s| s.deleted)))
+            .bind(to_i64(run.api_requests))
+            .bind(to_i64(run.retries))
+            .bind(run.error.as_deref())
+            .bind(stats_json(run)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        if done.rows_affected() == 0 {
+            return Err(backend_message(format!("no run with id {} in the run log", run.id)));
+        }
+        Ok(())
+    }
+
+    async fn interrupt_running_runs(&self, keep: i64, reason: &str) -> Result<u64, StoreError> {
+        let ctx = Ctx::new("mark interrupted runs");
+        let mut tx = self.begin(ctx.what).await?;
+        let done = self
+            .query(&self.inner.sql.runs_interrupt)
+            .bind(keep)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let ctx = Ctx::new("read the run log");
+        let mut tx = self.begin(ctx.what).await?;
+        let rows = self
+            .query(&self.inner.sql.runs_recent)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn counts(&self) -> Result<Vec<TableCount>, StoreError> {
+        let ctx = Ctx::new("count rows");
+        let mut tx = self.begin(ctx.what).await?;
+        let rows = self.query(&self.inner.sql.counts).fetch_all(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        rows.iter()
+            .map(|r| {
+                Ok(TableCount { table: r.try_get(0)?, live: r.try_get(1)?, deleted: r.try_get(2)? })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e, ctx))
+    }
+
+    async fn try_lock(&self, holder: &str, stale_after: Duration) -> Result<LockAttempt, StoreError> {
+        match self.inner.lock_mode {
+            LockMode::Advisory => self.try_lock_advisory(holder, stale_after).await,
+            LockMode::Table => self.try_lock_table(holder, stale_after).await,
+        }
+    }
+
+    async fn heartbeat_lock(&self, holder: &str) -> Result<(), StoreError> {
+        match self.inner.lock_mode {
+            LockMode::Advisory => self.heartbeat_advisory(holder).await,
+            LockMode::Table => self.heartbeat_table(holder).await,
+        }
+    }
+
+    async fn release_lock(&self, holder: &str) -> Result<(), StoreError> {
+        match self.inner.lock_mode {
+            LockMode::Advisory => self.release_advisory(holder).await,
+            LockMode::Table => self.release_table(holder).await,
+        }
+    }
+}
+
+/// Whether an error is a deadlock or serialization failure worth retrying.
+fn is_retryable(e: &sqlx::Error) -> bool {
+    matches!(sqlstate(e).as_deref(), Some("40001") | Some("40P01"))
+}
+
+/// A failed page attempt: the error, and whether a new attempt may succeed.
+struct Failure {
+    error: StoreError,
+    retry: bool,
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure { error, retry: false }
+    }
+}

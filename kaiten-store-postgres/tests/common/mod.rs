@@ -1,0 +1,295 @@
+//! Test support: the server URL, uniquely named schemas and databases that drop themselves.
+//!
+//! Tests read the server from `KAITEN_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). When the server is unreachable a test prints how to
+//! enable it and returns early, unless `CI` is set: then it fails.
+
+#![allow(dead_code)]
+
+use std::hash::{BuildHasher, Hasher};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kaiten_store_postgres::{PgStore, PgStoreOptions};
+use kaiten_sync::{MemoryStore, Store};
+use sqlx::{Connection, Executor, PgConnection, Row};
+
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The server URL tests use.
+pub fn test_url() -> String {
+    std::env::var("KAITEN_TEST_DATABASE_URL").ok().filter(|u| !u.trim().is_empty()).unwrap_or_else(|| DEFAULT_URL.into())
+}
+
+/// `url` with a query parameter added.
+pub fn with_param(url: &str, key: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{key}={value}")
+}
+
+/// `url` pointing at another database.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.find('?') {
+        Some(i) => (&url[..i], &url[i..]),
+        None => (url, ""),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    format!("{}/{database}{query}", &base[..path_start])
+}
+
+/// Whether the server answers: `Some(url)` when it does; `None` (after printing how to enable
+/// the test) when it does not and `CI` is unset. Panics when it does not and `CI` is set.
+pub async fn server() -> Option<String> {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    let url = test_url();
+    let result = match CHECK.get() {
+        Some(r) => r.clone(),
+        None => {
+            let r = match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url)).await {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer within 5 s".into()),
+            };
+            CHECK.get_or_init(|| r).clone()
+        }
+    };
+    match result {
+        Ok(()) => {
+            cleanup_leftovers(&url).await;
+            Some(url)
+        }
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("PostgreSQL at {} is unreachable ({e}) and CI is set", kaiten_store_postgres::redact_url(&url))
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: PostgreSQL at {} is unreachable ({e}); start PostgreSQL or set KAITEN_TEST_DATABASE_URL",
+                kaiten_store_postgres::redact_url(&url)
+            );
+            None
+        }
+    }
+}
+
+fn random() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos());
+    h.finish()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A unique lowercase name: `<prefix>_<unix seconds>_<pid>_<counter>_<random>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}_{}_{}_{n}_{:x}", unix_now(), std::process::id(), random() & 0xffff_ffff)
+}
+
+/// Drops test schemas and databases left by crashed runs (older than an hour), once per process.
+async fn cleanup_leftovers(url: &str) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let Ok(mut conn) = PgConnection::connect(url).await else { return };
+        let cutoff = unix_now().saturating_sub(3600);
+        let old = |name: &str| {
+            name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok()).is_some_and(|t| t < cutoff)
+        };
+        if let Ok(rows) = sqlx::query("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'kaiten\\_test\\_%'")
+            .fetch_all(&mut conn)
+            .await
+        {
+            for row in rows {
+                let name: String = row.get(0);
+                if old(&name) {
+                    let _ = conn.execute(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").as_str()).await;
+                }
+            }
+        }
+        if let Ok(rows) = sqlx::query("SELECT datname::text FROM pg_database WHERE datname LIKE 'kaiten\\_testdb\\_%'")
+            .fetch_all(&mut conn)
+            .await
+        {
+            for row in rows {
+                let name: String = row.get(0);
+                if old(&name) {
+                    let _ = conn.execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str()).await;
+                }
+            }
+        }
+        let _ = conn.close().await;
+    })
+    .await;
+}
+
+/// Runs async cleanup to completion from `Drop`, on a thread with its own runtime (the test's
+/// runtime may be shutting down).
+fn block_on_fresh_runtime<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(f);
+    });
+    let _ = handle.join();
+}
+
+/// Ends the sessions a test opened (by application name) so that nothing blocks a drop.
+async fn end_sessions(conn: &mut PgConnection, application_name: &str) {
+    let _ = sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(application_name)
+    .execute(&mut *conn)
+    .await;
+}
+
+/// A schema that is dropped (with everything in it) when the guard is dropped.
+pub struct SchemaGuard {
+    pub url: String,
+    pub schema: String,
+    /// The application name of the connections opened for this schema.
+    pub app: String,
+}
+
+impl SchemaGuard {
+    /// A fresh, not yet created schema name on the test server.
+    pub fn new(url: &str) -> Self {
+        let schema = unique_name("kaiten_test");
+        Self { url: url.to_owned(), app: schema.clone(), schema }
+    }
+
+    /// The URL tagged with this guard's application name.
+    pub fn store_url(&self) -> String {
+        with_param(&self.url, "application_name", &self.app)
+    }
+
+    /// Options for a store on this schema.
+    pub fn options(&self) -> PgStoreOptions {
+        PgStoreOptions { schema: self.schema.clone(), ..PgStoreOptions::new(self.store_url()) }
+    }
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let schema = self.schema.clone();
+        let app = self.app.clone();
+        block_on_fresh_runtime(async move {
+            let Ok(mut conn) = PgConnection::connect(&url).await else { return };
+            end_sessions(&mut conn, &app).await;
+            if let Err(e) = conn.execute(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").as_str()).await {
+                eprintln!("could not drop test schema {schema}: {e}");
+            }
+            let _ = conn.close().await;
+        });
+    }
+}
+
+/// A database that is dropped when the guard is dropped.
+pub struct DatabaseGuard {
+    pub admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl DatabaseGuard {
+    /// Creates a fresh database on the test server.
+    pub async fn create(admin_url: &str) -> Self {
+        let name = unique_name("kaiten_testdb");
+        let mut conn = PgConnection::connect(admin_url).await.expect("connect to create a database");
+        conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.expect("create database");
+        let _ = conn.close().await;
+        let url = with_param(&with_database(admin_url, &name), "application_name", &name);
+        Self { admin_url: admin_url.to_owned(), name, url }
+    }
+}
+
+impl Drop for DatabaseGuard {
+    fn drop(&mut self) {
+        let url = self.admin_url.clone();
+        let name = self.name.clone();
+        block_on_fresh_runtime(async move {
+            let Ok(mut conn) = PgConnection::connect(&url).await else { return };
+            if let Err(e) = conn.execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str()).await {
+                eprintln!("could not drop test database {name}: {e}");
+            }
+            let _ = conn.close().await;
+        });
+    }
+}
+
+/// A migrated store on its own schema. Fields drop in order: the store (its pool) first.
+pub struct PgTestStore {
+    pub store: PgStore,
+    pub guard: SchemaGuard,
+}
+
+impl Deref for PgTestStore {
+    type Target = PgStore;
+    fn deref(&self) -> &PgStore {
+        &self.store
+    }
+}
+
+/// A fresh, migrated store on its own schema, or `None` when the server is unreachable (and `CI`
+/// unset).
+pub async fn pg_store_with(change: impl FnOnce(&mut PgStoreOptions)) -> Option<PgTestStore> {
+    let url = server().await?;
+    let guard = SchemaGuard::new(&url);
+    let mut options = guard.options();
+    change(&mut options);
+    let store = PgStore::connect_with(options).await.expect("connect to the test server");
+    store.migrate().await.expect("migrate");
+    Some(PgTestStore { store, guard })
+}
+
+/// A fresh, migrated store with default options on its own schema.
+pub async fn pg_store() -> Option<PgTestStore> {
+    pg_store_with(|_| {}).await
+}
+
+/// What the conformance suites run against: Postgres, or (when the server is unreachable and `CI`
+/// is unset, after saying so) the memory store so that the test binary still runs.
+pub enum TestStore {
+    /// A fresh schema on the test server.
+    Pg(PgTestStore),
+    /// No server here.
+    Skipped(MemoryStore),
+}
+
+impl Deref for TestStore {
+    type Target = dyn Store;
+    fn deref(&self) -> &(dyn Store + 'static) {
+        match self {
+            TestStore::Pg(s) => &s.store,
+            TestStore::Skipped(s) => s,
+        }
+    }
+}
+
+impl TestStore {
+    pub async fn new(change: impl FnOnce(&mut PgStoreOptions)) -> Self {
+        match pg_store_with(change).await {
+            Some(s) => TestStore::Pg(s),
+            None => {
+                eprintln!("SKIPPED (ran against the memory store): no PostgreSQL server");
+                TestStore::Skipped(MemoryStore::new())
+            }
+        }
+    }
+
+    /// For the engine suite: a shared handle and the guard keeping the schema alive.
+    pub fn shared(self) -> (Arc<dyn Store>, Option<SchemaGuard>) {
+        match self {
+            TestStore::Pg(PgTestStore { store, guard }) => (Arc::new(store), Some(guard)),
+            TestStore::Skipped(m) => (Arc::new(m), None),
+        }
+    }
+}

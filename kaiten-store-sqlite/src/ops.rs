@@ -1,0 +1,524 @@
+//! The store's operations as synchronous functions on a connection; they run on the writer thread.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kaiten_sync::{
+    EntityKind, EntityState, EntityStats, LockAttempt, LockInfo, Page, PageOutcome, RunKind, RunRecord, RunStatus,
+    Scope, StoreError, StoredRecord, TableCount,
+};
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::{backend, corrupt, db_err};
+use crate::sql::{fmt_time, from_sqlite, id_list, parse_time, read_opt_time, read_time, same_json, table_sql, to_sqlite};
+
+/// The name of the lock row in `sync_lock`.
+const LOCK_NAME: &str = "sync";
+
+/// A row of a page, converted to SQLite values (on the caller's task, before it is sent to the
+/// writer thread).
+#[derive(Debug)]
+pub(crate) struct PreparedRow {
+    id: i64,
+    updated: Option<DateTime<Utc>>,
+    version: Option<i64>,
+    deleted: bool,
+    values: Vec<Value>,
+    raw: String,
+}
+
+/// A page, owned and converted.
+#[derive(Debug)]
+pub(crate) struct PreparedPage {
+    kind: EntityKind,
+    rows: Vec<PreparedRow>,
+    card_tags: Vec<(i64, i64)>,
+    sweep: Option<i64>,
+    state: Option<EntityState>,
+    synced_at: String,
+}
+
+impl PreparedPage {
+    /// Converts a page; refuses records the memory store refuses (non-positive ids).
+    pub(crate) fn new(page: &Page) -> Result<Self, StoreError> {
+        let kind = page.batch.kind();
+        let rows = page
+            .batch
+            .rows()
+            .into_iter()
+            .map(|row| {
+                if row.id <= 0 {
+                    return Err(StoreError::InvalidData {
+                        kind,
+                        message: format!("record id {} is not a positive integer", row.id),
+                    });
+                }
+                Ok(PreparedRow {
+                    id: row.id,
+                    updated: row.updated,
+                    version: row.version,
+                    deleted: row.deleted,
+                    values: row.values.into_iter().map(to_sqlite).collect(),
+                    raw: row.raw.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let card_tags = if kind == EntityKind::Cards { page.batch.card_tags() } else { Vec::new() };
+        Ok(Self { kind, rows, card_tags, sweep: page.sweep, state: page.state.clone(), synced_at: fmt_time(&page.synced_at) })
+    }
+}
+
+/// What `apply_page` needs of a stored row.
+struct Existing {
+    updated: Option<DateTime<Utc>>,
+    version: Option<i64>,
+    raw: String,
+    deleted: bool,
+    seen_sweep: Option<i64>,
+}
+
+/// Whether an incoming row should replace a stored one: not older by `updated`, then `version`.
+/// The same rule as `kaiten_sync::memory` (the reference implementation).
+fn incoming_is_not_older(
+    stored_updated: Option<DateTime<Utc>>,
+    stored_version: Option<i64>,
+    updated: Option<DateTime<Utc>>,
+    version: Option<i64>,
+) -> bool {
+    match (stored_updated, updated) {
+        (Some(s), Some(i)) if i < s => return false,
+        (Some(s), Some(i)) if i > s => return true,
+        _ => {}
+    }
+    !matches!((stored_version, version), (Some(s), Some(i)) if i < s)
+}
+
+/// Writes a page in one IMMEDIATE transaction.
+///
+/// The stored rows of the page are read with one `SELECT ... WHERE id IN (...)`, the memory
+/// store's rules are applied in Rust, and only rows that are new or changed (and not older) are
+/// written. The transaction holds the write lock from its first statement, so nothing can change
+/// between the read and the writes.
+pub(crate) fn apply_page(conn: &mut Connection, page: PreparedPage) -> Result<PageOutcome, StoreError> {
+    let sql = table_sql(page.kind);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+    let mut outcome = PageOutcome::default();
+
+    let mut existing: HashMap<i64, Existing> = HashMap::with_capacity(page.rows.len());
+    if !page.rows.is_empty() {
+        let mut stmt = tx.prepare_cached(&sql.existing).map_err(db_err)?;
+        let mut rows = stmt.query([id_list(page.rows.iter().map(|r| r.id))]).map_err(db_err)?;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let id: i64 = row.get(0).map_err(db_err)?;
+            let updated: Option<String> = row.get(1).map_err(db_err)?;
+            existing.insert(
+                id,
+                Existing {
+                    // A stored `updated` that is not a timestamp (edited by hand) counts as unknown.
+                    updated: updated.as_deref().and_then(parse_time),
+                    version: row.get(2).map_err(db_err)?,
+                    raw: row.get(3).map_err(db_err)?,
+                    deleted: row.get(4).map_err(db_err)?,
+                    seen_sweep: row.get(5).map_err(db_err)?,
+                },
+            );
+        }
+    }
+
+    let mut written: HashSet<i64> = HashSet::new();
+    let mut to_mark_seen: Vec<i64> = Vec::new();
+    {
+        let mut upsert = tx.prepare_cached(&sql.upsert).map_err(db_err)?;
+        let sweep = page.sweep.map_or(Value::Null, Value::Integer);
+        let synced_at = Value::Text(page.synced_at.clone());
+        let n = page.kind.table().columns.len();
+        for row in &page.rows {
+            match existing.get(&row.id) {
+                None => outcome.inserted += 1,
+                Some(ex) => {
+                    let changed = ex.deleted != row.deleted || !same_json(&ex.raw, &row.raw);
+                    if !(changed && incoming_is_not_older(ex.updated, ex.version, row.updated, row.version)) {
+                        outcome.unchanged += 1;
+                        if page.sweep.is_some() && ex.seen_sweep != page.sweep {
+                            to_mark_seen.push(row.id);
+                        }
+                        continue;
+                    }
+                    outcome.updated += 1;
+                }
+            }
+            written.insert(row.id);
+            upsert.raw_bind_parameter(1, row.id).map_err(db_err)?;
+            for (i, value) in row.values.iter().enumerate() {
+                upsert.raw_bind_parameter(i + 2, value).map_err(db_err)?;
+            }
+            upsert.raw_bind_parameter(n + 2, &row.raw).map_err(db_err)?;
+            upsert.raw_bind_parameter(n + 3, &synced_at).map_err(db_err)?;
+            upsert.raw_bind_parameter(n + 4, if row.deleted { &synced_at } else { &Value::Null }).map_err(db_err)?;
+            upsert.raw_bind_parameter(n + 5, &sweep).map_err(db_err)?;
+            upsert.raw_execute().map_err(db_err)?;
+        }
+    }
+
+    if let (Some(sweep), false) = (page.sweep, to_mark_seen.is_empty()) {
+        tx.prepare_cached(&sql.mark_seen)
+            .and_then(|mut s| s.execute(params![id_list(to_mark_seen), sweep]))
+            .map_err(db_err)?;
+    }
+
+    if page.kind == EntityKind::Cards && !written.is_empty() {
+        // Links follow the card row: replaced only where the card itself was written.
+        tx.prepare_cached("DELETE FROM card_tags WHERE card_id IN (SELECT value FROM json_each(?1))")
+            .and_then(|mut s| s.execute([id_list(written.iter().copied())]))
+            .map_err(db_err)?;
+        let mut insert =
+            tx.prepare_cached("INSERT OR IGNORE INTO card_tags (card_id, tag_id) VALUES (?1, ?2)").map_err(db_err)?;
+        for (card, tag) in page.card_tags.iter().filter(|(card, _)| written.contains(card)) {
+            insert.execute([card, tag]).map_err(db_err)?;
+        }
+    }
+
+    if let Some(state) = &page.state {
+        write_state(&tx, state)?;
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(outcome)
+}
+
+pub(crate) fn unseen(conn: &Connection, kind: EntityKind, sweep: i64, scope: &Scope) -> Result<Vec<i64>, StoreError> {
+    let sql = table_sql(kind);
+    match scope {
+        Scope::All => query_ids(conn, &sql.unseen_all, params![Value::Null, sweep]),
+        // Like the memory store: a table without a parent column has no row inside any parent.
+        Scope::Parents(parents) => match &sql.unseen_scoped {
+            Some(scoped) if !parents.is_empty() => {
+                query_ids(conn, scoped, params![id_list(parents.iter().copied()), sweep])
+            }
+            _ => Ok(Vec::new()),
+        },
+    }
+}
+
+pub(crate) fn mark_deleted(conn: &Connection, kind: EntityKind, ids: &[i64], at: DateTime<Utc>) -> Result<u64, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let changed = conn
+        .prepare_cached(&table_sql(kind).mark_deleted)
+        .and_then(|mut s| s.execute(params![id_list(ids.iter().copied()), fmt_time(&at)]))
+        .map_err(db_err)?;
+    Ok(changed as u64)
+}
+
+pub(crate) fn existing_ids(conn: &Connection, kind: EntityKind, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    query_ids(conn, &table_sql(kind).existing_ids, [id_list(ids.iter().copied())])
+}
+
+pub(crate) fn ids(conn: &Connection, kind: EntityKind, include_deleted: bool) -> Result<Vec<i64>, StoreError> {
+    let sql = table_sql(kind);
+    query_ids(conn, if include_deleted { &sql.ids_all } else { &sql.ids_live }, [])
+}
+
+fn query_ids(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let ids = stmt.query_map(params, |r| r.get(0)).map_err(db_err)?.collect::<Result<Vec<i64>, _>>().map_err(db_err)?;
+    Ok(ids)
+}
+
+pub(crate) fn get(conn: &Connection, kind: EntityKind, id: i64) -> Result<Option<StoredRecord>, StoreError> {
+    let table = kind.table();
+    let n = table.columns.len();
+    let mut stmt = conn.prepare_cached(&table_sql(kind).get).map_err(db_err)?;
+    let mut rows = stmt.query([id]).map_err(db_err)?;
+    let Some(row) = rows.next().map_err(db_err)? else { return Ok(None) };
+    let mut values = Vec::with_capacity(n);
+    for (i, column) in table.columns.iter().enumerate() {
+        values.push(from_sqlite(column.ty, row.get_ref(i).map_err(db_err)?));
+    }
+    let raw: String = row.get(n).map_err(db_err)?;
+    let raw = serde_json::from_str(&raw)
+        .map_err(|e| backend(format!("{}.raw of id {id} is not valid JSON: {e}", table.name), e))?;
+    let synced_at: String = row.get(n + 1).map_err(db_err)?;
+    let deleted_at: Option<String> = row.get(n + 2).map_err(db_err)?;
+    Ok(Some(StoredRecord {
+        id,
+        values,
+        raw,
+        synced_at: read_time(&synced_at, &format!("{}.synced_at of id {id}", table.name))?,
+        deleted_at: read_opt_time(deleted_at, &format!("{}.deleted_at of id {id}", table.name))?,
+    }))
+}
+
+pub(crate) fn card_tag_ids(conn: &Connection, card_id: i64) -> Result<Vec<i64>, StoreError> {
+    query_ids(conn, "SELECT tag_id FROM card_tags WHERE card_id = ?1 ORDER BY tag_id", [card_id])
+}
+
+const STATE_COLUMNS: &str = "entity, cursor, last_full_sync_at, last_incremental_sync_at, resume, row_count";
+
+fn read_state(row: &rusqlite::Row<'_>) -> Result<Option<EntityState>, StoreError> {
+    let entity: String = row.get(0).map_err(db_err)?;
+    let Ok(kind) = entity.parse::<EntityKind>() else {
+        tracing::warn!(entity, "ignoring sync_metadata row of an unknown entity kind");
+        return Ok(None);
+    };
+    let what = |column: &str| format!("sync_metadata.{column} of {entity}");
+    Ok(Some(EntityState {
+        kind,
+        cursor: read_opt_time(row.get(1).map_err(db_err)?, &what("cursor"))?,
+        last_full_sync_at: read_opt_time(row.get(2).map_err(db_err)?, &what("last_full_sync_at"))?,
+        last_incremental_sync_at: read_opt_time(row.get(3).map_err(db_err)?, &what("last_incremental_sync_at"))?,
+        resume: row.get(4).map_err(db_err)?,
+        row_count: row.get(5).map_err(db_err)?,
+    }))
+}
+
+pub(crate) fn entity_state(conn: &Connection, kind: EntityKind) -> Result<EntityState, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {STATE_COLUMNS} FROM sync_metadata WHERE entity = ?1"))
+        .map_err(db_err)?;
+    let mut rows = stmt.query([kind.as_str()]).map_err(db_err)?;
+    match rows.next().map_err(db_err)? {
+        Some(row) => Ok(read_state(row)?.unwrap_or_else(|| EntityState::new(kind))),
+        None => Ok(EntityState::new(kind)),
+    }
+}
+
+pub(crate) fn entity_states(conn: &Connection) -> Result<Vec<EntityState>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {STATE_COLUMNS} FROM sync_metadata")).map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    let mut states = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        states.extend(read_state(row)?);
+    }
+    states.sort_by_key(|s| s.kind);
+    Ok(states)
+}
+
+pub(crate) fn write_state(conn: &Connection, state: &EntityState) -> Result<(), StoreError> {
+    let time = |t: &Option<DateTime<Utc>>| t.as_ref().map(fmt_time);
+    conn.prepare_cached(
+        "INSERT INTO sync_metadata (entity, cursor, last_full_sync_at, last_incremental_sync_at, resume, row_count, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(entity) DO UPDATE SET cursor = excluded.cursor, last_full_sync_at = excluded.last_full_sync_at,
+             last_incremental_sync_at = excluded.last_incremental_sync_at, resume = excluded.resume,
+             row_count = excluded.row_count, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            state.kind.as_str(),
+            time(&state.cursor),
+            time(&state.last_full_sync_at),
+            time(&state.last_incremental_sync_at),
+            state.resume,
+            state.row_count,
+            fmt_time(&Utc::now()),
+        ])
+    })
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn count(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn entities_text(entities: &[EntityKind]) -> String {
+    entities.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn stats_json(run: &RunRecord) -> Result<String, StoreError> {
+    serde_json::to_string(&run.stats).map_err(|e| backend(format!("cannot encode the stats of run {}: {e}", run.id), e))
+}
+
+pub(crate) fn start_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
+    let stats = stats_json(run)?;
+    conn.prepare_cached(
+        "INSERT INTO sync_logs (kind, entities, scope, started_at, finished_at, status, rows_inserted, rows_updated,
+             rows_deleted, api_requests, retries, error, stats)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            run.kind.as_str(),
+            entities_text(&run.entities),
+            run.scope,
+            fmt_time(&run.started_at),
+            run.finished_at.as_ref().map(fmt_time),
+            run.status.as_str(),
+            count(run.total(|s| s.inserted)),
+            count(run.total(|s| s.updated)),
+            count(run.total(|s| s.deleted)),
+            count(run.api_requests),
+            count(run.retries),
+            run.error,
+            stats,
+        ])
+    })
+    .map_err(db_err)?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub(crate) fn update_run(conn: &Connection, run: &RunRecord) -> Result<(), StoreError> {
+    let stats = stats_json(run)?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE sync_logs SET kind = ?2, entities = ?3, scope = ?4, started_at = ?5, finished_at = ?6, status = ?7,
+                 rows_inserted = ?8, rows_updated = ?9, rows_deleted = ?10, api_requests = ?11, retries = ?12,
+                 error = ?13, stats = ?14
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                run.id,
+                run.kind.as_str(),
+                entities_text(&run.entities),
+                run.scope,
+                fmt_time(&run.started_at),
+                run.finished_at.as_ref().map(fmt_time),
+                run.status.as_str(),
+                count(run.total(|s| s.inserted)),
+                count(run.total(|s| s.updated)),
+                count(run.total(|s| s.deleted)),
+                count(run.api_requests),
+                count(run.retries),
+                run.error,
+                stats,
+            ])
+        })
+        .map_err(db_err)?;
+    if changed == 0 {
+        return Err(corrupt(format!("no run with id {} in sync_logs", run.id)));
+    }
+    Ok(())
+}
+
+pub(crate) fn interrupt_running_runs(conn: &Connection, keep: i64, reason: &str) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached("UPDATE sync_logs SET status = 'interrupted', error = ?2 WHERE status = 'running' AND id <> ?1")
+        .and_then(|mut s| s.execute(params![keep, reason]))
+        .map_err(db_err)?;
+    Ok(n as u64)
+}
+
+pub(crate) fn recent_runs(conn: &Connection, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, kind, entities, scope, started_at, finished_at, status, api_requests, retries, error, stats
+             FROM sync_logs ORDER BY id DESC LIMIT ?1",
+        )
+        .map_err(db_err)?;
+    let mut rows = stmt.query([i64::try_from(limit).unwrap_or(i64::MAX)]).map_err(db_err)?;
+    let mut runs = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let id: i64 = row.get(0).map_err(db_err)?;
+        let what = |column: &str| format!("sync_logs.{column} of run {id}");
+        let kind: String = row.get(1).map_err(db_err)?;
+        let entities: String = row.get(2).map_err(db_err)?;
+        let status: String = row.get(6).map_err(db_err)?;
+        let stats: String = row.get(10).map_err(db_err)?;
+        let api_requests: i64 = row.get(7).map_err(db_err)?;
+        let retries: i64 = row.get(8).map_err(db_err)?;
+        runs.push(RunRecord {
+            id,
+            kind: RunKind::parse(&kind).ok_or_else(|| corrupt(format!("{} holds unknown kind {kind:?}", what("kind"))))?,
+            entities: entities
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<EntityKind>().map_err(|e| corrupt(format!("{}: {e}", what("entities")))))
+                .collect::<Result<_, _>>()?,
+            scope: row.get(3).map_err(db_err)?,
+            started_at: read_time(&row.get::<_, String>(4).map_err(db_err)?, &what("started_at"))?,
+            finished_at: read_opt_time(row.get(5).map_err(db_err)?, &what("finished_at"))?,
+            status: RunStatus::parse(&status)
+                .ok_or_else(|| corrupt(format!("{} holds unknown status {status:?}", what("status"))))?,
+            stats: serde_json::from_str::<BTreeMap<EntityKind, EntityStats>>(&stats)
+                .map_err(|e| backend(format!("{} is not valid stats JSON: {e}", what("stats")), e))?,
+            api_requests: u64::try_from(api_requests).unwrap_or(0),
+            retries: u64::try_from(retries).unwrap_or(0),
+            error: row.get(9).map_err(db_err)?,
+        });
+    }
+    Ok(runs)
+}
+
+pub(crate) fn counts(conn: &Connection) -> Result<Vec<TableCount>, StoreError> {
+    let mut counts = Vec::with_capacity(EntityKind::ALL.len() + 1);
+    for kind in EntityKind::ALL {
+        let (all, deleted): (i64, i64) = conn
+            .prepare_cached(&table_sql(kind).counts)
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(db_err)?;
+        counts.push(TableCount { table: kind.table().name.to_owned(), live: all - deleted, deleted });
+    }
+    let links: i64 = conn.query_row("SELECT count(*) FROM card_tags", [], |r| r.get(0)).map_err(db_err)?;
+    counts.push(TableCount { table: "card_tags".into(), live: links, deleted: 0 });
+    Ok(counts)
+}
+
+fn read_lock(conn: &Connection) -> Result<Option<LockInfo>, StoreError> {
+    let row: Option<(String, String, String)> = conn
+        .query_row("SELECT holder, acquired_at, heartbeat_at FROM sync_lock WHERE name = ?1", [LOCK_NAME], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+        .map_err(db_err)?;
+    row.map(|(holder, acquired_at, heartbeat_at)| {
+        Ok(LockInfo {
+            holder,
+            acquired_at: read_time(&acquired_at, "sync_lock.acquired_at")?,
+            heartbeat_at: read_time(&heartbeat_at, "sync_lock.heartbeat_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Takes the lock in one IMMEDIATE transaction: two processes cannot both see it free.
+pub(crate) fn try_lock(conn: &mut Connection, holder: &str, stale_after: Duration) -> Result<LockAttempt, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+    let now = Utc::now();
+    let current = read_lock(&tx)?;
+    let free = match &current {
+        None => true,
+        Some(info) if info.holder == holder => true,
+        Some(info) => (now - info.heartbeat_at).to_std().is_ok_and(|age| age > stale_after),
+    };
+    if !free {
+        return Ok(LockAttempt::Held(current.expect("a held lock has a row")));
+    }
+    let acquired_at = match &current {
+        Some(info) if info.holder == holder => info.acquired_at,
+        _ => now,
+    };
+    tx.execute(
+        "INSERT INTO sync_lock (name, holder, acquired_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, acquired_at = excluded.acquired_at,
+             heartbeat_at = excluded.heartbeat_at",
+        params![LOCK_NAME, holder, fmt_time(&acquired_at), fmt_time(&now)],
+    )
+    .map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    if let Some(previous) = current.filter(|p| p.holder != holder) {
+        tracing::warn!(previous = previous.holder, holder, "took over a stale sync lock");
+    }
+    Ok(LockAttempt::Acquired)
+}
+
+pub(crate) fn heartbeat_lock(conn: &Connection, holder: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE sync_lock SET heartbeat_at = ?3 WHERE name = ?1 AND holder = ?2",
+        params![LOCK_NAME, holder, fmt_time(&Utc::now())],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub(crate) fn release_lock(conn: &Connection, holder: &str) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM sync_lock WHERE name = ?1 AND holder = ?2", params![LOCK_NAME, holder]).map_err(db_err)?;
+    Ok(())
+}

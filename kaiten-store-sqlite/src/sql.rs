@@ -1,0 +1,254 @@
+//! SQL generated from `kaiten_sync::schema::TABLES`, and conversions between [`SqlValue`] and
+//! SQLite values.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
+use kaiten_sync::schema::{ColumnType, TableDef, TABLES};
+use kaiten_sync::{EntityKind, SqlValue, StoreError};
+use rusqlite::types::{Value, ValueRef};
+
+use crate::error::corrupt;
+
+/// The statements of one entity table.
+#[derive(Debug)]
+pub(crate) struct TableSql {
+    /// `INSERT ... ON CONFLICT(id) DO UPDATE ...`: `?1` id, then the typed columns, then raw,
+    /// synced_at, deleted_at, seen_sweep.
+    pub upsert: String,
+    /// What `apply_page` needs of the stored rows of a page (`?1` = JSON array of ids):
+    /// id, updated, version (or NULL), raw, deleted flag, seen_sweep.
+    pub existing: String,
+    /// Marks rows seen by a sweep: `?1` sweep, `?2` JSON array of ids.
+    pub mark_seen: String,
+    /// One row for `get`: the typed columns, raw, synced_at, deleted_at (`?1` id).
+    pub get: String,
+    /// Live rows a sweep did not see (`?1` sweep).
+    pub unseen_all: String,
+    /// The same restricted to parents (`?2` = JSON array of parent ids); `None` without a scope column.
+    pub unseen_scoped: Option<String>,
+    /// `?1` deleted_at, `?2` JSON array of ids.
+    pub mark_deleted: String,
+    /// `?1` JSON array of ids.
+    pub existing_ids: String,
+    /// Every id, ascending.
+    pub ids_all: String,
+    /// Live ids, ascending.
+    pub ids_live: String,
+    /// `count(*)`, `count(deleted_at)`.
+    pub counts: String,
+}
+
+/// The statements of a kind's table (built once).
+pub(crate) fn table_sql(kind: EntityKind) -> &'static TableSql {
+    static SQL: OnceLock<Vec<TableSql>> = OnceLock::new();
+    &SQL.get_or_init(|| TABLES.iter().map(build).collect())[kind as usize]
+}
+
+/// A quoted identifier (column names such as `type`, `condition` and `value` read as keywords in
+/// some positions).
+fn q(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+const IDS: &str = "(SELECT value FROM json_each(?1))";
+
+fn build(t: &TableDef) -> TableSql {
+    let table = q(t.name);
+    let names: Vec<String> = t.columns.iter().map(|c| q(c.name)).collect();
+    let n = t.columns.len();
+
+    let mut upsert = format!("INSERT INTO {table} (id, {}, raw, synced_at, deleted_at, seen_sweep) VALUES (", names.join(", "));
+    for i in 1..=n + 5 {
+        if i > 1 {
+            upsert.push_str(", ");
+        }
+        let _ = write!(upsert, "?{i}");
+    }
+    upsert.push_str(") ON CONFLICT(id) DO UPDATE SET ");
+    for name in &names {
+        let _ = write!(upsert, "{name} = excluded.{name}, ");
+    }
+    // deleted_at: kept when the row stays deleted, set when it becomes deleted, cleared when live.
+    // seen_sweep: only a sweep moves it.
+    let _ = write!(
+        upsert,
+        "raw = excluded.raw, synced_at = excluded.synced_at, \
+         deleted_at = CASE WHEN excluded.deleted_at IS NULL THEN NULL \
+                           ELSE COALESCE({table}.deleted_at, excluded.deleted_at) END, \
+         seen_sweep = COALESCE(excluded.seen_sweep, {table}.seen_sweep)"
+    );
+
+    let version = if t.columns.iter().any(|c| c.name == "version") { q("version") } else { "NULL".to_owned() };
+    let existing = format!(
+        "SELECT id, \"updated\", {version}, raw, deleted_at IS NOT NULL, seen_sweep FROM {table} WHERE id IN {IDS}"
+    );
+    let mark_seen = format!("UPDATE {table} SET seen_sweep = ?2 WHERE id IN {IDS}");
+    let get = format!("SELECT {}, raw, synced_at, deleted_at FROM {table} WHERE id = ?1", names.join(", "));
+    let unseen_base = format!("SELECT id FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS NOT ?2");
+    let unseen_all = format!("{unseen_base} ORDER BY id");
+    let unseen_scoped = t.scope_column.map(|c| format!("{unseen_base} AND {} IN {IDS} ORDER BY id", q(c)));
+    let mark_deleted = format!("UPDATE {table} SET deleted_at = ?2 WHERE deleted_at IS NULL AND id IN {IDS}");
+    let existing_ids = format!("SELECT id FROM {table} WHERE id IN {IDS} ORDER BY id");
+    let ids_all = format!("SELECT id FROM {table} ORDER BY id");
+    let ids_live = format!("SELECT id FROM {table} WHERE deleted_at IS NULL ORDER BY id");
+    let counts = format!("SELECT count(*), count(deleted_at) FROM {table}");
+    TableSql {
+        upsert,
+        existing,
+        mark_seen,
+        get,
+        unseen_all,
+        unseen_scoped,
+        mark_deleted,
+        existing_ids,
+        ids_all,
+        ids_live,
+        counts,
+    }
+}
+
+/// A JSON array of ids, bound to `json_each(?)` so that a list of any length is one statement.
+pub(crate) fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
+    let mut s = String::from("[");
+    for (i, id) in ids.into_iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{id}");
+    }
+    s.push(']');
+    s
+}
+
+/// Formats a timestamp as stored: RFC 3339 UTC with milliseconds (`2025-01-01T00:00:05.000Z`),
+/// so that text order is time order. Sub-millisecond precision, when there is any, is kept with
+/// 6 or 9 fraction digits so that values round-trip exactly.
+pub(crate) fn fmt_time(t: &DateTime<Utc>) -> String {
+    let nanos = t.timestamp_subsec_nanos() % 1_000_000_000;
+    let format = if nanos % 1_000_000 == 0 {
+        "%Y-%m-%dT%H:%M:%S%.3fZ"
+    } else if nanos % 1_000 == 0 {
+        "%Y-%m-%dT%H:%M:%S%.6fZ"
+    } else {
+        "%Y-%m-%dT%H:%M:%S%.9fZ"
+    };
+    t.format(format).to_string()
+}
+
+/// Parses a stored timestamp.
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// Parses a stored timestamp of `what` (a column), failing with an error that names it.
+pub(crate) fn read_time(s: &str, what: &str) -> Result<DateTime<Utc>, StoreError> {
+    parse_time(s).ok_or_else(|| corrupt(format!("{what} holds {s:?}, which is not an RFC 3339 timestamp")))
+}
+
+/// An optional stored timestamp.
+pub(crate) fn read_opt_time(s: Option<String>, what: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    s.map(|s| read_time(&s, what)).transpose()
+}
+
+/// The SQLite value written for a typed column value.
+pub(crate) fn to_sqlite(value: SqlValue) -> Value {
+    match value {
+        SqlValue::Null => Value::Null,
+        SqlValue::Int(v) => Value::Integer(v),
+        SqlValue::Float(v) => Value::Real(v),
+        SqlValue::Text(v) => Value::Text(v),
+        SqlValue::Bool(v) => Value::Integer(i64::from(v)),
+        SqlValue::Time(v) => Value::Text(fmt_time(&v)),
+        SqlValue::Json(v) => Value::Text(v.to_string()),
+    }
+}
+
+/// Reads a stored value back as the [`SqlValue`] of its column type, so that what was written
+/// reads back equal. Values of an unexpected storage class (edited by hand) are returned as what
+/// they are rather than failing.
+pub(crate) fn from_sqlite(ty: ColumnType, value: ValueRef<'_>) -> SqlValue {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    match (ty, value) {
+        (_, ValueRef::Null) => SqlValue::Null,
+        (ColumnType::Bool, ValueRef::Integer(v)) => SqlValue::Bool(v != 0),
+        (ColumnType::Float, ValueRef::Integer(v)) => SqlValue::Float(v as f64),
+        (ColumnType::BigInt, ValueRef::Real(v)) if v.fract() == 0.0 && v.abs() < 9.0e15 => SqlValue::Int(v as i64),
+        (_, ValueRef::Integer(v)) => SqlValue::Int(v),
+        (_, ValueRef::Real(v)) => SqlValue::Float(v),
+        (ColumnType::Timestamp, ValueRef::Text(s)) => {
+            let s = text(s);
+            parse_time(&s).map_or(SqlValue::Text(s), SqlValue::Time)
+        }
+        (ColumnType::Json, ValueRef::Text(s)) => {
+            serde_json::from_slice(s).map_or_else(|_| SqlValue::Text(text(s)), SqlValue::Json)
+        }
+        (_, ValueRef::Text(s) | ValueRef::Blob(s)) => SqlValue::Text(text(s)),
+    }
+}
+
+/// Whether two stored JSON texts hold equal JSON values.
+///
+/// serde_json writes a value deterministically, so equal texts mean equal values and, unless the
+/// `preserve_order` feature of serde_json is on somewhere in the build (then key order is kept
+/// but ignored by `==`), different texts mean different values. Only in that case are the texts
+/// parsed and compared as values.
+pub(crate) fn same_json(stored: &str, incoming: &str) -> bool {
+    if stored == incoming {
+        return true;
+    }
+    if !key_order_is_kept() {
+        return false;
+    }
+    match (serde_json::from_str::<serde_json::Value>(stored), serde_json::from_str::<serde_json::Value>(incoming)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn key_order_is_kept() -> bool {
+    static KEPT: OnceLock<bool> = OnceLock::new();
+    *KEPT.get_or_init(|| {
+        let mut map = serde_json::Map::new();
+        map.insert("b".into(), serde_json::Value::Null);
+        map.insert("a".into(), serde_json::Value::Null);
+        serde_json::Value::Object(map).to_string() != r#"{"a":null,"b":null}"#
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn times_are_millisecond_rfc3339_and_round_trip() {
+        let t = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 5).unwrap();
+        assert_eq!(fmt_time(&t), "2025-01-01T00:00:05.000Z");
+        let fine = t + chrono::Duration::nanoseconds(1_234_567);
+        assert_eq!(fmt_time(&fine), "2025-01-01T00:00:05.001234567Z");
+        for t in [t, fine, t + chrono::Duration::microseconds(7), Utc::now()] {
+            assert_eq!(parse_time(&fmt_time(&t)), Some(t));
+        }
+    }
+
+    #[test]
+    fn statements_are_generated_for_every_table() {
+        for kind in EntityKind::ALL {
+            let sql = table_sql(kind);
+            assert!(sql.upsert.starts_with(&format!("INSERT INTO \"{}\"", kind.table().name)));
+            assert_eq!(sql.unseen_scoped.is_some(), kind.table().scope_column.is_some());
+        }
+        assert!(table_sql(EntityKind::Cards).existing.contains("\"version\""));
+        assert!(table_sql(EntityKind::Tags).existing.contains("NULL"));
+        assert_eq!(id_list([1, 2, 30]), "[1,2,30]");
+        assert_eq!(id_list([]), "[]");
+    }
+
+    #[test]
+    fn json_comparison() {
+        assert!(same_json(r#"{"a":1}"#, r#"{"a":1}"#));
+        assert!(!same_json(r#"{"a":1}"#, r#"{"a":2}"#));
+    }
+}

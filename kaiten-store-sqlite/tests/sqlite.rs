@@ -1,0 +1,321 @@
+//! Behaviour specific to the SQLite store: opening, migrations, several connections on one file,
+//! WAL, the schema users query.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use kaiten_store_sqlite::{latest_version, SqliteOptions, SqliteStore};
+use kaiten_sync::conformance::fixtures;
+use kaiten_sync::schema::{ColumnType, TABLES};
+use kaiten_sync::{Batch, EntityKind, EntityState, LockAttempt, Page, Scope, SqlValue, Store, StoreError};
+
+fn page(batch: Batch) -> Page {
+    Page { batch, sweep: None, state: None, synced_at: fixtures::epoch() + chrono::Duration::seconds(1000) }
+}
+
+async fn migrated(path: &std::path::Path) -> SqliteStore {
+    let store = SqliteStore::open(path).expect("open");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+#[tokio::test]
+async fn open_errors_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("kaiten.db");
+    let err = SqliteStore::open(&missing).expect_err("a missing directory cannot hold a database");
+    assert!(matches!(err, StoreError::Unavailable { backend: "sqlite", .. }), "{err:?}");
+    assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+
+    let url = format!("sqlite://{}", missing.display());
+    let err = SqliteStore::open(&url).expect_err("same through a URL");
+    assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+
+    let not_a_db = dir.path().join("notes.txt");
+    std::fs::write(&not_a_db, "this is not a SQLite database, just some text that is long enough").unwrap();
+    let err = SqliteStore::open(&not_a_db).expect_err("a text file is not a database");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+
+    let err = SqliteStore::open(dir.path()).expect_err("a directory is not a database");
+    assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn opens_paths_urls_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("created.db");
+    assert!(!file.exists());
+    let store = migrated(&file).await;
+    assert!(file.exists(), "the file is created");
+    assert_eq!(store.location(), file.display().to_string());
+    drop(store);
+
+    let url = format!("sqlite://{}", dir.path().join("url.db").display()); // sqlite:///abs/path
+    assert!(url.starts_with("sqlite:///"));
+    let store = SqliteStore::open(&url).unwrap();
+    store.migrate().await.unwrap();
+    assert!(dir.path().join("url.db").exists());
+
+    for memory in [SqliteStore::open("sqlite::memory:").unwrap(), SqliteStore::in_memory().unwrap()] {
+        memory.migrate().await.unwrap();
+        memory.apply_page(&page(Batch::Cards(fixtures::cards(1, 3, 10, 100)))).await.unwrap();
+        assert_eq!(memory.ids(EntityKind::Cards, false).await.unwrap(), vec![1, 2, 3]);
+    }
+    assert!(format!("{:?}", SqliteStore::in_memory().unwrap()).contains(":memory:"));
+}
+
+#[tokio::test]
+async fn migrate_twice_and_refuse_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), None);
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), Some(latest_version()));
+    let applied: i64 = store
+        .with_connection(|c| c.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)))
+        .await
+        .unwrap();
+    assert_eq!(applied, latest_version());
+
+    let newer = latest_version() + 41;
+    store
+        .with_connection(move |c| {
+            c.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, '2030-01-01T00:00:00.000Z')", [newer])
+        })
+        .await
+        .unwrap();
+    let err = store.migrate().await.expect_err("a newer schema is refused");
+    let StoreError::Schema(message) = &err else { panic!("expected Schema, got {err:?}") };
+    assert_eq!(
+        message,
+        &format!(
+            "database schema version {newer} is newer than this kaiten-sync (knows up to {}): upgrade kaiten-sync",
+            latest_version()
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_unmigrated_database_says_so() {
+    let store = SqliteStore::in_memory().unwrap();
+    let err = store.counts().await.expect_err("no tables yet");
+    assert!(matches!(err, StoreError::NotMigrated), "{err:?}");
+    let err = store.apply_page(&page(Batch::Cards(fixtures::cards(1, 1, 10, 100)))).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotMigrated), "{err:?}");
+    assert!(matches!(store.try_lock("a", Duration::from_secs(1)).await, Err(StoreError::NotMigrated)));
+    assert!(matches!(store.entity_states().await, Err(StoreError::NotMigrated)));
+}
+
+#[tokio::test]
+async fn migrated_schema_matches_the_tables_definition() {
+    let store = SqliteStore::in_memory().unwrap();
+    store.migrate().await.unwrap();
+    for table in TABLES.iter() {
+        let name = table.name;
+        let columns: Vec<(String, String, bool)> = store
+            .with_connection(move |c| {
+                let mut stmt = c.prepare("SELECT name, type, \"notnull\" FROM pragma_table_info(?1) ORDER BY cid")?;
+                let rows = stmt.query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect()
+            })
+            .await
+            .unwrap();
+        let mut want: Vec<(String, String, bool)> = vec![("id".into(), "INTEGER".into(), false)];
+        for c in table.columns {
+            let ty = match c.ty {
+                ColumnType::BigInt | ColumnType::Bool => "INTEGER",
+                ColumnType::Float => "REAL",
+                ColumnType::Text | ColumnType::Timestamp | ColumnType::Json => "TEXT",
+            };
+            want.push((c.name.into(), ty.into(), false));
+        }
+        want.push(("raw".into(), "TEXT".into(), true));
+        want.push(("synced_at".into(), "TEXT".into(), true));
+        want.push(("deleted_at".into(), "TEXT".into(), false));
+        want.push(("seen_sweep".into(), "INTEGER".into(), false));
+        assert_eq!(columns, want, "table {name} differs from kaiten_sync::schema::TABLES");
+    }
+}
+
+#[tokio::test]
+async fn wal_is_on_and_typed_columns_are_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let store = migrated(&path).await;
+    let mode: String =
+        store.with_connection(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0))).await.unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = store.with_connection(|c| c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))).await.unwrap();
+    assert_eq!(fk, 0);
+
+    store.apply_page(&page(Batch::Cards(fixtures::cards(1, 20, 10, 100)))).await.unwrap();
+    let mut later = page(Batch::Cards(fixtures::cards(21, 5, 11, 100)));
+    later.synced_at = fixtures::epoch() + chrono::Duration::seconds(2000);
+    store.apply_page(&later).await.unwrap();
+
+    // Another connection, as a user's tool would open it.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut stmt = conn.prepare("SELECT id, title, synced_at FROM cards ORDER BY synced_at DESC, id LIMIT 10").unwrap();
+    let rows: Vec<(i64, String, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(rows.len(), 10);
+    assert_eq!(rows[0], (21, "Card 21".to_owned(), "2025-01-01T00:33:20.000Z".to_owned()));
+    assert_eq!(rows[5].2, "2025-01-01T00:16:40.000Z");
+    let (board, archived, props, updated): (i64, i64, String, String) = conn
+        .query_row("SELECT board_id, archived, properties, updated FROM cards WHERE id = 3", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap();
+    assert_eq!((board, archived, updated.as_str()), (10, 0, "2025-01-01T00:01:40.000Z"));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&props).unwrap()["id_1"], "text value");
+    let tagged: i64 = conn.query_row("SELECT count(*) FROM card_tags WHERE tag_id = 5", [], |r| r.get(0)).unwrap();
+    assert_eq!(tagged, 25);
+    let raw_title: String =
+        conn.query_row("SELECT raw ->> '$.title' FROM cards WHERE id = 7", [], |r| r.get(0)).unwrap();
+    assert_eq!(raw_title, "Card 7");
+}
+
+#[tokio::test]
+async fn sub_millisecond_times_round_trip() {
+    let store = SqliteStore::in_memory().unwrap();
+    store.migrate().await.unwrap();
+    let now = Utc::now();
+    let mut p = page(Batch::Cards(fixtures::cards(1, 1, 10, 100)));
+    p.synced_at = now;
+    store.apply_page(&p).await.unwrap();
+    let stored = store.get(EntityKind::Cards, 1).await.unwrap().unwrap();
+    assert_eq!(stored.synced_at, now);
+    assert_eq!(stored.value(EntityKind::Cards, "asap"), Some(&SqlValue::Bool(false)));
+    assert_eq!(stored.value(EntityKind::Cards, "due_date"), Some(&SqlValue::Null));
+    assert!(matches!(stored.value(EntityKind::Cards, "properties"), Some(SqlValue::Json(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_excludes_across_two_stores_on_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let a: Arc<dyn Store> = Arc::new(migrated(&path).await);
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    b.migrate().await.unwrap();
+    let stale = Duration::from_secs(600);
+
+    // Both race for the lock many times; exactly one wins each round.
+    for round in 0..20 {
+        let (ha, hb) = (format!("a-{round}"), format!("b-{round}"));
+        let (ra, rb) = tokio::join!(
+            {
+                let a = a.clone();
+                let ha = ha.clone();
+                tokio::spawn(async move { a.try_lock(&ha, stale).await })
+            },
+            {
+                let b = b.clone();
+                let hb = hb.clone();
+                tokio::spawn(async move { b.try_lock(&hb, stale).await })
+            }
+        );
+        let (ra, rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+        let winner = match (&ra, &rb) {
+            (LockAttempt::Acquired, LockAttempt::Held(info)) => {
+                assert_eq!(info.holder, ha);
+                &ha
+            }
+            (LockAttempt::Held(info), LockAttempt::Acquired) => {
+                assert_eq!(info.holder, hb);
+                &hb
+            }
+            other => panic!("round {round}: both or neither got the lock: {other:?}"),
+        };
+        a.release_lock(winner).await.unwrap();
+    }
+
+    assert_eq!(a.try_lock("a", stale).await.unwrap(), LockAttempt::Acquired);
+    assert!(matches!(b.try_lock("b", stale).await.unwrap(), LockAttempt::Held(info) if info.holder == "a"));
+    // A stale lock may be taken over.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(b.try_lock("b", Duration::from_millis(10)).await.unwrap(), LockAttempt::Acquired);
+    assert!(matches!(a.try_lock("a", stale).await.unwrap(), LockAttempt::Held(info) if info.holder == "b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_for_the_busy_timeout_then_fails_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    migrated(&path).await;
+    let timeout = Duration::from_millis(300);
+    let store = SqliteStore::open_with(&path, SqliteOptions::default().busy_timeout(timeout)).unwrap();
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE; INSERT INTO sync_lock VALUES ('other', 'x', 'y', 'z');").unwrap();
+
+    // Reads go on (WAL): the other writer does not block them.
+    assert_eq!(store.ids(EntityKind::Cards, true).await.unwrap(), Vec::<i64>::new());
+
+    let started = Instant::now();
+    let err = store.apply_page(&page(Batch::Cards(fixtures::cards(1, 10, 10, 100)))).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, StoreError::Busy { backend: "sqlite", .. }), "{err:?}");
+    assert!(waited >= timeout - Duration::from_millis(20), "gave up after {waited:?}");
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    assert!(matches!(store.try_lock("me", Duration::from_secs(60)).await, Err(StoreError::Busy { .. })));
+
+    other.execute_batch("ROLLBACK").unwrap();
+    let outcome = store.apply_page(&page(Batch::Cards(fixtures::cards(1, 10, 10, 100)))).await.unwrap();
+    assert_eq!(outcome.inserted, 10);
+}
+
+#[tokio::test]
+async fn a_failing_statement_rolls_the_whole_page_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let store = migrated(&path).await;
+    store.apply_page(&page(Batch::Cards(fixtures::cards(1, 3, 10, 100)))).await.unwrap();
+    // Make the database refuse card 999 half-way through a page.
+    store
+        .with_connection(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER refuse_999 BEFORE INSERT ON cards WHEN NEW.id = 999
+                 BEGIN SELECT RAISE(ABORT, 'card 999 refused'); END;",
+            )
+        })
+        .await
+        .unwrap();
+    let mut cards = fixtures::cards(1, 3, 10, 200); // updates of stored cards
+    cards.extend(fixtures::cards(500, 1, 10, 100)); // a new card
+    cards.push(fixtures::card(999, 10, 100, 1)); // the refused one
+    let mut p = page(Batch::Cards(cards));
+    p.sweep = Some(5);
+    let mut state = EntityState::new(EntityKind::Cards);
+    state.cursor = Some(fixtures::epoch());
+    p.state = Some(state);
+    let err = store.apply_page(&p).await.unwrap_err();
+    assert!(err.to_string().contains("card 999 refused"), "{err}");
+
+    assert_eq!(store.ids(EntityKind::Cards, true).await.unwrap(), vec![1, 2, 3]);
+    let card = store.get(EntityKind::Cards, 1).await.unwrap().unwrap();
+    assert_eq!(card.raw, fixtures::card_json(1, 10, 100, 1), "the update of card 1 was rolled back");
+    assert_eq!(store.entity_state(EntityKind::Cards).await.unwrap(), EntityState::new(EntityKind::Cards));
+    assert_eq!(store.unseen(EntityKind::Cards, 5, &Scope::All).await.unwrap(), vec![1, 2, 3], "no sweep marks");
+    assert_eq!(store.card_tag_ids(500).await.unwrap(), Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn large_id_lists_are_one_statement() {
+    let store = SqliteStore::in_memory().unwrap();
+    store.migrate().await.unwrap();
+    for first in (1..=3000).step_by(1000) {
+        store.apply_page(&page(Batch::Cards(fixtures::cards(first, 1000, 1 + first / 1000, 100)))).await.unwrap();
+    }
+    let parents: Vec<i64> = (0..20_000).collect();
+    assert_eq!(store.unseen(EntityKind::Cards, 1, &Scope::Parents(parents)).await.unwrap().len(), 3000);
+    let ids: Vec<i64> = (1..=50_000).collect();
+    assert_eq!(store.existing_ids(EntityKind::Cards, &ids).await.unwrap().len(), 3000);
+    assert_eq!(store.mark_deleted(EntityKind::Cards, &ids, Utc::now()).await.unwrap(), 3000);
+    // Scope on a table without a parent column matches nothing, like the memory store.
+    assert!(store.unseen(EntityKind::Users, 1, &Scope::Parents(vec![1])).await.unwrap().is_empty());
+}
