@@ -132,7 +132,7 @@ impl Pager {
             } else if len == self.limit {
                 self.limit_confirmed = true;
                 self.offset += u64::from(len);
-            } else if len > 0 && len % 10 == 0 && !self.limit_confirmed && self.offset == 0 {
+            } else if len > 0 && len.is_multiple_of(10) && !self.limit_confirmed && self.offset == 0 {
                 self.probing = true;
                 self.offset += u64::from(len);
             } else {

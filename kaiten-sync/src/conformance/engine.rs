@@ -447,8 +447,7 @@ pub async fn concurrent_runs_are_serialized(store: Arc<dyn Store>) {
         Err(SyncError::Locked { holder, .. }) => assert_eq!(holder, first.holder()),
         other => panic!("the second run must refuse while the first holds the lock, got {other:?}"),
     }
-    let mut options = SyncOptions::default();
-    options.lock_wait = Duration::from_secs(60);
+    let options = SyncOptions { lock_wait: Duration::from_secs(60), ..SyncOptions::default() };
     let waiting = engine(&sim, &store).with_options(options);
     let (a, b) = tokio::join!(first.sync_incremental(), async {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,0 +1,199 @@
+//! The `kaiten-sync` binary end to end: configuration, errors a person understands, sync, status.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use kaiten_sim::{SimConfig, Simulator};
+use kaiten_store_sqlite::SqliteStore;
+use kaiten_sync::{LockAttempt, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Runs the binary in `dir` with only the given environment (plus PATH), never the caller's `.env`.
+async fn kaiten_sync(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"));
+    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("the binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn assert_fails_with(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected failure; stdout: {}", stdout(out));
+    let err = stderr(out);
+    assert!(err.contains(needle), "stderr should mention {needle:?}:\n{err}");
+}
+
+/// A server answering every request with one canned HTTP response.
+async fn canned_server(status: &str, content_type: &str, body: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_missing_token_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kaiten_sync(dir.path(), &[("KAITEN_API_URL", "https://example.kaiten.ru")], &["sync", "full"]).await;
+    assert_fails_with(&out, "KAITEN_API_TOKEN is not set");
+    let out = kaiten_sync(dir.path(), &[("KAITEN_API_TOKEN", "t")], &["sync", "full"]).await;
+    assert_fails_with(&out, "KAITEN_API_URL is not set");
+}
+
+#[tokio::test]
+async fn a_bad_url_is_named_and_the_token_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KAITEN_API_URL", "ftp://example.kaiten.ru"), ("KAITEN_API_TOKEN", "super-secret-token")];
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    assert_fails_with(&out, "ftp://example.kaiten.ru");
+    assert!(!stderr(&out).contains("super-secret-token"));
+}
+
+#[tokio::test]
+async fn unreachable_kaiten_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "t"), ("KAITEN_TIMEOUT", "2")];
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    assert_fails_with(&out, "cannot reach Kaiten");
+}
+
+#[tokio::test]
+async fn a_rejected_token_says_so() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = sim.base_url();
+    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "wrong-token"), ("KAITEN_RATE_LIMIT", "0")];
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    assert_fails_with(&out, "401");
+    assert_fails_with(&out, "check KAITEN_API_TOKEN");
+    assert!(!stderr(&out).contains("wrong-token"));
+    // The failed run is in the run log.
+    let out = kaiten_sync(dir.path(), &[], &["status", "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["runs"][0]["status"], "failed");
+    assert!(status["runs"][0]["error"].as_str().unwrap().contains("401"));
+}
+
+#[tokio::test]
+async fn a_feature_missing_from_the_plan_shows_kaitens_message() {
+    let url = canned_server("402 Payment Required", "application/json", r#"{"message":"Upgrade your plan"}"#).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "t"), ("KAITEN_RATE_LIMIT", "0")];
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    assert_fails_with(&out, "402");
+    assert_fails_with(&out, "Upgrade your plan");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("DATABASE_URL", "postgres://kaiten:hunter2@127.0.0.1:1/test")];
+    let out = kaiten_sync(dir.path(), &env, &["migrate"]).await;
+    assert_fails_with(&out, "127.0.0.1:1");
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+    let env = [("DATABASE_URL", "sqlite:///no/such/dir/kaiten.db")];
+    let out = kaiten_sync(dir.path(), &env, &["migrate"]).await;
+    assert_fails_with(&out, "/no/such/dir");
+    let env = [("DATABASE_URL", "mysql://x@y/z")];
+    let out = kaiten_sync(dir.path(), &env, &["migrate"]).await;
+    assert_fails_with(&out, "unsupported DATABASE_URL");
+}
+
+#[tokio::test]
+async fn a_database_locked_by_another_run_is_reported() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kaiten.db");
+    let other = SqliteStore::open(&db).unwrap();
+    other.migrate().await.unwrap();
+    assert_eq!(other.try_lock("other-process", Duration::from_secs(600)).await.unwrap(), LockAttempt::Acquired);
+    let url = sim.base_url();
+    let db_url = format!("sqlite://{}", db.display());
+    let env = [
+        ("KAITEN_API_URL", url.as_str()),
+        ("KAITEN_API_TOKEN", "sim-token"),
+        ("KAITEN_RATE_LIMIT", "0"),
+        ("DATABASE_URL", db_url.as_str()),
+    ];
+    let out = kaiten_sync(dir.path(), &env, &["sync", "incremental"]).await;
+    assert_fails_with(&out, "another sync is running");
+    assert_fails_with(&out, "other-process");
+    other.release_lock("other-process").await.unwrap();
+    let out = kaiten_sync(dir.path(), &env, &["sync", "incremental"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn dotenv_configures_a_sync_and_status_reports_it() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("KAITEN_API_URL={}\nKAITEN_API_TOKEN=wrong\nKAITEN_RATE_LIMIT=0\n", sim.base_url()),
+    )
+    .unwrap();
+    // .env.local wins over .env.
+    std::fs::write(dir.path().join(".env.local"), "KAITEN_API_TOKEN=sim-token\nDATABASE_URL=sqlite://mirror.db\n")
+        .unwrap();
+    let out = kaiten_sync(dir.path(), &[], &["sync", "full"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("succeeded"), "{}", stdout(&out));
+    assert!(dir.path().join("mirror.db").exists());
+
+    sim.create_card(sim.board_ids()[0], "new");
+    let out = kaiten_sync(dir.path(), &[], &["sync", "--only", "cards"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = kaiten_sync(dir.path(), &[], &["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cards = status["tables"].as_array().unwrap().iter().find(|t| t["table"] == "cards").unwrap();
+    assert_eq!(cards["live"].as_u64().unwrap() as usize, sim.card_ids().len());
+    assert_eq!(status["runs"][0]["kind"], "selective");
+    assert_eq!(status["runs"][0]["stats"]["cards"]["inserted"], 1);
+    assert_eq!(status["runs"][1]["kind"], "full");
+    let out = kaiten_sync(dir.path(), &[], &["status"]).await;
+    assert!(stdout(&out).contains("card_tags"), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn a_wrong_kind_name_lists_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kaiten_sync(dir.path(), &[], &["sync", "--only", "kards"]).await;
+    assert_fails_with(&out, "unknown entity kind \"kards\"");
+    let out = kaiten_sync(dir.path(), &[], &["sync"]).await;
+    assert_fails_with(&out, "say what to sync");
+}
+
+#[tokio::test]
+async fn the_quick_demo_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let out = kaiten_sync(dir.path(), &[], &["demo", "--quick", "--database-url", &db]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("found 3 new and 6 changed cards"), "{}", stdout(&out));
+}
