@@ -173,8 +173,7 @@ async fn sync(args: SyncArgs) -> Result<()> {
     let client = args.kaiten.client()?;
     let store = stores::open(&args.db).await?;
     store.migrate().await.context("migration failed")?;
-    let mut options = SyncOptions::default();
-    options.lock_wait = Duration::from_secs(args.lock_wait);
+    let options = SyncOptions::default().with_lock_wait(Duration::from_secs(args.lock_wait));
     let progress = output::Progress::new();
     let engine = SyncEngine::new(client, store.clone()).with_options(options).on_progress({
         let progress = progress.clone();

@@ -120,6 +120,17 @@ fn compare(metas: &[CardMeta], key: OrderKey, desc: bool, a: u32, b: u32) -> Ord
     primary.then(ma.id.cmp(&mb.id))
 }
 
+/// Whether two versions of a card sort the same under `key`.
+fn same_key(a: &CardMeta, b: &CardMeta, key: OrderKey) -> bool {
+    match key {
+        OrderKey::Id => a.id == b.id,
+        OrderKey::Created => a.created == b.created,
+        OrderKey::Updated => a.updated == b.updated,
+        OrderKey::SortOrder => a.sort_order.total_cmp(&b.sort_order) == Ordering::Equal,
+        OrderKey::Title => a.title == b.title,
+    }
+}
+
 /// One stored card.
 struct CardRec {
     /// List-shape JSON object without `description`.
@@ -329,18 +340,29 @@ impl CardStore {
         self.generation += 1;
         match self.slot(meta.id) {
             Some(slot) => {
-                self.metas[slot] = meta;
                 self.recs[slot] = rec;
-                let slot = slot as u32;
-                for key in OrderKey::ALL {
-                    for desc in [false, true] {
-                        let index = &mut self.indexes[key.index(desc)];
-                        if let Some(pos) = index.iter().position(|&s| s == slot) {
-                            index.remove(pos);
-                        }
-                        let at = index.partition_point(|&s| compare(&self.metas, key, desc, s, slot) == Ordering::Less);
-                        index.insert(at, slot);
-                    }
+                let slot32 = slot as u32;
+                // Only the orders whose key changed move (usually just `updated`). Find the old
+                // positions while the old meta is still in place (the indexes are sorted by it).
+                let changed: Vec<(usize, usize)> = OrderKey::ALL
+                    .into_iter()
+                    .filter(|&key| !same_key(&self.metas[slot], &meta, key))
+                    .flat_map(|key| [false, true].map(|desc| (key, desc)))
+                    .map(|(key, desc)| {
+                        let i = key.index(desc);
+                        let pos = self.indexes[i]
+                            .partition_point(|&s| compare(&self.metas, key, desc, s, slot32) == Ordering::Less);
+                        debug_assert_eq!(self.indexes[i][pos], slot32);
+                        (i, pos)
+                    })
+                    .collect();
+                self.metas[slot] = meta;
+                for (i, pos) in changed {
+                    let (key, desc) = (OrderKey::ALL[i / 2], i % 2 == 1);
+                    let index = &mut self.indexes[i];
+                    index.remove(pos);
+                    let at = index.partition_point(|&s| compare(&self.metas, key, desc, s, slot32) == Ordering::Less);
+                    index.insert(at, slot32);
                 }
             }
             None => {

@@ -200,6 +200,12 @@ fn describe_io(err: &std::io::Error) -> String {
     }
 }
 
+/// rustls errors reach sqlx as I/O errors of the TLS stream.
+fn looks_like_tls(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    ["certificate", "tls", "handshake", "ssl"].iter().any(|w| lower.contains(w))
+}
+
 /// Maps an error met while opening a connection (`target` is the redacted URL).
 pub(crate) fn connect_error(err: sqlx::Error, target: &str, secrets: &Secrets) -> StoreError {
     let code = sqlstate(&err);
@@ -213,10 +219,11 @@ pub(crate) fn connect_error(err: sqlx::Error, target: &str, secrets: &Secrets) -
         (_, Some("3D000")) => format!("{target}: {} (create the database first)", describe_db_error(&err)),
         (_, Some("53300")) => format!("{target}: {} (too many connections)", describe_db_error(&err)),
         (_, Some(_)) => format!("{target}: {}", describe_db_error(&err)),
-        (sqlx::Error::Io(io), _) => format!("{target}: {}", describe_io(io)),
-        (sqlx::Error::Tls(tls), _) => {
-            format!("{target}: TLS failed: {tls} (check sslmode, sslrootcert and that the host name matches the certificate)")
-        }
+        (sqlx::Error::Io(io), _) if !looks_like_tls(&io.to_string()) => format!("{target}: {}", describe_io(io)),
+        (sqlx::Error::Io(_) | sqlx::Error::Tls(_), _) => format!(
+            "{target}: TLS failed: {err} (check sslmode, sslrootcert, and that the host name in the URL is one the \
+             server's certificate names)"
+        ),
         (sqlx::Error::Configuration(c), _) => format!("invalid database URL {target}: {c}"),
         (sqlx::Error::PoolTimedOut, _) => format!("{target}: timed out waiting for a connection"),
         (e, _) => format!("{target}: {e}"),

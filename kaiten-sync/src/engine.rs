@@ -140,6 +140,62 @@ impl Default for SyncOptions {
     }
 }
 
+impl SyncOptions {
+    /// Sets [`SyncOptions::overlap`].
+    pub fn with_overlap(mut self, overlap: Duration) -> Self {
+        self.overlap = overlap;
+        self
+    }
+
+    /// Sets [`SyncOptions::page_size`].
+    pub fn with_page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
+    /// Sets [`SyncOptions::lock_wait`].
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Sets [`SyncOptions::lock_stale_after`].
+    pub fn with_lock_stale_after(mut self, stale_after: Duration) -> Self {
+        self.lock_stale_after = stale_after;
+        self
+    }
+
+    /// Sets [`SyncOptions::heartbeat_every`].
+    pub fn with_heartbeat_every(mut self, every: Duration) -> Self {
+        self.heartbeat_every = every;
+        self
+    }
+
+    /// Sets [`SyncOptions::incremental_deleted_cards`].
+    pub fn with_incremental_deleted_cards(mut self, on: bool) -> Self {
+        self.incremental_deleted_cards = on;
+        self
+    }
+
+    /// Sets [`SyncOptions::incremental_refresh_all_structure`].
+    pub fn with_incremental_refresh_all_structure(mut self, on: bool) -> Self {
+        self.incremental_refresh_all_structure = on;
+        self
+    }
+
+    /// Sets [`SyncOptions::additional_card_fields`].
+    pub fn with_additional_card_fields(mut self, fields: Vec<String>) -> Self {
+        self.additional_card_fields = fields;
+        self
+    }
+
+    /// Sets [`SyncOptions::concurrency`].
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncReport {

@@ -1,0 +1,538 @@
+//! Postgres-specific behaviour: the user's queries, bad input, migrations, the advisory lock,
+//! poolers (no named prepared statements), foreign keys, TLS.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{pg_store, pg_store_with, server, with_param, DatabaseGuard, SchemaGuard};
+use kaiten_store_postgres::{migrate, LockMode, PgStore, PgStoreOptions};
+use kaiten_sync::conformance::fixtures::{board, card, card_json, cards, column, lane, space};
+use kaiten_sync::schema::{ColumnType, TABLES};
+use kaiten_sync::{Batch, EntityKind, EntityState, LockAttempt, Page, PageOutcome, Store, StoreError};
+use sqlx::{Connection, Executor, PgConnection, Row};
+
+fn page(batch: Batch) -> Page {
+    Page { batch, sweep: None, state: None, synced_at: kaiten_sync::conformance::fixtures::epoch() }
+}
+
+/// A board with its space, column 1001 and lane 1050 (what `fixtures::cards(.., 10, ..)` points to).
+async fn parents(store: &dyn Store) {
+    store.apply_page(&page(Batch::Spaces(vec![space(1)]))).await.unwrap();
+    store.apply_page(&page(Batch::Boards(vec![board(10, 1)]))).await.unwrap();
+    store.apply_page(&page(Batch::Columns(vec![column(1001, 10, None)]))).await.unwrap();
+    store.apply_page(&page(Batch::Lanes(vec![lane(1050, 10)]))).await.unwrap();
+}
+
+#[tokio::test]
+async fn users_queries_work_as_written_in_the_default_schema() {
+    let Some(url) = server().await else { return };
+    let db = DatabaseGuard::create(&url).await;
+    let store = PgStore::connect(&db.url).await.expect("connect");
+    assert_eq!(store.schema(), "kaiten");
+    store.migrate().await.expect("migrate");
+    parents(&store).await;
+    let mut p = page(Batch::Cards(cards(1, 25, 10, 100)));
+    for (i, first) in [1, 26].into_iter().enumerate() {
+        p.batch = Batch::Cards(cards(first, 25, 10, 100));
+        p.synced_at = kaiten_sync::conformance::fixtures::epoch() + chrono::Duration::seconds(i as i64);
+        store.apply_page(&p).await.unwrap();
+    }
+
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    let rows = sqlx::query("SELECT id, title, synced_at FROM kaiten.cards ORDER BY synced_at DESC LIMIT 10;")
+        .fetch_all(&mut conn)
+        .await
+        .expect("the user's first query works as written");
+    assert_eq!(rows.len(), 10);
+    let first: i64 = rows[0].get("id");
+    assert!((26..=50).contains(&first), "newest sync first, got card {first}");
+    let title: String = rows[0].get("title");
+    assert_eq!(title, format!("Card {first}"));
+    let _: chrono::DateTime<chrono::Utc> = rows[0].get("synced_at");
+
+    let rows = sqlx::query(
+        "SELECT 'cards', COUNT(*) FROM kaiten.cards UNION ALL SELECT 'boards', COUNT(*) FROM kaiten.boards \
+         UNION ALL SELECT 'spaces', COUNT(*) FROM kaiten.spaces;",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("the user's count query works as written");
+    let counts: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(counts, vec![("cards".into(), 50), ("boards".into(), 1), ("spaces".into(), 1)]);
+
+    // jsonb and timestamptz are queryable as such.
+    let title: String = sqlx::query_scalar("SELECT raw->>'title' FROM kaiten.cards WHERE properties ? 'id_1' AND id = 3")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(title, "Card 3");
+    let typ: String = sqlx::query_scalar("SELECT pg_typeof(updated)::text FROM kaiten.cards LIMIT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(typ, "timestamp with time zone");
+    conn.close().await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_error_without_the_password() {
+    let options = PgStoreOptions {
+        connect_timeout: Duration::from_secs(3),
+        ..PgStoreOptions::new("postgres://kaiten:s3cretpassw0rd@127.0.0.1:1/test")
+    };
+    let err = PgStore::connect_with(options).await.expect_err("nothing listens on port 1");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(text.contains("127.0.0.1:1") && text.contains("connection refused"), "{text}");
+    assert!(text.contains("kaiten:***@"), "{text}");
+    assert!(!text.contains("s3cretpassw0rd") && !format!("{err:?}").contains("s3cretpassw0rd"), "{err:?}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        assert!(!s.to_string().contains("s3cretpassw0rd"));
+        source = s.source();
+    }
+}
+
+#[tokio::test]
+async fn bad_urls_and_schema_names_are_clear_errors() {
+    let err = PgStore::connect("mysql://u:pw12345@h/db").await.expect_err("not a postgres URL");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(!err.to_string().contains("pw12345"), "{err}");
+    let err = PgStore::connect("").await.expect_err("empty");
+    assert!(err.to_string().contains("no database URL"), "{err}");
+    let err = PgStore::connect_with(PgStoreOptions {
+        schema: "Kaiten; DROP".into(),
+        ..PgStoreOptions::new("postgres://u@127.0.0.1:1/db")
+    })
+    .await
+    .expect_err("bad schema name");
+    assert!(matches!(&err, StoreError::Schema(m) if m.contains("invalid schema name")), "{err:?}");
+}
+
+#[tokio::test]
+async fn unknown_user_is_a_clear_error_without_the_password() {
+    let Some(url) = server().await else { return };
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let bad = format!(
+        "postgres://nosuch_kaiten_user:hunter2hunter2@{}:{}/{}",
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("postgres")
+    );
+    let err = PgStore::connect(&bad).await.expect_err("no such role");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(text.contains("nosuch_kaiten_user") && text.contains("authentication failed"), "{text}");
+    assert!(!text.contains("hunter2hunter2") && !format!("{err:?}").contains("hunter2hunter2"), "{err:?}");
+
+    let missing_db = common::with_database(&url, "kaiten_no_such_database");
+    let err = PgStore::connect(&missing_db).await.expect_err("no such database");
+    assert!(err.to_string().contains("kaiten_no_such_database"), "{err}");
+}
+
+#[tokio::test]
+async fn debug_never_prints_the_password() {
+    let Some(url) = server().await else { return };
+    // The test server trusts local connections, so any password is accepted (and must be hidden).
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let with_password = format!(
+        "postgres://{}:topsecret99@{}:{}/{}",
+        opts.get_username(),
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("postgres")
+    );
+    let store = PgStore::connect(&with_password).await.expect("trust auth ignores the password");
+    let text = format!("{store:?}");
+    assert!(!text.contains("topsecret99") && text.contains(":***@"), "{text}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn schema_owned_by_another_role_is_a_permission_error() {
+    let Some(url) = server().await else { return };
+    let guard = SchemaGuard::new(&url);
+    let role = common::unique_name("kaiten_test_role");
+    let mut admin = PgConnection::connect(&url).await.unwrap();
+    admin.execute(format!("CREATE SCHEMA \"{}\"", guard.schema).as_str()).await.unwrap();
+    admin.execute(format!("CREATE ROLE \"{role}\" LOGIN PASSWORD 'rolepass123'").as_str()).await.unwrap();
+
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let role_url = with_param(
+        &format!(
+            "postgres://{role}:rolepass123@{}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("postgres")
+        ),
+        "application_name",
+        &guard.app,
+    );
+    let result = async {
+        let store = PgStore::connect_with(PgStoreOptions { schema: guard.schema.clone(), ..PgStoreOptions::new(&role_url) })
+            .await
+            .expect("the role may connect");
+        let err = store.migrate().await.expect_err("the role may not create tables in the schema");
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Permission { .. }), "{err:?}");
+        assert!(text.contains(&guard.schema) && text.contains("permission denied"), "{text}");
+        assert!(!text.contains("rolepass123"), "{text}");
+        // Nothing half-written: the schema is still empty.
+        let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = $1")
+            .bind(&guard.schema)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(tables, 0);
+
+        // A schema that does not exist, in a database where the role may not create schemas.
+        let other = PgStore::connect_with(PgStoreOptions {
+            schema: format!("{}_x", guard.schema),
+            ..PgStoreOptions::new(&role_url)
+        })
+        .await
+        .unwrap();
+        let err = other.migrate().await.expect_err("no CREATE on the database");
+        assert!(matches!(err, StoreError::Permission { .. }), "{err:?}");
+        store.close().await;
+        other.close().await;
+    }
+    .await;
+    let _ = admin.execute(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", guard.schema).as_str()).await;
+    let _ = admin.execute(format!("DROP ROLE IF EXISTS \"{role}\"").as_str()).await;
+    result
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_version_is_refused() {
+    let Some(store) = pg_store().await else { return };
+    let latest = migrate::latest_version();
+    assert_eq!(store.schema_version().await.unwrap(), latest);
+    let mut conn = store.pool().acquire().await.unwrap();
+    conn.execute(
+        format!("INSERT INTO \"{}\".schema_migrations (version, description) VALUES (999, 'from the future')", store.schema())
+            .as_str(),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let err = store.migrate().await.expect_err("newer schema");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Schema(_)), "{err:?}");
+    assert!(
+        text.contains("version 999") && text.contains(&format!("({latest})")) && text.contains("upgrade kaiten-sync"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_unmigrated_schema_says_so() {
+    let Some(url) = server().await else { return };
+    let guard = SchemaGuard::new(&url);
+    let store = PgStore::connect_with(guard.options()).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 0);
+    for result in [
+        store.counts().await.map(|_| ()),
+        store.apply_page(&page(Batch::Spaces(vec![space(1)]))).await.map(|_| ()),
+        store.entity_state(EntityKind::Cards).await.map(|_| ()),
+        store.try_lock("h", Duration::from_secs(60)).await.map(|_| ()),
+    ] {
+        assert!(matches!(result, Err(StoreError::NotMigrated)), "{result:?}");
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_all_succeed() {
+    let Some(url) = server().await else { return };
+    let guard = SchemaGuard::new(&url);
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(PgStore::connect_with(guard.options()).await.unwrap());
+    }
+    let (r0, r1, r2, r3) =
+        tokio::join!(stores[0].migrate(), stores[1].migrate(), stores[2].migrate(), stores[3].migrate());
+    for r in [r0, r1, r2, r3] {
+        r.expect("every concurrent migrate succeeds");
+    }
+    assert_eq!(stores[0].schema_version().await.unwrap(), migrate::latest_version());
+    for s in &stores {
+        s.close().await;
+    }
+}
+
+#[tokio::test]
+async fn advisory_lock_excludes_other_stores_and_dies_with_its_connection() {
+    let Some(a) = pg_store().await else { return };
+    let b = PgStore::connect_with(a.guard.options()).await.unwrap();
+    let stale = Duration::from_secs(600);
+    assert_eq!(a.try_lock("process-a", stale).await.unwrap(), LockAttempt::Acquired);
+    match b.try_lock("process-b", stale).await.unwrap() {
+        LockAttempt::Held(info) => assert_eq!(info.holder, "process-a"),
+        other => panic!("two stores got the lock: {other:?}"),
+    }
+    a.heartbeat_lock("process-a").await.unwrap();
+    a.release_lock("process-a").await.unwrap();
+    assert_eq!(b.try_lock("process-b", stale).await.unwrap(), LockAttempt::Acquired);
+    b.release_lock("process-b").await.unwrap();
+
+    // A process that dies: its session ends, and so does its lock.
+    let mut raw = PgConnection::connect(&a.guard.store_url()).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(a.advisory_lock_key()).execute(&mut raw).await.unwrap();
+    assert!(matches!(b.try_lock("process-b", stale).await.unwrap(), LockAttempt::Held(_)));
+    raw.close().await.unwrap();
+    assert_eq!(b.try_lock("process-b", stale).await.unwrap(), LockAttempt::Acquired);
+
+    // A holder whose heartbeat stopped (a hung process) is taken over: its session is ended.
+    assert!(matches!(a.try_lock("process-a", stale).await.unwrap(), LockAttempt::Held(_)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(a.try_lock("process-a", Duration::from_millis(1)).await.unwrap(), LockAttempt::Acquired);
+    b.heartbeat_lock("process-b").await.expect("a former holder's heartbeat is a no-op");
+    match b.try_lock("process-b", stale).await.unwrap() {
+        LockAttempt::Held(info) => assert_eq!(info.holder, "process-a"),
+        other => panic!("the old holder kept the lock: {other:?}"),
+    }
+    a.release_lock("process-a").await.unwrap();
+    b.close().await;
+}
+
+#[tokio::test]
+async fn table_lock_works_across_stores() {
+    let Some(a) = pg_store_with(|o| o.lock_mode = LockMode::Table).await else { return };
+    let b = PgStore::connect_with(PgStoreOptions { lock_mode: LockMode::Table, ..a.guard.options() }).await.unwrap();
+    let stale = Duration::from_secs(600);
+    assert_eq!(a.try_lock("a", stale).await.unwrap(), LockAttempt::Acquired);
+    assert!(matches!(b.try_lock("b", stale).await.unwrap(), LockAttempt::Held(i) if i.holder == "a"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(b.try_lock("b", Duration::from_millis(1)).await.unwrap(), LockAttempt::Acquired, "stale takeover");
+    assert!(matches!(a.try_lock("a", stale).await.unwrap(), LockAttempt::Held(i) if i.holder == "b"));
+    b.release_lock("b").await.unwrap();
+    b.close().await;
+}
+
+async fn prepared_statements_after_work(store: &PgStore) -> i64 {
+    parents(store).await;
+    store.apply_page(&page(Batch::Cards(cards(1, 10, 10, 100)))).await.unwrap();
+    store.apply_page(&page(Batch::Cards(cards(1, 10, 10, 100)))).await.unwrap();
+    store.counts().await.unwrap();
+    store.get(EntityKind::Cards, 1).await.unwrap().unwrap();
+    store.save_entity_state(&EntityState::new(EntityKind::Cards)).await.unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_prepared_statements")
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn statement_cache_off_uses_no_named_prepared_statements() {
+    let Some(store) = pg_store_with(|o| o.max_connections = 1).await else { return };
+    assert_eq!(prepared_statements_after_work(&store).await, 0, "a transaction-mode pooler needs unnamed statements");
+    // The check itself works: with the cache on, statements are prepared by name.
+    let Some(cached) = pg_store_with(|o| {
+        o.max_connections = 1;
+        o.statement_cache_capacity = 100;
+    })
+    .await
+    else {
+        return;
+    };
+    assert!(prepared_statements_after_work(&cached).await > 0);
+}
+
+#[tokio::test]
+async fn foreign_keys_exist_are_deferrable_and_follow_the_option() {
+    let Some(store) = pg_store().await else { return };
+    let schema = store.schema().to_owned();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let fks: Vec<(String, bool, bool, bool)> = sqlx::query(
+        "SELECT c.conname::text, c.condeferrable, c.condeferred, c.convalidated FROM pg_constraint c \
+         JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = $1 AND c.contype = 'f' ORDER BY 1",
+    )
+    .bind(&schema)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect();
+    let mut expected: Vec<&str> = migrate::FOREIGN_KEYS.iter().map(|f| f.0).collect();
+    expected.sort_unstable();
+    assert_eq!(fks.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), expected);
+    assert!(fks.iter().all(|f| f.1 && f.2 && f.3), "deferrable, initially deferred, validated: {fks:?}");
+
+    // Order within a transaction does not matter.
+    let s = &schema;
+    conn.execute(
+        format!(
+            "BEGIN; INSERT INTO \"{s}\".cards (id, board_id, raw, synced_at) VALUES (77, 700, '{{}}', now()); \
+             INSERT INTO \"{s}\".boards (id, raw, synced_at) VALUES (700, '{{}}', now()); COMMIT;"
+        )
+        .as_str(),
+    )
+    .await
+    .expect("a child before its parent in one transaction");
+    drop(conn);
+
+    // A page whose parent never arrives is refused whole: rows, tags and state.
+    let mut p = page(Batch::Cards(vec![card(1, 999, 100, 1)]));
+    p.state = Some(EntityState { cursor: Some(chrono::Utc::now()), ..EntityState::new(EntityKind::Cards) });
+    let err = store.apply_page(&p).await.expect_err("board 999 is not stored");
+    assert!(err.to_string().contains("cards_board_id_fkey"), "{err}");
+    assert_eq!(store.get(EntityKind::Cards, 1).await.unwrap(), None);
+    assert!(store.card_tag_ids(1).await.unwrap().is_empty());
+    assert_eq!(store.entity_state(EntityKind::Cards).await.unwrap(), EntityState::new(EntityKind::Cards));
+
+    // Turned off, migrate drops them; turned on again, it adds them back (not validated when
+    // existing rows break them, but still checking new rows).
+    let off = store.clone().with_foreign_keys(false);
+    off.migrate().await.unwrap();
+    assert_eq!(fk_count(&store).await, 0);
+    off.apply_page(&p).await.expect("no foreign keys");
+    let on = store.clone().with_foreign_keys(true);
+    on.migrate().await.expect("re-adding foreign keys over an orphan succeeds");
+    assert_eq!(fk_count(&store).await, migrate::FOREIGN_KEYS.len() as i64);
+    let err = on.apply_page(&page(Batch::Cards(vec![card(2, 998, 100, 1)]))).await.expect_err("checked again");
+    assert!(err.to_string().contains("foreign key"), "{err}");
+}
+
+async fn fk_count(store: &PgStore) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+         WHERE n.nspname = $1 AND c.contype = 'f'",
+    )
+    .bind(store.schema())
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tables_mirror_the_schema_definition_and_have_the_indexes_users_need() {
+    let Some(store) = pg_store().await else { return };
+    let pool = store.pool();
+    for table in &TABLES {
+        let columns: Vec<(String, String)> = sqlx::query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+        )
+        .bind(store.schema())
+        .bind(table.name)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+        let mut expected = vec![("id".to_owned(), "bigint".to_owned())];
+        expected.extend(table.columns.iter().map(|c| {
+            let ty = match c.ty {
+                ColumnType::BigInt => "bigint",
+                ColumnType::Float => "double precision",
+                ColumnType::Text => "text",
+                ColumnType::Bool => "boolean",
+                ColumnType::Timestamp => "timestamp with time zone",
+                ColumnType::Json => "jsonb",
+            };
+            (c.name.to_owned(), ty.to_owned())
+        }));
+        for (name, ty) in
+            [("raw", "jsonb"), ("synced_at", "timestamp with time zone"), ("deleted_at", "timestamp with time zone")]
+        {
+            expected.push((name.into(), ty.into()));
+        }
+        expected.push(("seen_sweep".into(), "bigint".into()));
+        assert_eq!(columns, expected, "table {}", table.name);
+    }
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'cards'",
+    )
+    .bind(store.schema())
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for column in ["board_id", "column_id", "lane_id", "space_id", "owner_id", "type_id", "updated", "synced_at"] {
+        assert!(indexes.iter().any(|d| d.ends_with(&format!("({column})"))), "cards.{column} index: {indexes:?}");
+    }
+    assert!(indexes.iter().any(|d| d.contains("WHERE (deleted_at IS NULL)")), "{indexes:?}");
+    for table in ["sync_metadata", "sync_logs", "sync_lock", "schema_migrations", "card_tags"] {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("\"{}\".{table}", store.schema()))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert!(exists, "{table}");
+    }
+}
+
+#[tokio::test]
+async fn text_the_database_cannot_hold_does_not_fail_a_sync() {
+    let Some(store) = pg_store_with(|o| o.foreign_keys = false).await else { return };
+    let mut json = card_json(1, 10, 100, 1);
+    json["title"] = serde_json::json!("nul\u{0}inside");
+    let card = <kaiten_sync::kaiten_client::Card as kaiten_sync::kaiten_client::Record>::from_value(json).unwrap();
+    let outcome = store.apply_page(&page(Batch::Cards(vec![card]))).await.expect("stored");
+    assert_eq!(outcome, PageOutcome { inserted: 1, updated: 0, unchanged: 0 });
+    let stored = store.get(EntityKind::Cards, 1).await.unwrap().unwrap();
+    assert_eq!(stored.raw["title"], "nul\u{FFFD}inside");
+}
+
+#[tokio::test]
+async fn run_log_keeps_microseconds() {
+    let Some(store) = pg_store().await else { return };
+    let started = chrono::DateTime::parse_from_rfc3339("2025-03-04T05:06:07.123456Z").unwrap().to_utc();
+    let mut run = kaiten_sync::RunRecord::start(kaiten_sync::RunKind::Webhook, vec![EntityKind::Cards], None, started);
+    run.id = store.start_run(&run).await.unwrap();
+    assert_eq!(store.recent_runs(1).await.unwrap(), vec![run]);
+}
+
+/// TLS against the local server: `sslmode=require`, and `verify-full` trusting the server's
+/// self-signed certificate (`KAITEN_TEST_TLS_ROOT_CERT`, default Debian's snakeoil certificate,
+/// issued to `localhost`). Skipped when the server has TLS off or the certificate is not readable.
+#[tokio::test]
+async fn tls_require_and_verify_full() {
+    let Some(url) = server().await else { return };
+    let ssl_on: String = {
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let on = sqlx::query_scalar("SHOW ssl").fetch_one(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        on
+    };
+    let cert = std::env::var("KAITEN_TEST_TLS_ROOT_CERT").unwrap_or_else(|_| "/etc/ssl/certs/ssl-cert-snakeoil.pem".into());
+    if ssl_on != "on" || std::fs::metadata(&cert).is_err() {
+        eprintln!("SKIPPED: the test server has ssl={ssl_on} or {cert} is missing; enable ssl or set KAITEN_TEST_TLS_ROOT_CERT");
+        return;
+    }
+    let host = std::env::var("KAITEN_TEST_TLS_HOST").unwrap_or_else(|_| "localhost".into());
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let base = |host: &str| {
+        format!("postgres://{}@{host}:{}/{}", opts.get_username(), opts.get_port(), opts.get_database().unwrap_or("postgres"))
+    };
+    let uses_tls = |store: PgStore| async move {
+        let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        store.close().await;
+        ssl
+    };
+
+    let required = PgStore::connect(&with_param(&base(opts.get_host()), "sslmode", "require")).await.expect("require");
+    assert!(uses_tls(required).await, "sslmode=require connects over TLS");
+
+    let verified = with_param(&with_param(&base(&host), "sslmode", "verify-full"), "sslrootcert", &cert);
+    let store = PgStore::connect(&verified).await.expect("verify-full with the server's certificate as root");
+    assert!(uses_tls(store).await);
+
+    // The name must match the certificate (it is issued to localhost, not 127.0.0.1) ...
+    let mismatch = with_param(&with_param(&base("127.0.0.1"), "sslmode", "verify-full"), "sslrootcert", &cert);
+    let err = PgStore::connect(&mismatch).await.expect_err("the certificate does not name 127.0.0.1");
+    assert!(matches!(err, StoreError::Unavailable { .. }) && err.to_string().contains("TLS"), "{err}");
+    // ... and the certificate must be trusted.
+    let untrusted = with_param(&base(&host), "sslmode", "verify-full");
+    let err = PgStore::connect(&untrusted).await.expect_err("a self-signed certificate is not a public root");
+    assert!(err.to_string().contains("TLS"), "{err}");
+}

@@ -1,0 +1,126 @@
+//! Engine behaviours beyond the store-generic scenarios: killed runs, stale locks, network faults,
+//! progress events.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kaiten_sim::{Faults, SimConfig, Simulator};
+use kaiten_sync::conformance::engine::sim_client;
+use kaiten_sync::{EntityKind, MemoryStore, ProgressEvent, RunStatus, Store, SyncEngine, SyncOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_is_resumed_and_its_stale_lock_taken_over() {
+    let sim = Simulator::start(SimConfig { cards: 600, latency: Duration::from_millis(15), ..SimConfig::small() })
+        .await
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let pages = Arc::new(Mutex::new(0u32));
+    let killed = SyncEngine::new(sim_client(&sim), store.clone()).on_progress({
+        let pages = pages.clone();
+        move |e| {
+            if let ProgressEvent::PageDone { kind: EntityKind::Cards, .. } = e {
+                *pages.lock().unwrap() += 1;
+            }
+        }
+    });
+    // "Kill" the process: drop the run as soon as two pages of cards are committed.
+    let run = tokio::spawn(async move { killed.sync_all().await });
+    while *pages.lock().unwrap() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    run.abort();
+    let _ = run.await;
+    let stored_after_kill = store.ids(EntityKind::Cards, true).await.unwrap().len();
+    assert!(stored_after_kill >= 150 && stored_after_kill < 600, "{stored_after_kill} cards stored before the kill");
+
+    // The killed run still holds the lock: a new run refuses until it goes stale, then takes over.
+    let refused = SyncEngine::new(sim_client(&sim), store.clone()).sync_all().await;
+    assert!(matches!(refused, Err(kaiten_sync::SyncError::Locked { .. })), "{refused:?}");
+    let options = SyncOptions::default()
+        .with_lock_stale_after(Duration::from_millis(200))
+        .with_lock_wait(Duration::from_secs(10));
+    sim.reset_request_log();
+    let report = SyncEngine::new(sim_client(&sim), store.clone()).with_options(options).sync_all().await.unwrap();
+    let card_requests = sim.request_log().iter().filter(|r| r.contains("/cards?")).count();
+    assert!(card_requests <= 5, "resumed after the committed pages ({card_requests} card requests)");
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 0);
+    let mut expected = sim.card_ids();
+    expected.sort_unstable();
+    assert_eq!(store.ids(EntityKind::Cards, true).await.unwrap(), expected);
+    let runs = store.recent_runs(10).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(runs.last().unwrap().status, RunStatus::Interrupted, "the killed run is marked interrupted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_faults_are_retried_and_a_lost_network_fails_then_resumes() {
+    let sim = Simulator::start(SimConfig { cards: 300, ..SimConfig::small() }).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // Some 5xx and dropped connections: retried, the run succeeds.
+    sim.set_faults(Faults { server_error_rate: 0.15, drop_rate: 0.1, ..Faults::default() });
+    let client = kaiten_sync::kaiten_client::KaitenClient::builder()
+        .base_url(sim.base_url())
+        .token(sim.token())
+        .rate_limit(None)
+        .retry_policy(kaiten_sync::kaiten_client::RetryPolicy {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+            max_total_wait: Duration::from_secs(5),
+        })
+        .build()
+        .unwrap();
+    let report = SyncEngine::new(client, store.clone()).sync_all().await.expect("faults are retried");
+    assert!(report.run.retries > 0, "faults were injected and retried");
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap().len(), sim.card_ids().len());
+
+    // Every request fails: the run fails clearly and marks nothing deleted.
+    sim.set_faults(Faults { drop_rate: 1.0, ..Faults::default() });
+    let err = SyncEngine::new(sim_client(&sim), store.clone()).sync_all().await.expect_err("network gone");
+    assert!(err.to_string().contains("cannot reach Kaiten"), "{err}");
+    assert_eq!(store.recent_runs(1).await.unwrap()[0].status, RunStatus::Failed);
+    sim.set_faults(Faults::default());
+    let report = SyncEngine::new(sim_client(&sim), store.clone()).sync_incremental().await.unwrap();
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_events_come_in_order() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = SyncEngine::new(sim_client(&sim), store).progress_channel(tx).sync_all().await.unwrap();
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    assert!(matches!(events.first(), Some(ProgressEvent::RunStarted { run_id, .. }) if *run_id == report.run.id));
+    assert!(matches!(events.last(), Some(ProgressEvent::RunFinished { status: RunStatus::Succeeded, .. })));
+    let started: Vec<EntityKind> = events
+        .iter()
+        .filter_map(|e| if let ProgressEvent::EntityStarted { kind } = e { Some(*kind) } else { None })
+        .collect();
+    assert_eq!(started, EntityKind::ALL.to_vec(), "kinds in dependency order");
+    let done = events.iter().find_map(|e| match e {
+        ProgressEvent::EntityDone { kind: EntityKind::Cards, stats } => Some(*stats),
+        _ => None,
+    });
+    assert_eq!(done, Some(report.stats(EntityKind::Cards)));
+    assert!(events.iter().any(|e| matches!(e, ProgressEvent::PageDone { kind: EntityKind::Cards, .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_skewed_update_inside_the_overlap_window_is_not_missed() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = SyncEngine::new(sim_client(&sim), store.clone());
+    engine.sync_all().await.unwrap();
+    let cursor = store.entity_state(EntityKind::Cards).await.unwrap().cursor.unwrap();
+    // A card whose `updated` lands 1 minute before the cursor (written late by a skewed server).
+    let id = sim.card_ids()[3];
+    let skewed = (cursor - chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    sim.update_card(id, serde_json::json!({"title": "late write", "updated": skewed}));
+    let report = engine.sync_incremental().await.unwrap();
+    assert_eq!(report.stats(EntityKind::Cards).updated, 1);
+    assert_eq!(store.get(EntityKind::Cards, id).await.unwrap().unwrap().raw["title"], "late write");
+}
