@@ -26,7 +26,7 @@ pub const DEFAULT_MAX_PAGES: u64 = 100_000;
 /// - a page larger than the limit asked for ends the listing (the route ignores paging: the page is taken
 ///   as the whole list);
 /// - an empty page, or a page shorter than the limit, ends the listing, except that when the **first**
-///   page is short and its length is a round number (a multiple of 10, as every page-size maximum
+///   page is short and its length is a round number (a multiple of 25, as every page-size maximum
 ///   Kaiten uses is) one more page is asked for at the next offset: if it has rows, the server clamps
 ///   `limit` to the length of that first page, and paging goes on with that page size. A short first
 ///   page of any other length is the whole list, so small lists cost one request;
@@ -132,7 +132,7 @@ impl Pager {
             } else if len == self.limit {
                 self.limit_confirmed = true;
                 self.offset += u64::from(len);
-            } else if len > 0 && len.is_multiple_of(10) && !self.limit_confirmed && self.offset == 0 {
+            } else if len > 0 && len.is_multiple_of(25) && !self.limit_confirmed && self.offset == 0 {
                 self.probing = true;
                 self.offset += u64::from(len);
             } else {
@@ -282,9 +282,12 @@ mod tests {
         let few = |_: u32, _: u64| vec![1, 2, 3];
         let (out, requests) = drive(100, few);
         assert_eq!((out, requests.len()), (vec![1, 2, 3], 1));
+        let fifty = |_: u32, _: u64| (1..=50).collect::<Vec<_>>();
+        let (out, requests) = drive(100, fifty);
+        assert_eq!((out.len(), requests.len()), (50, 2), "the repeat of a round page ends the listing");
         let forty = |_: u32, _: u64| (1..=40).collect::<Vec<_>>();
         let (out, requests) = drive(100, forty);
-        assert_eq!((out.len(), requests.len()), (40, 2), "the repeat of a round page ends the listing");
+        assert_eq!((out.len(), requests.len()), (40, 1), "40 is no page-size maximum: the whole list");
     }
 
     #[test]
