@@ -458,6 +458,7 @@ impl SyncEngine {
                 run.record.retries = self.client.stats().retries - stats_before.retries;
                 self.store.update_run(&run.record).await?;
             }
+            run.record_row_counts().await?;
             Ok::<(), SyncError>(())
         }
         .instrument(span)
@@ -589,17 +590,22 @@ impl Run<'_> {
         }
         self.sweep_deleted(kind, sweep, &scope).await?;
         let state = self.store().entity_state(kind).await?;
-        let mut state = self.new_state(state, cursor);
-        state.row_count = Some(self.live_rows(kind).await?);
+        let state = self.new_state(state, cursor);
         self.store().save_entity_state(&state).await?;
         let stats = self.record.stats[&kind];
         self.engine.progress.emit(&ProgressEvent::PageDone { kind, stats });
         Ok(())
     }
 
-    async fn live_rows(&self, kind: EntityKind) -> Result<i64, SyncError> {
+    /// Writes the row count of every kind this run synced into its state (one count query).
+    async fn record_row_counts(&self) -> Result<(), SyncError> {
         let counts = self.store().counts().await?;
-        Ok(counts.iter().find(|c| c.table == kind.table().name).map_or(0, |c| c.live))
+        for kind in self.record.stats.keys() {
+            let mut state = self.store().entity_state(*kind).await?;
+            state.row_count = counts.iter().find(|c| c.table == kind.table().name).map(|c| c.live);
+            self.store().save_entity_state(&state).await?;
+        }
+        Ok(())
     }
 
     async fn sweep_deleted(&mut self, kind: EntityKind, sweep: i64, scope: &Scope) -> Result<(), SyncError> {
@@ -650,8 +656,7 @@ impl Run<'_> {
         let outcome = self.store().apply_page(&page).await?;
         self.stats(kind).add_page(fetched, outcome);
         let state = self.store().entity_state(kind).await?;
-        let mut state = self.new_state(state, cursor);
-        state.row_count = Some(self.live_rows(kind).await?);
+        let state = self.new_state(state, cursor);
         self.store().save_entity_state(&state).await?;
         Ok(())
     }
@@ -952,8 +957,7 @@ impl Run<'_> {
             let scope = self.card_scope().await?;
             self.sweep_deleted(kind, sweep, &scope).await?;
         }
-        let mut state = self.new_state(state, current.max_updated);
-        state.row_count = Some(self.live_rows(kind).await?);
+        let state = self.new_state(state, current.max_updated);
         self.store().save_entity_state(&state).await?;
         Ok(())
     }
