@@ -122,6 +122,13 @@ pub struct SyncOptions {
     pub additional_card_fields: Vec<String>,
     /// Requests in flight at once for per-board listings (the client's limiter still applies).
     pub concurrency: usize,
+    /// A card listing interrupted longer ago than this starts over instead of resuming (its
+    /// deletion sweep would rest on old observations).
+    pub max_resume_age: Duration,
+    /// After a full listing limited to some boards or spaces, cards missing from it are checked one
+    /// by one (`GET /cards/{id}`) when there are at most this many, so a card moved to another board
+    /// is not marked deleted.
+    pub max_verified_deletions: usize,
 }
 
 impl Default for SyncOptions {
@@ -136,6 +143,8 @@ impl Default for SyncOptions {
             incremental_refresh_all_structure: false,
             additional_card_fields: vec!["description".to_owned()],
             concurrency: 4,
+            max_resume_age: Duration::from_secs(24 * 3600),
+            max_verified_deletions: 100,
         }
     }
 }
@@ -238,6 +247,9 @@ struct CardResume {
     max_updated: Option<DateTime<Utc>>,
     /// The scope the listing was for (a resume point is only used for the same scope).
     scope: String,
+    /// When the listing began; a resume point older than [`SyncOptions::max_resume_age`] is dropped.
+    #[serde(default)]
+    began: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -897,8 +909,10 @@ impl Run<'_> {
             Mode::Full => None,
             Mode::Incremental => self.since(state.cursor),
         };
+        let max_age = chrono::Duration::from_std(self.engine.options.max_resume_age).unwrap_or(chrono::Duration::MAX);
+        let fresh = |r: &CardResume| r.began.is_some_and(|b| Utc::now() - b <= max_age);
         let mut current = match resume.slot(self.mode).take() {
-            Some(r) if r.scope == scope_key && r.walk < walks.len() => {
+            Some(r) if r.scope == scope_key && r.walk < walks.len() && fresh(&r) => {
                 info!(walk = r.walk, offset = r.pos.offset, "resuming the card listing where the last run stopped");
                 r
             }
@@ -909,6 +923,7 @@ impl Run<'_> {
                 pos: WalkPos { after: since, offset: 0, offset_only: false },
                 max_updated: None,
                 scope: scope_key,
+                began: Some(Utc::now()),
             },
         };
         let page_size = self.engine.options.page_size.clamp(1, KaitenClient::CARDS_PAGE_MAX);
@@ -955,10 +970,44 @@ impl Run<'_> {
         }
         if let Some(sweep) = current.sweep {
             let scope = self.card_scope().await?;
+            if matches!(scope, Scope::Parents(_)) {
+                self.verify_moved_cards(sweep, &scope).await?;
+            }
             self.sweep_deleted(kind, sweep, &scope).await?;
         }
         let state = self.new_state(state, current.max_updated);
         self.store().save_entity_state(&state).await?;
+        Ok(())
+    }
+
+    /// In a listing limited to some boards, a card missing from it may have moved to another board
+    /// rather than been deleted: ask Kaiten for each (up to [`SyncOptions::max_verified_deletions`]),
+    /// store the ones that still exist, and leave the rest to the sweep.
+    async fn verify_moved_cards(&mut self, sweep: i64, scope: &Scope) -> Result<(), SyncError> {
+        let kind = EntityKind::Cards;
+        let unseen = self.store().unseen(kind, sweep, scope).await?;
+        let limit = self.engine.options.max_verified_deletions;
+        if unseen.len() > limit {
+            warn!(candidates = unseen.len(), limit, "too many cards missing from a scoped listing to check one by one");
+            return Ok(());
+        }
+        let mut found = Vec::new();
+        for id in unseen {
+            match self.client().card(id).await {
+                Ok(card) => found.push(card),
+                Err(kaiten_client::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        debug!(cards = found.len(), "cards missing from the scoped listing still exist (moved); storing them");
+        let fetched = found.len();
+        let cards = self.prepare_cards(found).await?;
+        let page = Page { batch: Batch::Cards(cards), sweep: Some(sweep), state: None, synced_at: Utc::now() };
+        let outcome = self.store().apply_page(&page).await?;
+        self.stats(kind).add_page(fetched, outcome);
         Ok(())
     }
 

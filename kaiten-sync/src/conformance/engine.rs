@@ -292,10 +292,18 @@ pub async fn selective_sync_touches_only_the_selection(store: Arc<dyn Store>) {
 
     // A full sync of the same board later marks deleted only that board's missing cards.
     let other_board_card = sim.cards_json().iter().find(|c| c["board_id"] != json!(board)).unwrap()["id"].as_i64();
+    // A card moved to another board is missing from this board's listing too, but is not deleted.
     engine.sync_all().await.expect("full sync");
     sim.delete_card(expected[0]);
+    let elsewhere = sim.board_ids()[0];
+    let elsewhere_column = *sim.column_ids(elsewhere).last().unwrap();
+    sim.move_card(expected[1], elsewhere_column, None);
     let report = engine.sync_selection(&Selection::kinds(&[EntityKind::Cards]).in_boards(&[board]), Mode::Full).await;
     assert_eq!(report.expect("board full sync").stats(EntityKind::Cards).deleted, 1);
+    assert!(stored(&*store, EntityKind::Cards, expected[0]).await.deleted_at.is_some());
+    let moved = stored(&*store, EntityKind::Cards, expected[1]).await;
+    assert!(moved.deleted_at.is_none(), "a moved card is not deleted");
+    assert_eq!(int(&moved, EntityKind::Cards, "board_id"), Some(elsewhere));
     assert!(stored(&*store, EntityKind::Cards, other_board_card.unwrap()).await.deleted_at.is_none());
 }
 
