@@ -281,6 +281,10 @@ pub async fn unseen_respects_scope(store: &dyn Store) {
     assert!(store.unseen(EntityKind::Cards, 7, &Scope::Parents(vec![])).await.unwrap().is_empty());
     let boards = store.unseen(EntityKind::Boards, 7, &Scope::Parents(vec![2])).await.unwrap();
     assert_eq!(boards, vec![20]);
+    // A sweep that marked nothing lists every live row in scope (rows never swept included).
+    let mut all = store.unseen(EntityKind::Cards, i64::MIN, &Scope::Parents(vec![20, 10])).await.unwrap();
+    all.sort_unstable();
+    assert_eq!(all, vec![1, 2, 3, 11, 12, 13]);
 }
 
 /// A card's tag links follow the card: replaced when the card is written, untouched otherwise.

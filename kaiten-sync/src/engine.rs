@@ -205,6 +205,9 @@ impl SyncOptions {
     }
 }
 
+/// A sweep id no listing uses: `Store::unseen` with it lists every live row in a scope.
+const NO_SWEEP: i64 = i64::MIN;
+
 /// What a run did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncReport {
@@ -589,18 +592,28 @@ impl Run<'_> {
     /// deleted within `scope`, and writes the kind's state.
     async fn write_listing(&mut self, batch: Batch, scope: Scope) -> Result<(), SyncError> {
         let kind = batch.kind();
-        let sweep = self.record.id;
         let cursor = batch.rows().iter().filter_map(|r| r.updated).max();
+        let listed: HashSet<i64> = batch.ids().into_iter().collect();
         let fetched = batch.len();
         for chunk in split_batch(batch, 500) {
-            let page = Page { sweep: Some(sweep), state: None, synced_at: Utc::now(), batch: chunk };
+            let page = Page { sweep: None, state: None, synced_at: Utc::now(), batch: chunk };
             let outcome = self.store().apply_page(&page).await?;
             self.stats(kind).add_page(page.batch.len(), outcome);
         }
         if fetched == 0 {
             self.stats(kind).pages += 1;
         }
-        self.sweep_deleted(kind, sweep, &scope).await?;
+        // The listing is small and complete: what the store holds in scope and the listing lacks is
+        // gone. (No sweep marks, so a listing with nothing new writes no data row at all.)
+        if !matches!(&scope, Scope::Parents(p) if p.is_empty()) {
+            let stored = self.store().unseen(kind, NO_SWEEP, &scope).await?;
+            let gone: Vec<i64> = stored.into_iter().filter(|id| !listed.contains(id)).collect();
+            if !gone.is_empty() {
+                let deleted = self.store().mark_deleted(kind, &gone, Utc::now()).await?;
+                info!(kind = kind.as_str(), deleted, "marked records missing from a complete listing as deleted");
+                self.stats(kind).deleted += deleted;
+            }
+        }
         let state = self.store().entity_state(kind).await?;
         let state = self.new_state(state, cursor);
         self.store().save_entity_state(&state).await?;
