@@ -34,6 +34,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default timeout of establishing a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Requests are spaced this much wider than the configured rate asks.
+const RATE_MARGIN: f64 = 1.02;
+
 /// The slowest accepted rate limit: one request an hour.
 const MIN_RATE_LIMIT: f64 = 1.0 / 3600.0;
 
@@ -187,7 +190,11 @@ impl KaitenClientBuilder {
         authorization.set_sensitive(true);
         let interval = match self.rate_limit {
             None => None,
-            Some(rate) if rate.is_finite() && rate >= MIN_RATE_LIMIT => Some(Duration::from_secs_f64(1.0 / rate)),
+            // 2% of margin: a server counting over a sliding window sees arrival jitter, and a
+            // client pacing at exactly its limit would draw an occasional 429.
+            Some(rate) if rate.is_finite() && rate >= MIN_RATE_LIMIT => {
+                Some(Duration::from_secs_f64(RATE_MARGIN / rate))
+            }
             Some(rate) => {
                 return Err(Error::InvalidConfig(format!(
                     "the rate limit must be a number of requests per second of at least 1/3600, got {rate}; use None for no limit"
