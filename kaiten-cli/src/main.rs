@@ -7,15 +7,18 @@
 //! kaiten-sync sync incremental           # what changed since the last run
 //! kaiten-sync sync --only cards,boards --board 42 [--full]
 //! kaiten-sync status [--json]
+//! kaiten-sync serve                      # webhook endpoint + admin page + scheduled syncs
 //! kaiten-sync sim --cards 5000           # run the simulator on its own
 //! ```
 //!
 //! Configuration comes from flags, the environment, and `.env` / `.env.local` in the current
-//! directory: `KAITEN_API_URL`, `KAITEN_API_TOKEN`, `DATABASE_URL`, `KAITEN_RATE_LIMIT`.
+//! directory: `KAITEN_API_URL`, `KAITEN_API_TOKEN`, `KAITEN_WEBHOOK_SECRET`, `DATABASE_URL`,
+//! `KAITEN_RATE_LIMIT`.
 
 mod config;
 mod demo;
 mod output;
+mod serve;
 mod stores;
 
 use std::process::ExitCode;
@@ -63,6 +66,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the simulated Kaiten on its own (for trying the CLI or your own code against it).
     Sim(SimArgs),
+    /// Serve Kaiten webhooks, an admin page and scheduled syncs (needs KAITEN_WEBHOOK_SECRET).
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +152,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo(args) => demo::run(args).await,
         Command::Sim(args) => sim(args).await,
+        Command::Serve(args) => serve::run(args).await,
     }
 }
 

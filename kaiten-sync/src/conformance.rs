@@ -374,6 +374,8 @@ pub async fn interrupted_runs_are_marked(store: &dyn Store) {
     done.status = RunStatus::Succeeded;
     done.finished_at = Some(at(2));
     store.update_run(&done).await.unwrap();
+    let mut webhook = RunRecord::start(RunKind::Webhook, vec![EntityKind::Cards], None, at(3));
+    webhook.id = store.start_run(&webhook).await.unwrap();
     let mut live = RunRecord::start(RunKind::Full, vec![EntityKind::Cards], None, at(3));
     live.id = store.start_run(&live).await.unwrap();
     assert_eq!(store.interrupt_running_runs(live.id, "interrupted: process stopped").await.unwrap(), 1);
@@ -383,6 +385,7 @@ pub async fn interrupted_runs_are_marked(store: &dyn Store) {
     assert_eq!(by_id(dead.id).error.as_deref(), Some("interrupted: process stopped"));
     assert_eq!(by_id(done.id).status, RunStatus::Succeeded);
     assert_eq!(by_id(live.id).status, RunStatus::Running);
+    assert_eq!(by_id(webhook.id).status, RunStatus::Running, "a webhook run in flight is not a dead sync");
 }
 
 /// One holder at a time; the holder may take it again; release frees it.

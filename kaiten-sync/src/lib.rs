@@ -6,7 +6,9 @@
 //!   reporting [`ProgressEvent`]s and logging every run in `sync_logs`.
 //! - [`Store`] is what a database must do; [`MemoryStore`] is always here, `kaiten-store-sqlite`
 //!   and `kaiten-store-postgres` are the real ones. The `conformance` feature holds the suite every
-//!   store passes ([`store_conformance_tests!`], [`engine_conformance_tests!`]).
+//!   store passes (`store_conformance_tests!`, `engine_conformance_tests!`).
+//! - [`webhook`] authenticates and applies Kaiten webhook deliveries ([`WebhookHandler`]): order
+//!   safe, idempotent, logged in `sync_logs` as runs of kind `webhook`.
 //! - [`schema`] defines the tables and typed columns once for every store.
 //!
 //! ```no_run
@@ -34,6 +36,7 @@ pub mod memory;
 pub mod progress;
 pub mod schema;
 pub mod store;
+pub mod webhook;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -47,4 +50,7 @@ pub use schema::{EntityKind, SqlValue};
 pub use store::{
     Batch, EntityState, EntityStats, LockAttempt, LockInfo, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope,
     Store, StoreError, StoredRecord, TableCount,
+};
+pub use webhook::{
+    constant_time_eq, EventAction, WebhookAuth, WebhookError, WebhookEvent, WebhookHandler, WebhookOutcome,
 };

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::schema::{EntityKind, SqlValue};
 use crate::store::{
-    EntityState, LockAttempt, LockInfo, Page, PageOutcome, RunRecord, RunStatus, Scope, Store, StoreError,
+    EntityState, LockAttempt, LockInfo, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store, StoreError,
     StoredRecord, TableCount,
 };
 
@@ -268,7 +268,8 @@ impl Store for MemoryStore {
     async fn interrupt_running_runs(&self, keep: i64, reason: &str) -> Result<u64, StoreError> {
         let mut inner = self.inner.lock().unwrap();
         let mut n = 0;
-        for run in inner.runs.iter_mut().filter(|r| r.id != keep && r.status == RunStatus::Running) {
+        let interrupted = |r: &RunRecord| r.id != keep && r.status == RunStatus::Running && r.kind != RunKind::Webhook;
+        for run in inner.runs.iter_mut().filter(|r| interrupted(r)) {
             run.status = RunStatus::Interrupted;
             run.error = Some(reason.to_owned());
             n += 1;

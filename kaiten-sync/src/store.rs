@@ -507,8 +507,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Rewrites a run's status, counters, end and error (by `run.id`).
     async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError>;
 
-    /// Marks every `running` run except `keep` as `interrupted` with this error text; returns
-    /// how many. Called by a run that took the lock, since nothing else can still be running.
+    /// Marks every `running` sync run except `keep` as `interrupted` with this error text;
+    /// returns how many. Runs of kind `webhook` are left alone (they do not take the lock and may
+    /// be in flight). Called by a run that took the lock, since no other sync can still be running.
     async fn interrupt_running_runs(&self, keep: i64, reason: &str) -> Result<u64, StoreError>;
 
     /// The most recent runs, newest first.

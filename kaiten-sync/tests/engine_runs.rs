@@ -31,7 +31,7 @@ async fn a_killed_run_is_resumed_and_its_stale_lock_taken_over() {
     run.abort();
     let _ = run.await;
     let stored_after_kill = store.ids(EntityKind::Cards, true).await.unwrap().len();
-    assert!(stored_after_kill >= 150 && stored_after_kill < 600, "{stored_after_kill} cards stored before the kill");
+    assert!((150..600).contains(&stored_after_kill), "{stored_after_kill} cards stored before the kill");
 
     // The killed run still holds the lock: a new run refuses until it goes stale, then takes over.
     let refused = SyncEngine::new(sim_client(&sim), store.clone()).sync_all().await;

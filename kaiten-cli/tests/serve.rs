@@ -1,0 +1,137 @@
+//! `kaiten-sync serve` as a process: refusals at startup, and webhooks, the admin routes and a
+//! graceful Ctrl-C against the simulator. Listens on 127.0.0.1 only.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kaiten_sim::{SimConfig, Simulator};
+use kaiten_store_sqlite::SqliteStore;
+use kaiten_sync::{EntityKind, Store};
+use serde_json::{json, Value};
+
+const SECRET: &str = "serve-e2e-secret-0123456789";
+
+fn command(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"));
+    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+async fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    command(dir, env, args).output().await.expect("the binary runs")
+}
+
+fn assert_refused(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "serve should refuse to start; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains(needle), "stderr should mention {needle:?}:\n{stderr}");
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_a_good_webhook_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = [("KAITEN_API_URL", "http://127.0.0.1:9"), ("KAITEN_API_TOKEN", "t")];
+    let out = run(dir.path(), &base, &["serve", "--no-schedule"]).await;
+    assert_refused(&out, "KAITEN_WEBHOOK_SECRET is not set");
+    let mut env = base.to_vec();
+    env.push(("KAITEN_WEBHOOK_SECRET", "too-short"));
+    let out = run(dir.path(), &env, &["serve", "--no-schedule"]).await;
+    assert_refused(&out, "use at least 16");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("too-short"), "the secret is not echoed");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_non_loopback_address_without_an_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KAITEN_API_URL", "http://127.0.0.1:9"), ("KAITEN_API_TOKEN", "t"), ("KAITEN_WEBHOOK_SECRET", SECRET)];
+    // Refused before anything is bound (192.0.2.1 is a documentation address no host has).
+    let out = run(dir.path(), &env, &["serve", "--no-schedule", "--listen", "192.0.2.1:8080"]).await;
+    assert_refused(&out, "set KAITEN_ADMIN_TOKEN");
+    let out = run(dir.path(), &env, &["serve", "--full-at", "3am"]).await;
+    assert_refused(&out, "HH:MM");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_applies_webhooks_runs_syncs_and_stops_on_ctrl_c() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let db_url = format!("sqlite://{}", db.display());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (url, token) = (sim.base_url(), sim.token());
+    let env = [
+        ("KAITEN_API_URL", url.as_str()),
+        ("KAITEN_API_TOKEN", token.as_str()),
+        ("KAITEN_RATE_LIMIT", "0"),
+        ("DATABASE_URL", db_url.as_str()),
+        ("KAITEN_WEBHOOK_SECRET", SECRET),
+    ];
+    let child = command(dir.path(), &env, &["serve", "--listen", &listen, "--no-schedule"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap();
+
+    wait_until("/healthz", || async {
+        matches!(http.get(format!("{base}/healthz")).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+
+    // The button: a full sync in the background, 303 back to the page.
+    let response = http.post(format!("{base}/sync/full")).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/");
+    wait_until("the full sync", || async {
+        let status: Value = http.get(format!("{base}/status.json")).send().await.unwrap().json().await.unwrap();
+        status["runs"].as_array().unwrap().iter().any(|r| r["kind"] == "full" && r["status"] == "succeeded")
+    })
+    .await;
+
+    // Webhooks from the simulator.
+    sim.set_webhook_url(Some(format!("{base}/webhooks/kaiten/{SECRET}")));
+    let card = sim.create_card(sim.board_ids()[0], "Delivered to serve");
+    let id = card["id"].as_i64().unwrap();
+    let updated = sim.update_card(id, json!({"title": "Updated through serve"}));
+    assert!(sim.flush_webhooks(Duration::from_secs(10)).await);
+    let store = SqliteStore::open(&db).unwrap();
+    assert_eq!(store.get(EntityKind::Cards, id).await.unwrap().expect("stored").raw, updated);
+    let wrong = http.post(format!("{base}/webhooks/kaiten/not-the-secret-0123456")).body("{}").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    // The admin page from this machine.
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("card:update card") && html.contains("Updated through serve"), "{html}");
+
+    // Ctrl-C: finishes and exits 0.
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.expect("exits").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("kaiten-sync serve on http://127.0.0.1:") && stdout.contains("stopped"), "{stdout}");
+    assert!(stdout.contains("(full, admin page) succeeded"), "{stdout}");
+    assert!(!stdout.contains(SECRET), "the secret is never printed");
+}
