@@ -37,7 +37,18 @@
 //! `schema_migrations`. No foreign keys are declared (and `foreign_keys` is off): the mirror must
 //! never refuse a record whose parent is not stored yet, and rows are never removed, only marked
 //! with `deleted_at`. Timestamps are stored as `2025-01-01T00:00:05.000Z`, so a query such as
-//! `SELECT id, title, synced_at FROM cards ORDER BY synced_at DESC LIMIT 10` sorts by time.
+//! `SELECT id, title, synced_at FROM cards ORDER BY synced_at DESC LIMIT 10` sorts by time (a value
+//! with sub-millisecond precision, such as a `synced_at` taken from the clock, keeps 6 or 9
+//! fraction digits so that it reads back exactly; SQLite's date functions accept both).
+//!
+//! # Writes
+//! [`Store::apply_page`] reads what is stored for the page's ids with one statement, applies the
+//! reference rules of [`kaiten_sync::MemoryStore`] (newer `updated`, then `version`, wins;
+//! identical records are not rewritten), and writes only new and changed rows, setting only the
+//! columns that changed so that unchanged indexed columns cost nothing; all in one `IMMEDIATE`
+//! transaction together with the page's entity state. WAL checkpoints run on the writer thread
+//! while it is idle (a sync mostly waits for Kaiten), not inside a page's commit.
+//! [`SqliteStore::with_connection`] runs queries of your own on the store's connection.
 //!
 //! # Several processes
 //! Two processes may share one file: the sync lock is a row of `sync_lock` taken in an
@@ -123,7 +134,9 @@ impl Location {
             ":memory:" => Ok(Location::Memory),
             "" => Err(StoreError::Unavailable {
                 backend: BACKEND,
-                message: format!("{text:?} names no SQLite database file (expected a path, sqlite://file.db or sqlite::memory:)"),
+                message: format!(
+                    "{text:?} names no SQLite database file (expected a path, sqlite://file.db or sqlite::memory:)"
+                ),
                 source: None,
             }),
             path => Ok(Location::File(PathBuf::from(path))),
@@ -200,15 +213,15 @@ impl SqliteStore {
             }
         };
         configure(&conn, &location, &options).map_err(|e| open_err(&shown, e))?;
+        let wal = matches!(location, Location::File(_));
         let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("kaiten-sqlite".into())
-            .spawn(move || writer(conn, queue))
-            .map_err(|e| StoreError::Unavailable {
+        std::thread::Builder::new().name("kaiten-sqlite".into()).spawn(move || writer(conn, queue, wal)).map_err(
+            |e| StoreError::Unavailable {
                 backend: BACKEND,
                 message: format!("cannot start the SQLite writer thread for {shown}: {e}"),
                 source: Some(Box::new(e)),
-            })?;
+            },
+        )?;
         tracing::debug!(location = %shown, "opened SQLite store");
         Ok(Self { jobs, location: shown, options })
     }
@@ -261,7 +274,8 @@ impl SqliteStore {
 /// Sets up a new connection: busy timeout, WAL, synchronous=NORMAL, no foreign keys.
 fn configure(conn: &Connection, location: &Location, options: &SqliteOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(options.busy_timeout)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    // Ten tables × a handful of statements, plus one UPDATE per set of changed columns.
+    conn.set_prepared_statement_cache_capacity(256);
     // Reads the header: a file that is not a database fails here, with its path.
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
     if let Location::File(path) = location {
@@ -279,7 +293,9 @@ fn configure(conn: &Connection, location: &Location, options: &SqliteOptions) ->
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path.display(), mode, "SQLite did not switch to WAL mode");
         }
-        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}"
+        ))?;
     }
     // Declared decision: no foreign keys (see the crate docs and migrations/0001_initial.sql).
     conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY")?;
@@ -288,15 +304,39 @@ fn configure(conn: &Connection, location: &Location, options: &SqliteOptions) ->
 }
 
 fn is_busy(err: &rusqlite::Error) -> bool {
-    matches!(
-        err.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
+    matches!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
+/// Rows changed since the last checkpoint after which an idle writer checkpoints the WAL.
+const IDLE_CHECKPOINT_CHANGES: u64 = 1_000;
+/// WAL size (in pages) at which a commit checkpoints by itself, when the writer never idles.
+const AUTOCHECKPOINT_PAGES: u32 = 4_000;
+
 /// The writer thread: runs jobs in order until every handle of the store is dropped.
-fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
-    while let Ok(job) = queue.recv() {
+///
+/// WAL checkpoints (copying committed pages back into the database file, with two fsyncs) are
+/// done here when no job is waiting, rather than inside whichever commit crosses SQLite's
+/// threshold: a sync spends most of its time waiting for Kaiten, so the copy costs it nothing.
+/// `wal_autocheckpoint` stays on, higher, as a backstop for a writer that is never idle.
+fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>, wal: bool) {
+    let mut checkpointed_at = conn.total_changes();
+    loop {
+        let job = match queue.try_recv() {
+            Ok(job) => job,
+            Err(mpsc::TryRecvError::Disconnected) => break,
+            Err(mpsc::TryRecvError::Empty) => {
+                if wal && conn.total_changes().saturating_sub(checkpointed_at) >= IDLE_CHECKPOINT_CHANGES {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::debug!(error = %e, "idle WAL checkpoint failed; SQLite will checkpoint on commit");
+                    }
+                    checkpointed_at = conn.total_changes();
+                }
+                match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            }
+        };
         if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
             tracing::error!("a SQLite store operation panicked; its transaction was rolled back");
             if !conn.is_autocommit() {

@@ -63,7 +63,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             StoreError::Backend { message, .. } | StoreError::Unavailable { message, .. } => {
                 StoreError::Schema(format!("migration {} failed: {message}", migration.name))
             }
-            StoreError::NotMigrated => StoreError::Schema(format!("migration {} refers to a missing table", migration.name)),
+            StoreError::NotMigrated => {
+                StoreError::Schema(format!("migration {} refers to a missing table", migration.name))
+            }
             other => other,
         })?;
         tx.execute(

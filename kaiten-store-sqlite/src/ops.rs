@@ -12,7 +12,9 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{backend, corrupt, db_err};
-use crate::sql::{fmt_time, from_sqlite, id_list, parse_time, read_opt_time, read_time, same_json, table_sql, to_sqlite};
+use crate::sql::{
+    fmt_time, from_sqlite, id_list, parse_time, read_opt_time, read_time, same_json, table_sql, to_sqlite, update_sql,
+};
 
 /// The name of the lock row in `sync_lock`.
 const LOCK_NAME: &str = "sync";
@@ -66,7 +68,14 @@ impl PreparedPage {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let card_tags = if kind == EntityKind::Cards { page.batch.card_tags() } else { Vec::new() };
-        Ok(Self { kind, rows, card_tags, sweep: page.sweep, state: page.state.clone(), synced_at: fmt_time(&page.synced_at) })
+        Ok(Self {
+            kind,
+            rows,
+            card_tags,
+            sweep: page.sweep,
+            state: page.state.clone(),
+            synced_at: fmt_time(&page.synced_at),
+        })
     }
 }
 
@@ -77,22 +86,6 @@ struct Existing {
     raw: String,
     deleted: bool,
     seen_sweep: Option<i64>,
-}
-
-/// Whether an incoming row should replace a stored one: not older by `updated`, then `version`.
-/// The same rule as `kaiten_sync::memory` (the reference implementation).
-fn incoming_is_not_older(
-    stored_updated: Option<DateTime<Utc>>,
-    stored_version: Option<i64>,
-    updated: Option<DateTime<Utc>>,
-    version: Option<i64>,
-) -> bool {
-    match (stored_updated, updated) {
-        (Some(s), Some(i)) if i < s => return false,
-        (Some(s), Some(i)) if i > s => return true,
-        _ => {}
-    }
-    !matches!((stored_version, version), (Some(s), Some(i)) if i < s)
 }
 
 /// Writes a page in one IMMEDIATE transaction.
@@ -127,38 +120,81 @@ pub(crate) fn apply_page(conn: &mut Connection, page: PreparedPage) -> Result<Pa
         }
     }
 
-    let mut written: HashSet<i64> = HashSet::new();
+    // Decide, like the memory store: new rows are inserted; stored rows are rewritten only when
+    // they changed and the incoming record is not older; every row of a sweep is marked seen.
+    let mut inserts: Vec<&PreparedRow> = Vec::new();
+    let mut updates: Vec<&PreparedRow> = Vec::new();
     let mut to_mark_seen: Vec<i64> = Vec::new();
-    {
-        let mut upsert = tx.prepare_cached(&sql.upsert).map_err(db_err)?;
-        let sweep = page.sweep.map_or(Value::Null, Value::Integer);
-        let synced_at = Value::Text(page.synced_at.clone());
-        let n = page.kind.table().columns.len();
-        for row in &page.rows {
-            match existing.get(&row.id) {
-                None => outcome.inserted += 1,
-                Some(ex) => {
-                    let changed = ex.deleted != row.deleted || !same_json(&ex.raw, &row.raw);
-                    if !(changed && incoming_is_not_older(ex.updated, ex.version, row.updated, row.version)) {
-                        outcome.unchanged += 1;
-                        if page.sweep.is_some() && ex.seen_sweep != page.sweep {
-                            to_mark_seen.push(row.id);
-                        }
-                        continue;
-                    }
-                    outcome.updated += 1;
+    for row in &page.rows {
+        match existing.get(&row.id) {
+            None => inserts.push(row),
+            Some(ex) => {
+                let changed = ex.deleted != row.deleted || !same_json(&ex.raw, &row.raw);
+                if changed
+                    && kaiten_sync::store::incoming_is_not_older(ex.updated, ex.version, row.updated, row.version)
+                {
+                    updates.push(row);
+                } else if page.sweep.is_some() && ex.seen_sweep != page.sweep {
+                    to_mark_seen.push(row.id);
                 }
             }
-            written.insert(row.id);
-            upsert.raw_bind_parameter(1, row.id).map_err(db_err)?;
+        }
+    }
+    outcome.inserted = inserts.len() as u64;
+    outcome.updated = updates.len() as u64;
+    outcome.unchanged = (page.rows.len() - inserts.len() - updates.len()) as u64;
+
+    let n = page.kind.table().columns.len();
+    let sweep = page.sweep.map_or(Value::Null, Value::Integer);
+    let synced_at = Value::Text(page.synced_at.clone());
+    if !inserts.is_empty() {
+        // The generic upsert; its ON CONFLICT branch never fires here (the rows were just looked
+        // up under the write lock) but keeps the statement right on its own.
+        let mut insert = tx.prepare_cached(&sql.upsert).map_err(db_err)?;
+        for row in &inserts {
+            insert.raw_bind_parameter(1, row.id).map_err(db_err)?;
             for (i, value) in row.values.iter().enumerate() {
-                upsert.raw_bind_parameter(i + 2, value).map_err(db_err)?;
+                insert.raw_bind_parameter(i + 2, value).map_err(db_err)?;
             }
-            upsert.raw_bind_parameter(n + 2, &row.raw).map_err(db_err)?;
-            upsert.raw_bind_parameter(n + 3, &synced_at).map_err(db_err)?;
-            upsert.raw_bind_parameter(n + 4, if row.deleted { &synced_at } else { &Value::Null }).map_err(db_err)?;
-            upsert.raw_bind_parameter(n + 5, &sweep).map_err(db_err)?;
-            upsert.raw_execute().map_err(db_err)?;
+            insert.raw_bind_parameter(n + 2, &row.raw).map_err(db_err)?;
+            insert.raw_bind_parameter(n + 3, &synced_at).map_err(db_err)?;
+            insert.raw_bind_parameter(n + 4, if row.deleted { &synced_at } else { &Value::Null }).map_err(db_err)?;
+            insert.raw_bind_parameter(n + 5, &sweep).map_err(db_err)?;
+            insert.raw_execute().map_err(db_err)?;
+        }
+    }
+    if !updates.is_empty() {
+        // Set only the typed columns that changed (see `update_sql`): read the stored values first.
+        let mut old: HashMap<i64, Vec<Value>> = HashMap::with_capacity(updates.len());
+        {
+            let mut stmt = tx.prepare_cached(&sql.old_values).map_err(db_err)?;
+            let mut rows = stmt.query([id_list(updates.iter().map(|r| r.id))]).map_err(db_err)?;
+            while let Some(row) = rows.next().map_err(db_err)? {
+                let values = (1..=n).map(|i| row.get::<_, Value>(i)).collect::<Result<Vec<_>, _>>().map_err(db_err)?;
+                old.insert(row.get(0).map_err(db_err)?, values);
+            }
+        }
+        let mut statements: HashMap<Vec<usize>, String> = HashMap::new();
+        for row in &updates {
+            let changed: Vec<usize> = match old.get(&row.id) {
+                Some(stored) => (0..n).filter(|&i| stored[i] != row.values[i]).collect(),
+                None => (0..n).collect(),
+            };
+            if !statements.contains_key(&changed) {
+                statements.insert(changed.clone(), update_sql(page.kind, &changed));
+            }
+            let mut update = tx.prepare_cached(&statements[&changed]).map_err(db_err)?;
+            update.raw_bind_parameter(1, row.id).map_err(db_err)?;
+            let mut p = 2;
+            for &i in &changed {
+                update.raw_bind_parameter(p, &row.values[i]).map_err(db_err)?;
+                p += 1;
+            }
+            update.raw_bind_parameter(p, &row.raw).map_err(db_err)?;
+            update.raw_bind_parameter(p + 1, &synced_at).map_err(db_err)?;
+            update.raw_bind_parameter(p + 2, if row.deleted { &synced_at } else { &Value::Null }).map_err(db_err)?;
+            update.raw_bind_parameter(p + 3, &sweep).map_err(db_err)?;
+            update.raw_execute().map_err(db_err)?;
         }
     }
 
@@ -168,15 +204,45 @@ pub(crate) fn apply_page(conn: &mut Connection, page: PreparedPage) -> Result<Pa
             .map_err(db_err)?;
     }
 
-    if page.kind == EntityKind::Cards && !written.is_empty() {
-        // Links follow the card row: replaced only where the card itself was written.
-        tx.prepare_cached("DELETE FROM card_tags WHERE card_id IN (SELECT value FROM json_each(?1))")
-            .and_then(|mut s| s.execute([id_list(written.iter().copied())]))
-            .map_err(db_err)?;
-        let mut insert =
-            tx.prepare_cached("INSERT OR IGNORE INTO card_tags (card_id, tag_id) VALUES (?1, ?2)").map_err(db_err)?;
-        for (card, tag) in page.card_tags.iter().filter(|(card, _)| written.contains(card)) {
-            insert.execute([card, tag]).map_err(db_err)?;
+    if page.kind == EntityKind::Cards && !(inserts.is_empty() && updates.is_empty()) {
+        // Links follow the card row: replaced only where the card itself was written. For updated
+        // cards, only the difference is written (tags rarely change when a card is edited).
+        let written: HashSet<i64> = inserts.iter().chain(&updates).map(|r| r.id).collect();
+        let mut wanted: HashSet<(i64, i64)> =
+            page.card_tags.iter().copied().filter(|(card, _)| written.contains(card)).collect();
+        if !updates.is_empty() {
+            let mut stale: Vec<(i64, i64)> = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT card_id, tag_id FROM card_tags WHERE card_id IN (SELECT value FROM json_each(?1))",
+                    )
+                    .map_err(db_err)?;
+                let mut rows = stmt.query([id_list(updates.iter().map(|r| r.id))]).map_err(db_err)?;
+                while let Some(row) = rows.next().map_err(db_err)? {
+                    let link: (i64, i64) = (row.get(0).map_err(db_err)?, row.get(1).map_err(db_err)?);
+                    if !wanted.remove(&link) {
+                        stale.push(link);
+                    }
+                }
+            }
+            if !stale.is_empty() {
+                let mut delete =
+                    tx.prepare_cached("DELETE FROM card_tags WHERE card_id = ?1 AND tag_id = ?2").map_err(db_err)?;
+                for (card, tag) in &stale {
+                    delete.execute([card, tag]).map_err(db_err)?;
+                }
+            }
+        }
+        if !wanted.is_empty() {
+            let mut wanted: Vec<(i64, i64)> = wanted.into_iter().collect();
+            wanted.sort_unstable();
+            let mut insert = tx
+                .prepare_cached("INSERT OR IGNORE INTO card_tags (card_id, tag_id) VALUES (?1, ?2)")
+                .map_err(db_err)?;
+            for (card, tag) in &wanted {
+                insert.execute([card, tag]).map_err(db_err)?;
+            }
         }
     }
 
@@ -201,7 +267,12 @@ pub(crate) fn unseen(conn: &Connection, kind: EntityKind, sweep: i64, scope: &Sc
     }
 }
 
-pub(crate) fn mark_deleted(conn: &Connection, kind: EntityKind, ids: &[i64], at: DateTime<Utc>) -> Result<u64, StoreError> {
+pub(crate) fn mark_deleted(
+    conn: &Connection,
+    kind: EntityKind,
+    ids: &[i64],
+    at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
     if ids.is_empty() {
         return Ok(0);
     }
@@ -278,9 +349,8 @@ fn read_state(row: &rusqlite::Row<'_>) -> Result<Option<EntityState>, StoreError
 }
 
 pub(crate) fn entity_state(conn: &Connection, kind: EntityKind) -> Result<EntityState, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(&format!("SELECT {STATE_COLUMNS} FROM sync_metadata WHERE entity = ?1"))
-        .map_err(db_err)?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {STATE_COLUMNS} FROM sync_metadata WHERE entity = ?1")).map_err(db_err)?;
     let mut rows = stmt.query([kind.as_str()]).map_err(db_err)?;
     match rows.next().map_err(db_err)? {
         Some(row) => Ok(read_state(row)?.unwrap_or_else(|| EntityState::new(kind))),
@@ -399,7 +469,11 @@ pub(crate) fn update_run(conn: &Connection, run: &RunRecord) -> Result<(), Store
 
 pub(crate) fn interrupt_running_runs(conn: &Connection, keep: i64, reason: &str) -> Result<u64, StoreError> {
     let n = conn
-        .prepare_cached("UPDATE sync_logs SET status = 'interrupted', error = ?2 WHERE status = 'running' AND id <> ?1")
+        // Webhook runs do not take the lock and may be in flight: they are left alone.
+        .prepare_cached(
+            "UPDATE sync_logs SET status = 'interrupted', error = ?2
+             WHERE status = 'running' AND id <> ?1 AND kind <> 'webhook'",
+        )
         .and_then(|mut s| s.execute(params![keep, reason]))
         .map_err(db_err)?;
     Ok(n as u64)
@@ -425,7 +499,8 @@ pub(crate) fn recent_runs(conn: &Connection, limit: usize) -> Result<Vec<RunReco
         let retries: i64 = row.get(8).map_err(db_err)?;
         runs.push(RunRecord {
             id,
-            kind: RunKind::parse(&kind).ok_or_else(|| corrupt(format!("{} holds unknown kind {kind:?}", what("kind"))))?,
+            kind: RunKind::parse(&kind)
+                .ok_or_else(|| corrupt(format!("{} holds unknown kind {kind:?}", what("kind"))))?,
             entities: entities
                 .split(',')
                 .map(str::trim)
@@ -519,6 +594,7 @@ pub(crate) fn heartbeat_lock(conn: &Connection, holder: &str) -> Result<(), Stor
 }
 
 pub(crate) fn release_lock(conn: &Connection, holder: &str) -> Result<(), StoreError> {
-    conn.execute("DELETE FROM sync_lock WHERE name = ?1 AND holder = ?2", params![LOCK_NAME, holder]).map_err(db_err)?;
+    conn.execute("DELETE FROM sync_lock WHERE name = ?1 AND holder = ?2", params![LOCK_NAME, holder])
+        .map_err(db_err)?;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The SQLite store passes the Store conformance suite (a fresh migrated file per test).
+//! The SQLite store passes the Store conformance suite and the engine scenarios (a fresh migrated
+//! file per test).
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -27,3 +28,15 @@ async fn make_store() -> TestStore {
 }
 
 kaiten_sync::store_conformance_tests!(make_store);
+
+/// A shared store for the engine scenarios, and the directory that keeps its file.
+async fn make_shared_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let TestStore { store, _dir } = make_store().await;
+    (store, _dir)
+}
+
+/// The engine's end-to-end scenarios against the simulator, on SQLite.
+mod engine {
+    use super::make_shared_store;
+    kaiten_sync::engine_conformance_tests!(make_shared_store);
+}

@@ -85,7 +85,10 @@ async fn migrate_twice_and_refuse_a_newer_schema() {
     let newer = latest_version() + 41;
     store
         .with_connection(move |c| {
-            c.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, '2030-01-01T00:00:00.000Z')", [newer])
+            c.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, '2030-01-01T00:00:00.000Z')",
+                [newer],
+            )
         })
         .await
         .unwrap();
@@ -147,8 +150,7 @@ async fn wal_is_on_and_typed_columns_are_queryable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.db");
     let store = migrated(&path).await;
-    let mode: String =
-        store.with_connection(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0))).await.unwrap();
+    let mode: String = store.with_connection(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0))).await.unwrap();
     assert_eq!(mode, "wal");
     let fk: i64 = store.with_connection(|c| c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))).await.unwrap();
     assert_eq!(fk, 0);
@@ -318,4 +320,79 @@ async fn large_id_lists_are_one_statement() {
     assert_eq!(store.mark_deleted(EntityKind::Cards, &ids, Utc::now()).await.unwrap(), 3000);
     // Scope on a table without a parent column matches nothing, like the memory store.
     assert!(store.unseen(EntityKind::Users, 1, &Scope::Parents(vec![1])).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn updates_write_changed_columns_and_keep_indexes_consistent() {
+    let store = SqliteStore::in_memory().unwrap();
+    store.migrate().await.unwrap();
+    store.apply_page(&page(Batch::Cards(fixtures::cards(1, 50, 10, 100)))).await.unwrap();
+    // Move some cards, rename others, delete one, and clear a JSON column.
+    let mut changed = Vec::new();
+    for id in 1..=50 {
+        let mut j = fixtures::card_json(id, 10, 200, 2);
+        match id % 4 {
+            0 => j["column_id"] = serde_json::json!(4242),
+            1 => j["title"] = serde_json::json!(format!("renamed {id}")),
+            2 => j["properties"] = serde_json::json!({}),
+            _ => j["condition"] = serde_json::json!(3),
+        }
+        changed.push(<kaiten_sync::kaiten_client::Card as kaiten_sync::kaiten_client::Record>::from_value(j).unwrap());
+    }
+    let batch = Batch::Cards(changed);
+    let outcome = store.apply_page(&page(batch.clone())).await.unwrap();
+    assert_eq!(outcome.updated, 50);
+    for row in batch.rows() {
+        let stored = store.get(EntityKind::Cards, row.id).await.unwrap().unwrap();
+        assert_eq!(stored.values, row.values, "card {}", row.id);
+        assert_eq!(&stored.raw, row.raw);
+        assert_eq!(stored.deleted_at.is_some(), row.deleted);
+    }
+    let (check, moved, deleted): (String, i64, i64) = store
+        .with_connection(|c| {
+            Ok((
+                c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?,
+                c.query_row("SELECT count(*) FROM cards INDEXED BY cards_column_id WHERE column_id = 4242", [], |r| {
+                    r.get(0)
+                })?,
+                c.query_row("SELECT count(*) FROM cards WHERE deleted_at IS NOT NULL", [], |r| r.get(0))?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!((check.as_str(), moved, deleted), ("ok", 12, 12));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_opening_and_migrating_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("race.db");
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await.unwrap()?;
+            store.migrate().await?;
+            Ok::<_, StoreError>(Arc::new(store))
+        }));
+    }
+    let mut stores: Vec<Arc<SqliteStore>> = Vec::new();
+    for task in tasks {
+        stores.push(task.await.unwrap().expect("open and migrate"));
+    }
+    assert_eq!(stores[0].schema_version().await.unwrap(), Some(latest_version()));
+
+    // Many pages at once through several handles: all committed, none lost.
+    let mut writes = Vec::new();
+    for (i, store) in stores.iter().cycle().take(16).enumerate() {
+        let store: Arc<dyn Store> = store.clone();
+        writes.push(tokio::spawn(async move {
+            let first = 1 + i as i64 * 50;
+            store.apply_page(&page(Batch::Cards(fixtures::cards(first, 50, 10, 100)))).await
+        }));
+    }
+    for write in writes {
+        assert_eq!(write.await.unwrap().unwrap().inserted, 50);
+    }
+    assert_eq!(stores[3].ids(EntityKind::Cards, false).await.unwrap().len(), 800);
 }

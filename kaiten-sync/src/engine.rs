@@ -16,7 +16,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::error::SyncError;
 use crate::progress::{ProgressEvent, ProgressSink};
 use crate::schema::EntityKind;
-use crate::store::{Batch, EntityState, EntityStats, LockAttempt, Page, RunKind, RunRecord, RunStatus, Scope, Store};
+use crate::store::{
+    now_millis, Batch, EntityState, EntityStats, LockAttempt, Page, RunKind, RunRecord, RunStatus, Scope, Store,
+};
 
 /// How a run lists records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -442,7 +444,7 @@ impl SyncEngine {
         started: Instant,
     ) -> Result<SyncReport, SyncError> {
         let stats_before = self.client.stats();
-        let mut record = RunRecord::start(kind, entities.clone(), selection.scope_text(), Utc::now());
+        let mut record = RunRecord::start(kind, entities.clone(), selection.scope_text(), now_millis());
         record.id = self.store.start_run(&record).await?;
         let interrupted = self
             .store
@@ -481,7 +483,7 @@ impl SyncEngine {
         let mut record = run.record;
         record.api_requests = self.client.stats().requests - stats_before.requests;
         record.retries = self.client.stats().retries - stats_before.retries;
-        record.finished_at = Some(Utc::now());
+        record.finished_at = Some(now_millis());
         record.status = if outcome.is_ok() { RunStatus::Succeeded } else { RunStatus::Failed };
         record.error = outcome.as_ref().err().map(|e| e.to_string());
         if let Err(e) = self.store.update_run(&record).await {
@@ -579,7 +581,7 @@ impl Run<'_> {
     }
 
     fn new_state(&self, mut state: EntityState, cursor: Option<DateTime<Utc>>) -> EntityState {
-        let now = Utc::now();
+        let now = now_millis();
         state.cursor = state.cursor.max(cursor);
         match self.mode {
             Mode::Full => state.last_full_sync_at = Some(now),
@@ -596,7 +598,7 @@ impl Run<'_> {
         let listed: HashSet<i64> = batch.ids().into_iter().collect();
         let fetched = batch.len();
         for chunk in split_batch(batch, 500) {
-            let page = Page { sweep: None, state: None, synced_at: Utc::now(), batch: chunk };
+            let page = Page { sweep: None, state: None, synced_at: now_millis(), batch: chunk };
             let outcome = self.store().apply_page(&page).await?;
             self.stats(kind).add_page(page.batch.len(), outcome);
         }
@@ -609,7 +611,7 @@ impl Run<'_> {
             let stored = self.store().unseen(kind, NO_SWEEP, &scope).await?;
             let gone: Vec<i64> = stored.into_iter().filter(|id| !listed.contains(id)).collect();
             if !gone.is_empty() {
-                let deleted = self.store().mark_deleted(kind, &gone, Utc::now()).await?;
+                let deleted = self.store().mark_deleted(kind, &gone, now_millis()).await?;
                 info!(kind = kind.as_str(), deleted, "marked records missing from a complete listing as deleted");
                 self.stats(kind).deleted += deleted;
             }
@@ -641,7 +643,7 @@ impl Run<'_> {
         if unseen.is_empty() {
             return Ok(());
         }
-        let deleted = self.store().mark_deleted(kind, &unseen, Utc::now()).await?;
+        let deleted = self.store().mark_deleted(kind, &unseen, now_millis()).await?;
         info!(kind = kind.as_str(), deleted, "marked records missing from a complete listing as deleted");
         self.stats(kind).deleted += deleted;
         Ok(())
@@ -677,7 +679,7 @@ impl Run<'_> {
         let kind = batch.kind();
         let cursor = batch.rows().iter().filter_map(|r| r.updated).max();
         let fetched = batch.len();
-        let page = Page { sweep: None, state: None, synced_at: Utc::now(), batch };
+        let page = Page { sweep: None, state: None, synced_at: now_millis(), batch };
         let outcome = self.store().apply_page(&page).await?;
         self.stats(kind).add_page(fetched, outcome);
         let state = self.store().entity_state(kind).await?;
@@ -923,7 +925,7 @@ impl Run<'_> {
             Mode::Incremental => self.since(state.cursor),
         };
         let max_age = chrono::Duration::from_std(self.engine.options.max_resume_age).unwrap_or(chrono::Duration::MAX);
-        let fresh = |r: &CardResume| r.began.is_some_and(|b| Utc::now() - b <= max_age);
+        let fresh = |r: &CardResume| r.began.is_some_and(|b| now_millis() - b <= max_age);
         let mut current = match resume.slot(self.mode).take() {
             Some(r) if r.scope == scope_key && r.walk < walks.len() && fresh(&r) => {
                 info!(walk = r.walk, offset = r.pos.offset, "resuming the card listing where the last run stopped");
@@ -936,7 +938,7 @@ impl Run<'_> {
                 pos: WalkPos { after: since, offset: 0, offset_only: false },
                 max_updated: None,
                 scope: scope_key,
-                began: Some(Utc::now()),
+                began: Some(now_millis()),
             },
         };
         let page_size = self.engine.options.page_size.clamp(1, KaitenClient::CARDS_PAGE_MAX);
@@ -969,7 +971,7 @@ impl Run<'_> {
                 batch: Batch::Cards(cards),
                 sweep: current.sweep,
                 state: Some(page_state.clone()),
-                synced_at: Utc::now(),
+                synced_at: now_millis(),
             };
             // Fetch the next page while this one is written.
             let following = (!finished).then(|| self.fetch_cards(&walks[after.walk], after.pos, page_size));
@@ -1018,7 +1020,7 @@ impl Run<'_> {
         debug!(cards = found.len(), "cards missing from the scoped listing still exist (moved); storing them");
         let fetched = found.len();
         let cards = self.prepare_cards(found).await?;
-        let page = Page { batch: Batch::Cards(cards), sweep: Some(sweep), state: None, synced_at: Utc::now() };
+        let page = Page { batch: Batch::Cards(cards), sweep: Some(sweep), state: None, synced_at: now_millis() };
         let outcome = self.store().apply_page(&page).await?;
         self.stats(kind).add_page(fetched, outcome);
         Ok(())
@@ -1124,7 +1126,7 @@ impl Run<'_> {
     async fn write_placeholders(&mut self, batch: Batch) -> Result<(), SyncError> {
         let kind = batch.kind();
         self.known.entry(kind).or_default().extend(batch.ids());
-        let page = Page { batch, sweep: None, state: None, synced_at: Utc::now() };
+        let page = Page { batch, sweep: None, state: None, synced_at: now_millis() };
         let outcome = self.store().apply_page(&page).await?;
         self.stats(kind).inserted += outcome.inserted;
         Ok(())
@@ -1152,7 +1154,7 @@ impl Run<'_> {
             }
         }
         if !spaces_written.is_empty() {
-            let page = Page { batch: Batch::Spaces(spaces_written), sweep: None, state: None, synced_at: Utc::now() };
+            let page = Page { batch: Batch::Spaces(spaces_written), sweep: None, state: None, synced_at: now_millis() };
             let outcome = self.store().apply_page(&page).await?;
             self.stats(EntityKind::Spaces).inserted += outcome.inserted;
         }

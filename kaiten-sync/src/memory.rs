@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 
 use crate::schema::{EntityKind, SqlValue};
 use crate::store::{
-    EntityState, LockAttempt, LockInfo, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store, StoreError,
-    StoredRecord, TableCount,
+    incoming_is_not_older, EntityState, LockAttempt, LockInfo, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope,
+    Store, StoreError, StoredRecord, TableCount,
 };
 
 #[derive(Debug, Clone)]
@@ -50,21 +50,6 @@ impl MemoryStore {
     pub fn fail_after_pages(&self, pages: Option<usize>) {
         self.inner.lock().unwrap().fail_after_pages = pages;
     }
-}
-
-/// Whether an incoming row should replace a stored one: not older by `updated`, then `version`.
-pub(crate) fn incoming_is_not_older(
-    stored_updated: Option<DateTime<Utc>>,
-    stored_version: Option<i64>,
-    updated: Option<DateTime<Utc>>,
-    version: Option<i64>,
-) -> bool {
-    match (stored_updated, updated) {
-        (Some(s), Some(i)) if i < s => return false,
-        (Some(s), Some(i)) if i > s => return true,
-        _ => {}
-    }
-    !matches!((stored_version, version), (Some(s), Some(i)) if i < s)
 }
 
 fn scope_value(kind: EntityKind, values: &[SqlValue]) -> Option<i64> {

@@ -125,6 +125,29 @@ fn dedup_last(rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
     rows.into_iter().enumerate().filter(|(i, r)| last_index[&r.id] == *i).map(|(_, r)| r).collect()
 }
 
+/// The "newer wins" rule every store applies: whether an incoming record may replace the stored
+/// one. It may unless it is older by `updated`, or, at equal (or unknown) `updated`, by `version`.
+pub fn incoming_is_not_older(
+    stored_updated: Option<DateTime<Utc>>,
+    stored_version: Option<i64>,
+    updated: Option<DateTime<Utc>>,
+    version: Option<i64>,
+) -> bool {
+    match (stored_updated, updated) {
+        (Some(s), Some(i)) if i < s => return false,
+        (Some(s), Some(i)) if i > s => return true,
+        _ => {}
+    }
+    !matches!((stored_version, version), (Some(s), Some(i)) if i < s)
+}
+
+/// The current time at millisecond precision, as the engine stamps `synced_at` and run times, so
+/// every backend stores and reads back the same value.
+pub fn now_millis() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
 /// Per-entity sync state (`sync_metadata`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntityState {

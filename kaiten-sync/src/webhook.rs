@@ -58,7 +58,6 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use chrono::Utc;
 use hmac::{Hmac, Mac};
 use kaiten_client::{Board, Card, Column, KaitenClient, Lane, Record, Secret, Space, Tag};
 use serde_json::{json, Map, Value};
@@ -66,7 +65,9 @@ use sha2::Sha256;
 use tracing::{info, warn};
 
 use crate::schema::{EntityKind, SqlValue};
-use crate::store::{Batch, EntityStats, Page, PageOutcome, RunKind, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{
+    now_millis, Batch, EntityStats, Page, PageOutcome, RunKind, RunRecord, RunStatus, Store, StoreError,
+};
 
 /// Compares two byte strings in time that depends only on the length of `presented`, never on
 /// where the contents differ: every byte is xor-folded into one accumulator, with no early exit.
@@ -428,13 +429,13 @@ impl WebhookHandler {
             let ellipsis = if short.len() < title.len() { "…" } else { "" };
             scope.push_str(&format!(" \"{short}{ellipsis}\""));
         }
-        let mut run = RunRecord::start(RunKind::Webhook, vec![kind], Some(scope), Utc::now());
+        let mut run = RunRecord::start(RunKind::Webhook, vec![kind], Some(scope), now_millis());
         run.id = self.inner.store.start_run(&run).await?;
         let mut apply =
             Apply { client: &self.inner.client, store: &*self.inner.store, run, refreshed: BTreeSet::new() };
         let result = apply.event(kind, action, event.record).await;
         let mut run = apply.run;
-        run.finished_at = Some(Utc::now());
+        run.finished_at = Some(now_millis());
         run.entities = run.stats.keys().copied().collect();
         if !run.entities.contains(&kind) {
             run.entities.push(kind);
@@ -571,7 +572,7 @@ impl Apply<'_> {
     /// Writes the delivery's page and counts it as the kind's one fetched record.
     async fn write(&mut self, batch: Batch) -> Result<PageOutcome, WebhookError> {
         let kind = batch.kind();
-        let page = Page { batch, sweep: None, state: None, synced_at: Utc::now() };
+        let page = Page { batch, sweep: None, state: None, synced_at: now_millis() };
         let outcome = self.store.apply_page(&page).await?;
         self.stats(kind).add_page(1, outcome);
         Ok(outcome)
@@ -611,7 +612,7 @@ impl Apply<'_> {
         } else {
             self.stats(kind).fetched += 1;
         }
-        let deleted = self.store.mark_deleted(kind, &[id], Utc::now()).await?;
+        let deleted = self.store.mark_deleted(kind, &[id], now_millis()).await?;
         self.stats(kind).deleted += deleted;
         Ok(Written { applied: deleted > 0, stale: false })
     }
@@ -770,7 +771,7 @@ impl Apply<'_> {
     async fn write_parent(&mut self, batch: Batch) -> Result<(), WebhookError> {
         let kind = batch.kind();
         let fetched = batch.len();
-        let page = Page { batch, sweep: None, state: None, synced_at: Utc::now() };
+        let page = Page { batch, sweep: None, state: None, synced_at: now_millis() };
         let outcome = self.store.apply_page(&page).await?;
         self.stats(kind).add_page(fetched, outcome);
         Ok(())
