@@ -676,7 +676,8 @@ pub fn parse_list<T: Record>(value: Value) -> Result<Vec<T>, serde_json::Error> 
     }
 }
 
-pub(crate) fn json_kind(value: &Value) -> &'static str {
+/// What kind of JSON value this is, for error messages (`"an array"`, `"null"`, ...).
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -191,7 +191,7 @@ impl WebhookEvent {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| WebhookError::Malformed(format!("webhook body is not JSON: {e}")))?;
         let Value::Object(mut top) = value else {
-            return Err(WebhookError::Malformed(format!("webhook body is {}, not a JSON object", json_kind(&value))));
+            return Err(WebhookError::Malformed(format!("webhook body is {}, not a JSON object", kaiten_client::models::json_kind(&value))));
         };
         let name = match top.get("event") {
             Some(Value::String(name)) if !name.trim().is_empty() => name.trim().to_owned(),
@@ -199,7 +199,7 @@ impl WebhookEvent {
             Some(other) => {
                 return Err(WebhookError::Malformed(format!(
                     "webhook \"event\" is {}, expected a string such as \"card:update\"",
-                    json_kind(other)
+                    kaiten_client::models::json_kind(other)
                 )))
             }
             None => return Err(WebhookError::Malformed("webhook body has no \"event\" field".into())),
@@ -214,7 +214,7 @@ impl WebhookEvent {
             return Ok(Self { name, target: None, record: Value::Null });
         };
         let Value::Object(data) = data else {
-            return Err(WebhookError::Malformed(format!("{name} \"data\" is {}, not a JSON object", json_kind(&data))));
+            return Err(WebhookError::Malformed(format!("{name} \"data\" is {}, not a JSON object", kaiten_client::models::json_kind(&data))));
         };
         let (record, id_path) = build_record(data);
         match record.get("id") {
@@ -225,7 +225,7 @@ impl WebhookEvent {
             Some(other) => {
                 return Err(WebhookError::Malformed(format!(
                     "{name} has {id_path} as {}, not an integer",
-                    json_kind(other)
+                    kaiten_client::models::json_kind(other)
                 )))
             }
             None => return Err(WebhookError::Malformed(format!("{name} without {id_path}"))),
@@ -298,17 +298,6 @@ fn build_record(mut data: Map<String, Value>) -> (Map<String, Value>, &'static s
         }
         None if data.contains_key("changes") && !data.contains_key("id") => (data, "data.old.id"),
         None => (data, "data.id"),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
