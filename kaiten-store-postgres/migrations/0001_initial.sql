@@ -5,7 +5,9 @@
 -- `{schema}.schema_migrations`. Never edit a released migration: add a new file instead.
 --
 -- Entity tables mirror `kaiten_sync::schema::TABLES`: `id`, the typed columns in order, then
--- `raw` (the JSON as Kaiten sent it), `synced_at`, `deleted_at` and `seen_sweep`.
+-- `raw` (the JSON as Kaiten sent it), `synced_at`, `deleted_at`, `seen_sweep` (the full listing
+-- that last saw the row) and `raw_hash` (64 bits of SHA-256 of `raw` as serialized by the store:
+-- an unchanged record is recognised without parsing its JSON).
 -- Relationships (card -> board/column/lane, board -> space, column/lane -> board, subcolumn ->
 -- column, card_tags -> card) are foreign keys added by `migrate()` after the versioned migrations
 -- when `PgStoreOptions::foreign_keys` is on (the default); see `migrate::FOREIGN_KEYS`.
@@ -23,7 +25,8 @@ CREATE TABLE {schema}.spaces (
     raw               jsonb NOT NULL,
     synced_at         timestamptz NOT NULL,
     deleted_at        timestamptz,
-    seen_sweep        bigint
+    seen_sweep        bigint,
+    raw_hash          bigint
 );
 
 CREATE TABLE {schema}.users (
@@ -39,7 +42,8 @@ CREATE TABLE {schema}.users (
     raw         jsonb NOT NULL,
     synced_at   timestamptz NOT NULL,
     deleted_at  timestamptz,
-    seen_sweep  bigint
+    seen_sweep  bigint,
+    raw_hash          bigint
 );
 
 CREATE TABLE {schema}.card_types (
@@ -54,7 +58,8 @@ CREATE TABLE {schema}.card_types (
     raw         jsonb NOT NULL,
     synced_at   timestamptz NOT NULL,
     deleted_at  timestamptz,
-    seen_sweep  bigint
+    seen_sweep  bigint,
+    raw_hash          bigint
 );
 
 CREATE TABLE {schema}.tags (
@@ -68,7 +73,8 @@ CREATE TABLE {schema}.tags (
     raw         jsonb NOT NULL,
     synced_at   timestamptz NOT NULL,
     deleted_at  timestamptz,
-    seen_sweep  bigint
+    seen_sweep  bigint,
+    raw_hash          bigint
 );
 
 CREATE TABLE {schema}.property_definitions (
@@ -84,7 +90,8 @@ CREATE TABLE {schema}.property_definitions (
     raw          jsonb NOT NULL,
     synced_at    timestamptz NOT NULL,
     deleted_at   timestamptz,
-    seen_sweep   bigint
+    seen_sweep   bigint,
+    raw_hash          bigint
 );
 
 CREATE TABLE {schema}.property_select_values (
@@ -100,7 +107,8 @@ CREATE TABLE {schema}.property_select_values (
     raw                jsonb NOT NULL,
     synced_at          timestamptz NOT NULL,
     deleted_at         timestamptz,
-    seen_sweep         bigint
+    seen_sweep         bigint,
+    raw_hash          bigint
 );
 
 CREATE TABLE {schema}.boards (
@@ -117,7 +125,8 @@ CREATE TABLE {schema}.boards (
     raw         jsonb NOT NULL,
     synced_at   timestamptz NOT NULL,
     deleted_at  timestamptz,
-    seen_sweep  bigint
+    seen_sweep  bigint,
+    raw_hash          bigint
 );
 
 CREATE TABLE {schema}.columns (
@@ -135,7 +144,8 @@ CREATE TABLE {schema}.columns (
     raw              jsonb NOT NULL,
     synced_at        timestamptz NOT NULL,
     deleted_at       timestamptz,
-    seen_sweep       bigint
+    seen_sweep       bigint,
+    raw_hash          bigint
 );
 
 CREATE TABLE {schema}.lanes (
@@ -152,7 +162,8 @@ CREATE TABLE {schema}.lanes (
     raw         jsonb NOT NULL,
     synced_at   timestamptz NOT NULL,
     deleted_at  timestamptz,
-    seen_sweep  bigint
+    seen_sweep  bigint,
+    raw_hash          bigint
 );
 
 CREATE TABLE {schema}.cards (
@@ -184,7 +195,8 @@ CREATE TABLE {schema}.cards (
     raw           jsonb NOT NULL,
     synced_at     timestamptz NOT NULL,
     deleted_at    timestamptz,
-    seen_sweep    bigint
+    seen_sweep    bigint,
+    raw_hash          bigint
 );
 
 -- What people query: parents, owner, type, recency, and live rows.

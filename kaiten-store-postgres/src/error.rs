@@ -347,8 +347,10 @@ mod tests {
     fn redacts_passwords_in_urls() {
         assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("postgres://h/db?user=u&password=secret&sslmode=require"),
-            "postgres://h/db?user=u&password=***&sslmode=require");
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=secret&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
         assert_eq!(redact_url("postgres://u:p%40ss@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("postgres://u:a@b@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("not a url password=x"), "not a url password=***");

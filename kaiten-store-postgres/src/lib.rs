@@ -1,45 +1,55 @@
-//! A PostgreSQL [`Store`] for kaiten-sync, on sqlx: tables in schema `kaiten` by default,
-//! `jsonb` raw records, `timestamptz` times, migrations embedded in the crate.
+//! A PostgreSQL [`Store`](kaiten_sync::Store) for kaiten-sync, on sqlx: tables in schema `kaiten`
+//! by default, `jsonb` raw records, `timestamptz` times, migrations embedded in the crate.
 //!
 //! ```no_run
 //! use kaiten_store_postgres::{LockMode, PgStore, PgStoreOptions};
 //! use kaiten_sync::Store;
 //!
 //! # async fn run() -> Result<(), kaiten_sync::StoreError> {
-//! // Local or hosted Postgres (TLS: add `?sslmode=require` or `?sslmode=verify-full`).
-//! let store = PgStore::connect("postgres://kaiten@db.example.com/mirror?sslmode=verify-full").await?;
+//! // A direct connection, local or hosted (TLS with rustls: `sslmode=require`, or `verify-full`
+//! // with `sslrootcert=/path/to/ca.pem` to check the server's certificate and name).
+//! let store = PgStore::connect("postgres://kaiten:secret@db.example.com/mirror?sslmode=verify-full").await?;
 //! store.migrate().await?;
 //!
 //! // Behind a transaction-mode pooler (Supabase port 6543, PgBouncer): keep the statement cache
-//! // off (the default) and take the sync lock with a lock row instead of a session-level
-//! // advisory lock, which a pooler cannot keep.
+//! // off (the default: no named prepared statements) and take the sync lock with a lock row,
+//! // since a pooler cannot keep a session-level advisory lock.
 //! let pooled = PgStore::connect_with(PgStoreOptions {
 //!     lock_mode: LockMode::Table,
-//!     ..PgStoreOptions::new("postgres://postgres.ref:secret@aws-0-eu.pooler.supabase.com:6543/postgres")
+//!     ..PgStoreOptions::new("postgres://postgres.ref:secret@aws-0-eu-west-1.pooler.supabase.com:6543/postgres")
 //! })
 //! .await?;
 //! # let _ = pooled; Ok(()) }
 //! ```
 //!
-//! Then `SELECT id, title, synced_at FROM kaiten.cards ORDER BY synced_at DESC LIMIT 10;` works as
-//! written.
+//! Queries like `SELECT id, title, synced_at FROM kaiten.cards ORDER BY synced_at DESC LIMIT 10;`
+//! work as written. Each entity table has `id`, the typed columns of
+//! [`kaiten_sync::schema::TABLES`] in order, then `raw` (`jsonb`), `synced_at`, `deleted_at`,
+//! `seen_sweep` (deletion detection) and `raw_hash` (recognises unchanged records cheaply).
 //!
-//! How it keeps the [`Store`] contract:
-//! - [`Store::apply_page`] is one transaction with one `INSERT ... SELECT FROM UNNEST(typed arrays)
-//!   ON CONFLICT DO UPDATE ... WHERE changed AND not older` per page (statements are generated from
-//!   [`kaiten_sync::schema::TABLES`]), then at most one statement each for the deletion sweep, the
-//!   card tag links and the entity state.
-//! - Every operation runs in an explicit transaction, and with the statement cache off (default)
-//!   only unnamed statements are used, so a transaction-mode pooler can route it.
-//! - [`Store::migrate`] applies the embedded migrations in one transaction under
-//!   `pg_advisory_xact_lock`; a database migrated by a newer kaiten-sync is refused.
-//! - The sync lock is a session-level advisory lock on a dedicated connection
-//!   ([`LockMode::Advisory`], default): it disappears with the connection when a process dies. The
-//!   `sync_lock` row says who holds it. [`LockMode::Table`] uses that row as the lock (with
-//!   heartbeats and takeover after `stale_after`), for poolers.
-//! - Relationships the engine always satisfies (card → board, column, lane; subcolumn → column;
-//!   card tag link → card) are foreign keys, `DEFERRABLE INITIALLY DEFERRED`
-//!   ([`PgStoreOptions::foreign_keys`]).
+//! How it keeps the [`Store`](kaiten_sync::Store) contract:
+//! - [`apply_page`](kaiten_sync::Store::apply_page) is one transaction around one statement
+//!   generated from `TABLES`: the page travels as typed arrays (`UNNEST`), records whose stored
+//!   copy has the same hash are settled without parsing or locking them, the rest go through
+//!   `INSERT ... ON CONFLICT DO UPDATE ... WHERE changed AND not older`; the same statement marks the
+//!   sweep, replaces the tag links of the cards it wrote and writes the entity state. Page
+//!   transactions commit asynchronously by default ([`PgStoreOptions::async_commit`]).
+//! - Every operation runs in an explicit transaction and, with the statement cache off (default),
+//!   uses unnamed statements only, so a transaction-mode pooler can route it.
+//! - [`migrate`](kaiten_sync::Store::migrate) applies the embedded migrations ([`migrate`]) in one
+//!   transaction under `pg_advisory_xact_lock`; a database migrated by a newer kaiten-sync is
+//!   refused with [`StoreError::Schema`], and a schema never migrated makes every other method
+//!   fail with [`StoreError::NotMigrated`].
+//! - The sync lock ([`LockMode::Advisory`], default) is a session-level advisory lock on a
+//!   dedicated connection: it disappears with the connection when a process dies, and a holder
+//!   whose heartbeat is older than `stale_after` has its session ended and the lock taken over.
+//!   The `sync_lock` row says who holds it. [`LockMode::Table`] makes that row the lock, for
+//!   poolers.
+//! - Relationships the engine always satisfies (card → board, column, lane; subcolumn → column)
+//!   are foreign keys, `DEFERRABLE INITIALLY DEFERRED` ([`PgStoreOptions::foreign_keys`]).
+//! - Errors name the problem (server unreachable, authentication, missing database, TLS,
+//!   permissions, schema version) and never contain the password of the URL; `Debug` of the
+//!   store and of its options hides it too.
 
 mod error;
 mod lock;
@@ -71,7 +81,8 @@ pub enum LockMode {
     #[default]
     Advisory,
     /// A row in `sync_lock` with a heartbeat, taken over when its holder has not refreshed it for
-    /// `stale_after`. Works through any pooler.
+    /// `stale_after`. Works through any pooler. Every process syncing into one schema must use
+    /// the same mode.
     Table,
 }
 
@@ -96,13 +107,20 @@ pub struct PgStoreOptions {
     /// How long to wait for the server when connecting (default 10 s).
     pub connect_timeout: Duration,
     /// Whether [`Store::migrate`](kaiten_sync::Store::migrate) makes the relationships real foreign
-    /// keys (default `true`): card → board, column, lane; subcolumn → column; card tag link → card
-    /// (see [`migrate::FOREIGN_KEYS`]). They are `DEFERRABLE INITIALLY DEFERRED`, so the
+    /// keys (default `true`): card → board, column, lane; subcolumn → column (see [`migrate::FOREIGN_KEYS`]). They are `DEFERRABLE INITIALLY DEFERRED`, so the
     /// order of writes inside a transaction does not matter, but a page whose parent is stored
     /// neither before nor in the same transaction is refused. The kaiten-sync engine always
     /// stores parents first (placeholders when Kaiten does not list them); turn this off when
     /// other code writes children without parents. `migrate` adds or drops the constraints to match.
     pub foreign_keys: bool,
+    /// Whether page transactions commit without waiting for the WAL flush (`SET LOCAL
+    /// synchronous_commit TO off`, default `true`). A page and its state still commit together
+    /// and in order; a crash of the *server* may lose the last fraction of a second of pages,
+    /// which the next run fetches again (the cursor is lost with them). Every other write (run
+    /// log, entity states, lock, migrations) is synchronous and flushes the pages before it, so a
+    /// run recorded as finished has all its pages on disk. Turn off to make each page durable on
+    /// its own (one WAL flush per page, a few milliseconds on typical disks).
+    pub async_commit: bool,
 }
 
 impl PgStoreOptions {
@@ -123,6 +141,7 @@ impl Default for PgStoreOptions {
             lock_mode: LockMode::Advisory,
             connect_timeout: Duration::from_secs(10),
             foreign_keys: true,
+            async_commit: true,
         }
     }
 }
@@ -137,6 +156,7 @@ impl fmt::Debug for PgStoreOptions {
             .field("lock_mode", &self.lock_mode)
             .field("connect_timeout", &self.connect_timeout)
             .field("foreign_keys", &self.foreign_keys)
+            .field("async_commit", &self.async_commit)
             .finish()
     }
 }
@@ -176,6 +196,7 @@ struct Inner {
     persistent: bool,
     lock_mode: LockMode,
     foreign_keys: bool,
+    async_commit: bool,
     lock_key: i64,
     migrate_key: i64,
     /// Dedicated connections holding the advisory lock, by holder.
@@ -247,14 +268,18 @@ impl PgStore {
                 })
             }
         }
+        // Connections are checked when they return to the pool; an idle one that broke since
+        // (server restart) fails at BEGIN, which `begin` retries on another connection.
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(timeout.max(Duration::from_secs(30)))
+            .test_before_acquire(false)
             .connect_lazy_with(connect_options);
         let settings = Settings {
             persistent: options.statement_cache_capacity > 0,
             lock_mode: options.lock_mode,
             foreign_keys: options.foreign_keys,
+            async_commit: options.async_commit,
         };
         Ok(Self::build(pool, options.schema, settings, Some(target), secrets))
     }
@@ -264,7 +289,8 @@ impl PgStore {
     /// and [`PgStore::with_foreign_keys`].
     pub fn from_pool(pool: PgPool, schema: &str) -> Result<PgStore, StoreError> {
         validate_schema_name(schema)?;
-        let settings = Settings { persistent: false, lock_mode: LockMode::Advisory, foreign_keys: true };
+        let settings =
+            Settings { persistent: false, lock_mode: LockMode::Advisory, foreign_keys: true, async_commit: true };
         Ok(Self::build(pool, schema.to_owned(), settings, None, Secrets::default()))
     }
 
@@ -286,10 +312,20 @@ impl PgStore {
         self.rebuild(|s| s.foreign_keys = foreign_keys)
     }
 
+    /// The same store with page commits waiting for the WAL flush or not (see
+    /// [`PgStoreOptions::async_commit`]).
+    pub fn with_async_commit(self, async_commit: bool) -> PgStore {
+        self.rebuild(|s| s.async_commit = async_commit)
+    }
+
     fn rebuild(self, change: impl FnOnce(&mut Settings)) -> PgStore {
         let inner = &self.inner;
-        let mut settings =
-            Settings { persistent: inner.persistent, lock_mode: inner.lock_mode, foreign_keys: inner.foreign_keys };
+        let mut settings = Settings {
+            persistent: inner.persistent,
+            lock_mode: inner.lock_mode,
+            foreign_keys: inner.foreign_keys,
+            async_commit: inner.async_commit,
+        };
         change(&mut settings);
         Self::build(inner.pool.clone(), inner.schema.clone(), settings, inner.url.clone(), inner.secrets.clone())
     }
@@ -307,6 +343,7 @@ impl PgStore {
                 persistent: settings.persistent,
                 lock_mode: settings.lock_mode,
                 foreign_keys: settings.foreign_keys,
+                async_commit: settings.async_commit,
                 lock_conns: tokio::sync::Mutex::new(HashMap::new()),
                 url,
                 secrets,
@@ -376,7 +413,56 @@ impl PgStore {
     }
 
     pub(crate) async fn begin(&self, what: &str) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.inner.pool.begin().await.map_err(|e| self.err(e, Ctx::new(what)))
+        self.begin_with(None).await.map_err(|e| self.err(e, Ctx::new(what)))
+    }
+
+    /// A pooled connection known to be alive (pinged), for the advisory lock's session.
+    pub(crate) async fn acquire_live(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, sqlx::Error> {
+        let attempts = self.inner.pool.options().get_max_connections() + 1;
+        let mut attempt = 1;
+        loop {
+            let mut conn = self.inner.pool.acquire().await?;
+            match conn.ping().await {
+                Ok(()) => return Ok(conn),
+                Err(e) if attempt < attempts && connection_lost(&e) => {
+                    conn.close_on_drop();
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Begins a transaction (with a custom `BEGIN` statement), retrying on another connection when
+    /// an idle pooled connection turns out to be broken: nothing has happened yet at that point.
+    pub(crate) async fn begin_with(
+        &self,
+        statement: Option<&'static str>,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let attempts = self.inner.pool.options().get_max_connections() + 1;
+        let mut attempt = 1;
+        loop {
+            let result = match statement {
+                Some(statement) => self.inner.pool.begin_with(statement).await,
+                None => self.inner.pool.begin().await,
+            };
+            match result {
+                Err(e) if attempt < attempts && connection_lost(&e) => {
+                    tracing::debug!(attempt, "a pooled connection was broken ({e}); trying another");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Whether an error says the connection is gone (closed socket, or the server ended the session:
+/// `57P01` admin shutdown, `57P02` crash, `08xxx` connection exceptions).
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        e => error::sqlstate(e).is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P02"),
     }
 }
 
@@ -385,6 +471,7 @@ struct Settings {
     persistent: bool,
     lock_mode: LockMode,
     foreign_keys: bool,
+    async_commit: bool,
 }
 
 /// A stable 64-bit key for an advisory lock (FNV-1a).

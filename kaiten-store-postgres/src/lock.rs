@@ -57,7 +57,11 @@ impl PgStore {
         self.query(&self.inner.sql.lock_row_write).bind(holder).execute(conn).await.map(|_| ())
     }
 
-    pub(crate) async fn try_lock_advisory(&self, holder: &str, stale_after: Duration) -> Result<LockAttempt, StoreError> {
+    pub(crate) async fn try_lock_advisory(
+        &self,
+        holder: &str,
+        stale_after: Duration,
+    ) -> Result<LockAttempt, StoreError> {
         let ctx = Ctx::new("take the sync lock");
         let mut held = self.inner.lock_conns.lock().await;
         if let Some(conn) = held.get_mut(holder) {
@@ -71,7 +75,7 @@ impl PgStore {
         }
         let mut last_info = None;
         for _ in 0..LOCK_ATTEMPTS {
-            let mut conn = self.inner.pool.acquire().await.map_err(|e| self.err(e, ctx))?;
+            let mut conn = self.acquire_live().await.map_err(|e| self.err(e, ctx))?;
             let got: bool = self
                 .query("SELECT pg_try_advisory_lock($1)")
                 .bind(self.inner.lock_key)
@@ -242,7 +246,11 @@ impl PgStore {
     pub(crate) async fn heartbeat_table(&self, holder: &str) -> Result<(), StoreError> {
         let ctx = Ctx::new("refresh the sync lock");
         let mut tx = self.begin(ctx.what).await?;
-        self.query(&self.inner.sql.lock_heartbeat).bind(holder).execute(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
+        self.query(&self.inner.sql.lock_heartbeat)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, ctx))?;
         tx.commit().await.map_err(|e| self.err(e, ctx))
     }
 

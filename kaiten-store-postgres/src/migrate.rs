@@ -1,12 +1,12 @@
 //! Embedded migrations and their runner.
 //!
 //! Each migration is a SQL file under `migrations/`, compiled into the crate, with `{schema}`
-//! standing for the (quoted) schema name. [`run`] applies the missing ones in one transaction
+//! standing for the (quoted) schema name. `migrate()` applies the missing ones in one transaction
 //! under `pg_advisory_xact_lock`, so two processes migrating at once take turns and a failure
 //! leaves nothing half-applied. Applied versions are recorded in `<schema>.schema_migrations`.
 
 use kaiten_sync::StoreError;
-use sqlx::{Executor, PgPool, Row};
+use sqlx::{Executor, Postgres, Row, Transaction};
 
 use crate::error::{query_error, Ctx, Secrets};
 use crate::sql::ident;
@@ -32,8 +32,9 @@ pub type ForeignKey = (&'static str, &'static str, &'static str, &'static str);
 /// The relationships [`PgStoreOptions::foreign_keys`](crate::PgStoreOptions::foreign_keys) turns
 /// into `DEFERRABLE INITIALLY DEFERRED` foreign keys (each referencing the parent's `id`): those
 /// the engine guarantees in every kind of run. A card's board, column and lane are fetched (or
-/// stored as placeholders) before the card; subcolumns follow their column in the same listing;
-/// tag links are written with their card.
+/// stored as placeholders) before the card; subcolumns follow their column in the same listing.
+/// (`card_tags` rows are written by the statement that writes their card: a constraint there
+/// would only cost time.)
 ///
 /// Not (yet) constraints: board → space and column/lane → board. A selective sync of boards (or
 /// of columns and lanes) writes them without their space (or board) when that parent was never
@@ -43,7 +44,6 @@ pub static FOREIGN_KEYS: &[ForeignKey] = &[
     ("cards_column_id_fkey", "cards", "column_id", "columns"),
     ("cards_lane_id_fkey", "cards", "lane_id", "lanes"),
     ("columns_parent_column_id_fkey", "columns", "parent_column_id", "columns"),
-    ("card_tags_card_id_fkey", "card_tags", "card_id", "cards"),
 ];
 
 /// The newest schema version this crate knows.
@@ -58,7 +58,7 @@ pub(crate) fn render(migration: &Migration, qschema: &str) -> String {
 
 /// Applies the missing migrations. `schema` is the bare (validated) name, `qschema` the quoted one.
 pub(crate) async fn run(
-    pool: &PgPool,
+    mut tx: Transaction<'static, Postgres>,
     schema: &str,
     qschema: &str,
     lock_key: i64,
@@ -67,7 +67,6 @@ pub(crate) async fn run(
     secrets: &Secrets,
 ) -> Result<(), StoreError> {
     let err = |what: &'static str| move |e: sqlx::Error| schema_error(e, what, schema, secrets);
-    let mut tx = pool.begin().await.map_err(err("begin the migration transaction"))?;
     // Serializes concurrent migrations of this schema; released at commit or rollback.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .persistent(persistent)
@@ -100,8 +99,7 @@ pub(crate) async fn run(
             "CREATE TABLE {qschema}.schema_migrations (version bigint PRIMARY KEY, description text NOT NULL, \
              applied_at timestamptz NOT NULL DEFAULT now())"
         );
-        (&mut *tx).execute(create.as_str()).await
-        .map_err(err("create schema_migrations"))?;
+        (&mut *tx).execute(create.as_str()).await.map_err(err("create schema_migrations"))?;
     }
     let current: i64 = sqlx::query(&format!("SELECT COALESCE(max(version), 0) FROM {qschema}.schema_migrations"))
         .persistent(persistent)
@@ -120,7 +118,12 @@ pub(crate) async fn run(
         tracing::info!(schema, version = migration.version, "applying migration: {}", migration.description);
         let sql = render(migration, qschema);
         (&mut *tx).execute(sql.as_str()).await.map_err(|e| {
-            schema_error(e, &format!("apply migration {} ({})", migration.version, migration.description), schema, secrets)
+            schema_error(
+                e,
+                &format!("apply migration {} ({})", migration.version, migration.description),
+                schema,
+                secrets,
+            )
         })?;
         sqlx::query(&format!("INSERT INTO {qschema}.schema_migrations (version, description) VALUES ($1, $2)"))
             .persistent(persistent)
@@ -156,10 +159,8 @@ pub(crate) async fn run(
                 p = ident(parent),
             );
             (&mut *tx).execute(add.as_str()).await.map_err(err("add a foreign key"))?;
-            let validate = format!(
-                "SAVEPOINT kaiten_fk; ALTER TABLE {qschema}.{t} VALIDATE CONSTRAINT {name}",
-                t = ident(table)
-            );
+            let validate =
+                format!("SAVEPOINT kaiten_fk; ALTER TABLE {qschema}.{t} VALIDATE CONSTRAINT {name}", t = ident(table));
             match (&mut *tx).execute(validate.as_str()).await {
                 Ok(_) => (&mut *tx).execute("RELEASE SAVEPOINT kaiten_fk").await,
                 Err(e) => {

@@ -23,8 +23,8 @@ pub(crate) fn ident(name: &str) -> String {
 /// Statements of one entity table.
 #[derive(Debug, Clone)]
 pub(crate) struct TableSql {
-    /// `$1` ids, `$2..` typed columns, then raw, deleted flags, synced_at, sweep; returns
-    /// `(id, inserted)` of rows written.
+    /// The page statement (parameters: [`PageParams`]); returns `(id, inserted)` of rows written
+    /// and `(id, NULL)` of rows recognised as unchanged without a write.
     pub(crate) upsert: String,
     /// `$1` sweep, `$2` ids.
     pub(crate) sweep: String,
@@ -47,8 +47,6 @@ pub(crate) struct TableSql {
 pub(crate) struct Statements {
     pub(crate) tables: Vec<TableSql>,
     pub(crate) counts: String,
-    pub(crate) card_tags_delete: String,
-    pub(crate) card_tags_insert: String,
     pub(crate) card_tag_ids: String,
     pub(crate) state_upsert: String,
     pub(crate) state_get: String,
@@ -68,15 +66,11 @@ impl Statements {
     /// Statements for a schema whose name was validated (`qschema` is quoted).
     pub(crate) fn new(qschema: &str) -> Self {
         let s = qschema;
-        let run_columns = "id, kind, entities, scope, started_at, finished_at, status, api_requests, retries, error, stats";
+        let run_columns =
+            "id, kind, entities, scope, started_at, finished_at, status, api_requests, retries, error, stats";
         Self {
             tables: TABLES.iter().map(|t| table_sql(s, t)).collect(),
             counts: counts_sql(s),
-            card_tags_delete: format!("DELETE FROM {s}.card_tags WHERE card_id = ANY($1::bigint[])"),
-            card_tags_insert: format!(
-                "INSERT INTO {s}.card_tags (card_id, tag_id) SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) \
-                 ON CONFLICT DO NOTHING"
-            ),
             card_tag_ids: format!("SELECT tag_id FROM {s}.card_tags WHERE card_id = $1 ORDER BY tag_id"),
             state_upsert: format!(
                 "INSERT INTO {s}.sync_metadata AS m (entity, cursor, last_full_sync_at, last_incremental_sync_at, \
@@ -105,7 +99,8 @@ impl Statements {
                  retries = $12, error = $13, stats = $14 WHERE id = $1"
             ),
             runs_interrupt: format!(
-                "UPDATE {s}.sync_logs SET status = 'interrupted', error = $2 WHERE status = 'running' AND id <> $1"
+                "UPDATE {s}.sync_logs SET status = 'interrupted', error = $2 \
+                 WHERE status = 'running' AND kind <> 'webhook' AND id <> $1"
             ),
             runs_recent: format!("SELECT {run_columns} FROM {s}.sync_logs ORDER BY id DESC LIMIT $1"),
             // $1 holder, $2 stale_after in seconds. Returns a row when the caller holds the lock now.
@@ -151,20 +146,55 @@ impl Statements {
     }
 }
 
+/// Parameter numbers of a page statement, after `$1` ids and `$2..=$n+1` typed columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageParams {
+    /// Typed columns of the table.
+    pub(crate) n: usize,
+}
+
+impl PageParams {
+    pub(crate) fn raw(self) -> usize {
+        self.n + 2
+    }
+    pub(crate) fn hash(self) -> usize {
+        self.n + 3
+    }
+    pub(crate) fn deleted(self) -> usize {
+        self.n + 4
+    }
+    pub(crate) fn synced_at(self) -> usize {
+        self.n + 5
+    }
+    pub(crate) fn sweep(self) -> usize {
+        self.n + 6
+    }
+    /// Six parameters of the entity state: entity (`NULL`: no state), cursor, last full sync,
+    /// last incremental sync, resume, row count.
+    pub(crate) fn state(self) -> usize {
+        self.n + 7
+    }
+    /// Cards only: card ids and tag ids of the page's tag links.
+    pub(crate) fn tag_cards(self) -> usize {
+        self.n + 13
+    }
+    pub(crate) fn tag_ids(self) -> usize {
+        self.n + 14
+    }
+}
+
 fn table_sql(s: &str, t: &TableDef) -> TableSql {
     let table = format!("{s}.{}", ident(t.name));
     let n = t.columns.len();
+    let p = PageParams { n };
     let cols: Vec<String> = t.columns.iter().map(|c| ident(c.name)).collect();
+    let col_list = cols.join(", ");
 
-    // INSERT ... SELECT FROM UNNEST(typed arrays) ON CONFLICT DO UPDATE ... WHERE changed AND not older.
-    let raw_p = n + 2;
-    let deleted_p = n + 3;
-    let synced_p = n + 4;
-    let sweep_p = n + 5;
     let mut unnest_args = vec!["$1::bigint[]".to_owned()];
     unnest_args.extend(t.columns.iter().enumerate().map(|(i, c)| format!("${}::{}", i + 2, array_type(c.ty))));
-    unnest_args.push(format!("${raw_p}::text[]"));
-    unnest_args.push(format!("${deleted_p}::boolean[]"));
+    unnest_args.push(format!("${}::text[]", p.raw()));
+    unnest_args.push(format!("${}::bigint[]", p.hash()));
+    unnest_args.push(format!("${}::boolean[]", p.deleted()));
     let select_cols: Vec<String> = t
         .columns
         .iter()
@@ -173,29 +203,97 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
         .collect();
     let set_cols: Vec<String> = cols.iter().map(|q| format!("{q} = EXCLUDED.{q}")).collect();
     let has_version = t.columns.iter().any(|c| c.name == "version");
+
     // kaiten_sync's rule (memory store `incoming_is_not_older`): by `updated` when both are known
-    // and differ, otherwise by `version` when both are known.
-    let version_rule =
-        if has_version { "NOT COALESCE(EXCLUDED.\"version\" < t.\"version\", FALSE)" } else { "TRUE" };
-    let upsert = format!(
-        "INSERT INTO {table} AS t (\"id\", {cols}, raw, synced_at, deleted_at, seen_sweep) \
-         SELECT u.\"id\", {select_cols}, u.raw::jsonb, ${synced_p}::timestamptz, \
-         CASE WHEN u.deleted THEN ${synced_p}::timestamptz END, ${sweep_p}::bigint \
-         FROM UNNEST({unnest}) AS u(\"id\", {cols}, raw, deleted) \
-         ON CONFLICT (\"id\") DO UPDATE SET {set_cols}, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at, \
-         deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL \
-           ELSE COALESCE(t.deleted_at, EXCLUDED.deleted_at) END, \
-         seen_sweep = COALESCE(EXCLUDED.seen_sweep, t.seen_sweep) \
-         WHERE (t.raw IS DISTINCT FROM EXCLUDED.raw OR (t.deleted_at IS NULL) <> (EXCLUDED.deleted_at IS NULL)) \
-         AND (CASE WHEN t.\"updated\" IS NOT NULL AND EXCLUDED.\"updated\" IS NOT NULL \
-           AND t.\"updated\" <> EXCLUDED.\"updated\" THEN EXCLUDED.\"updated\" > t.\"updated\" \
-           ELSE {version_rule} END) \
-         RETURNING t.\"id\", (t.xmax = 0) AS inserted",
-        cols = cols.join(", "),
+    // and differ, otherwise by `version` when both are known. `old` is the stored row, `new` the
+    // incoming one.
+    let not_older = |old: &str, new: &str| {
+        let version_rule = if has_version {
+            format!("NOT COALESCE({new}.\"version\" < {old}.\"version\", FALSE)")
+        } else {
+            "TRUE".to_owned()
+        };
+        format!(
+            "(CASE WHEN {old}.\"updated\" IS NOT NULL AND {new}.\"updated\" IS NOT NULL \
+             AND {old}.\"updated\" <> {new}.\"updated\" THEN {new}.\"updated\" > {old}.\"updated\" \
+             ELSE {version_rule} END)"
+        )
+    };
+
+    // A whole page in one statement (one parse, one round trip):
+    // - `u`: the incoming rows, each marked `candidate` unless its stored copy has the same raw
+    //   hash and deleted state (or is newer): read without a lock, so an unchanged record costs an
+    //   index lookup, no JSON parsing and no row lock;
+    // - `up`: candidates go through INSERT ... ON CONFLICT DO UPDATE, which decides "changed (the
+    //   JSON differs, or the deleted state) and not older" again under the row lock;
+    // - `swept`: rows that are not candidates are marked seen by the sweep (candidates carry it
+    //   in their own write; the two sets never share a row);
+    // - `state`: the entity state, when given;
+    // - cards: the tag links of the cards written are replaced: links no longer listed are
+    //   deleted (only cards that existed can have any), the others inserted unless stored. These
+    //   never touch the same row either, so their order (unspecified) does not matter.
+    // Returns `(id, inserted)` for rows written and `(id, NULL)` for rows that were not candidates.
+    let sweep = format!("${}::bigint", p.sweep());
+    let synced = format!("${}::timestamptz", p.synced_at());
+    let st = p.state();
+    let mut sql = format!(
+        "WITH u AS MATERIALIZED (\
+           SELECT u.*, (s.\"id\" IS NULL OR ((s.raw_hash IS DISTINCT FROM u.raw_hash \
+             OR (s.deleted_at IS NULL) = u.deleted) AND {prefilter})) AS candidate \
+           FROM UNNEST({unnest}) AS u(\"id\", {col_list}, raw_text, raw_hash, deleted) \
+           LEFT JOIN {table} AS s ON s.\"id\" = u.\"id\"), \
+         up AS (INSERT INTO {table} AS t (\"id\", {col_list}, raw, raw_hash, synced_at, deleted_at, seen_sweep) \
+           SELECT u.\"id\", {select_cols}, u.raw_text::jsonb, u.raw_hash, {synced}, \
+             CASE WHEN u.deleted THEN {synced} END, {sweep} \
+           FROM u WHERE u.candidate \
+           ON CONFLICT (\"id\") DO UPDATE SET {set_cols}, raw = EXCLUDED.raw, raw_hash = EXCLUDED.raw_hash, \
+             synced_at = EXCLUDED.synced_at, \
+             deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL \
+               ELSE COALESCE(t.deleted_at, EXCLUDED.deleted_at) END, \
+             seen_sweep = COALESCE(EXCLUDED.seen_sweep, t.seen_sweep) \
+           WHERE ((t.raw_hash IS DISTINCT FROM EXCLUDED.raw_hash AND t.raw IS DISTINCT FROM EXCLUDED.raw) \
+             OR (t.deleted_at IS NULL) <> (EXCLUDED.deleted_at IS NULL)) AND {locked} \
+           RETURNING t.\"id\", (t.xmax = 0) AS inserted), \
+         swept AS (UPDATE {table} SET seen_sweep = {sweep} \
+           WHERE {sweep} IS NOT NULL \
+             AND \"id\" = ANY (ARRAY(SELECT u.\"id\" FROM u WHERE NOT u.candidate)) \
+             AND seen_sweep IS DISTINCT FROM {sweep}), \
+         state AS (INSERT INTO {s}.sync_metadata (entity, cursor, last_full_sync_at, last_incremental_sync_at, \
+             resume, row_count, updated_at) \
+           SELECT ${st}::text, ${c}::timestamptz, ${f}::timestamptz, ${i}::timestamptz, ${r}::text, ${rc}::bigint, now() \
+           WHERE ${st}::text IS NOT NULL \
+           ON CONFLICT (entity) DO UPDATE SET cursor = EXCLUDED.cursor, \
+             last_full_sync_at = EXCLUDED.last_full_sync_at, \
+             last_incremental_sync_at = EXCLUDED.last_incremental_sync_at, resume = EXCLUDED.resume, \
+             row_count = EXCLUDED.row_count, updated_at = EXCLUDED.updated_at)",
         select_cols = select_cols.join(", "),
         unnest = unnest_args.join(", "),
         set_cols = set_cols.join(", "),
+        prefilter = not_older("s", "u"),
+        locked = not_older("t", "EXCLUDED"),
+        c = st + 1,
+        f = st + 2,
+        i = st + 3,
+        r = st + 4,
+        rc = st + 5,
     );
+    if t.name == "cards" {
+        sql.push_str(&format!(
+            ", links AS (SELECT l.card_id, l.tag_id, up.inserted \
+               FROM UNNEST(${a}::bigint[], ${b}::bigint[]) AS l(card_id, tag_id) JOIN up ON up.\"id\" = l.card_id), \
+             gone AS (DELETE FROM {s}.card_tags c \
+               WHERE c.card_id = ANY (ARRAY(SELECT \"id\" FROM up WHERE NOT inserted)) \
+               AND NOT EXISTS (SELECT 1 FROM links WHERE links.card_id = c.card_id AND links.tag_id = c.tag_id)), \
+             added AS (INSERT INTO {s}.card_tags (card_id, tag_id) SELECT card_id, tag_id FROM links \
+               ON CONFLICT DO NOTHING)",
+            a = p.tag_cards(),
+            b = p.tag_ids(),
+        ));
+    }
+    sql.push_str(
+        " SELECT \"id\", inserted FROM up UNION ALL SELECT u.\"id\", NULL::boolean FROM u WHERE NOT u.candidate",
+    );
+    let upsert = sql;
     let scoped = t.scope_column.map(|c| {
         format!(
             "SELECT \"id\" FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS DISTINCT FROM $1 \
@@ -208,7 +306,7 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
         sweep: format!(
             "UPDATE {table} SET seen_sweep = $1 WHERE \"id\" = ANY($2::bigint[]) AND seen_sweep IS DISTINCT FROM $1"
         ),
-        get: format!("SELECT \"id\", {}, raw, synced_at, deleted_at FROM {table} WHERE \"id\" = $1", cols.join(", ")),
+        get: format!("SELECT \"id\", {col_list}, raw, synced_at, deleted_at FROM {table} WHERE \"id\" = $1"),
         unseen_all: format!(
             "SELECT \"id\" FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS DISTINCT FROM $1 ORDER BY \"id\""
         ),
@@ -246,11 +344,17 @@ mod tests {
     fn upsert_has_one_parameter_per_array_and_the_version_rule_for_cards() {
         let st = Statements::new("\"kaiten\"");
         let cards = st.table(EntityKind::Cards);
-        let n = EntityKind::Cards.table().columns.len();
-        assert!(cards.upsert.contains(&format!("${}::bigint", n + 5)));
-        assert!(!cards.upsert.contains(&format!("${}", n + 6)));
+        let p = PageParams { n: EntityKind::Cards.table().columns.len() };
+        for i in 1..=p.tag_ids() {
+            assert!(cards.upsert.contains(&format!("${i}::")), "${i} missing");
+        }
+        assert!(!cards.upsert.contains(&format!("${}", p.tag_ids() + 1)));
         assert!(cards.upsert.contains("EXCLUDED.\"version\" < t.\"version\""));
+        assert!(cards.upsert.contains("u.\"version\" < s.\"version\""));
         assert!(!st.table(EntityKind::Boards).upsert.contains("version"));
+        let tags = PageParams { n: EntityKind::Tags.table().columns.len() };
+        assert!(st.table(EntityKind::Tags).upsert.contains(&format!("${}::bigint", tags.state() + 5)));
+        assert!(!st.table(EntityKind::Tags).upsert.contains(&format!("${}", tags.tag_cards())));
         assert!(st.table(EntityKind::Spaces).unseen_scoped.is_none());
         assert!(st.counts.contains("\"kaiten\".\"property_select_values\""));
     }

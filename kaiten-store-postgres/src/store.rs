@@ -1,6 +1,6 @@
 //! The [`Store`] implementation.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use kaiten_sync::schema::EntityKind;
 use kaiten_sync::store::EntityStats;
 use kaiten_sync::{
-    EntityState, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store, StoreError,
-    StoredRecord, TableCount,
+    EntityState, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store, StoreError, StoredRecord,
+    TableCount,
 };
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -43,53 +43,48 @@ impl PgStore {
         let arrays = PageArrays::build(kind, kind.table().columns, rows)?;
         let ids = arrays.ids.clone();
 
-        let mut tx = self.inner.pool.begin().await.map_err(fail)?;
+        let begin = self.inner.async_commit.then_some("BEGIN; SET LOCAL synchronous_commit TO off");
+        let mut tx = self.begin_with(begin).await.map_err(fail)?;
         let mut outcome = PageOutcome::default();
-        if !ids.is_empty() {
+        if ids.is_empty() {
+            if let Some(state) = &page.state {
+                self.write_state(&mut tx, state).await.map_err(fail)?;
+            }
+        } else {
             let mut query = self.query(&table.upsert).bind(arrays.ids);
             for column in arrays.columns {
                 query = column.bind(query);
             }
-            let returned = query
-                .bind(arrays.raw)
-                .bind(arrays.deleted)
-                .bind(page.synced_at)
-                .bind(page.sweep)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(fail)?;
-            let mut written: Vec<i64> = Vec::with_capacity(returned.len());
+            query =
+                query.bind(arrays.raw).bind(arrays.raw_hash).bind(arrays.deleted).bind(page.synced_at).bind(page.sweep);
+            let state = page.state.as_ref();
+            query = query
+                .bind(state.map(|s| s.kind.as_str()))
+                .bind(state.and_then(|s| s.cursor))
+                .bind(state.and_then(|s| s.last_full_sync_at))
+                .bind(state.and_then(|s| s.last_incremental_sync_at))
+                .bind(state.and_then(|s| s.resume.as_deref()))
+                .bind(state.and_then(|s| s.row_count));
+            if kind == EntityKind::Cards {
+                let (cards, tags): (Vec<i64>, Vec<i64>) = page.batch.card_tags().into_iter().unzip();
+                query = query.bind(cards).bind(tags);
+            }
+            let returned = query.fetch_all(&mut *tx).await.map_err(fail)?;
+            let mut settled = 0;
             for row in &returned {
-                let id: i64 = row.try_get(0).map_err(fail)?;
-                let inserted: bool = row.try_get(1).map_err(fail)?;
-                if inserted {
-                    outcome.inserted += 1;
-                } else {
-                    outcome.updated += 1;
+                match row.try_get::<Option<bool>, _>(1).map_err(fail)? {
+                    Some(true) => outcome.inserted += 1,
+                    Some(false) => outcome.updated += 1,
+                    None => settled += 1,
                 }
-                written.push(id);
             }
             outcome.unchanged = total - outcome.inserted - outcome.updated;
 
-            // Rows written above carry the sweep already; the unchanged ones are marked here.
-            if let (Some(sweep), true) = (page.sweep, outcome.unchanged > 0) {
+            // Rows the statement could not settle without its row lock and then left alone (same
+            // JSON under a different hash, or older than stored) still need the sweep's mark.
+            if let (Some(sweep), true) = (page.sweep, outcome.unchanged > settled) {
                 self.query(&table.sweep).bind(sweep).bind(&ids).execute(&mut *tx).await.map_err(fail)?;
             }
-
-            // Tag links follow the card row: replaced only for cards written by this page.
-            if kind == EntityKind::Cards && !written.is_empty() {
-                let sql = &self.inner.sql;
-                self.query(&sql.card_tags_delete).bind(&written).execute(&mut *tx).await.map_err(fail)?;
-                let written: HashSet<i64> = written.into_iter().collect();
-                let (cards, tags): (Vec<i64>, Vec<i64>) =
-                    page.batch.card_tags().into_iter().filter(|(card, _)| written.contains(card)).unzip();
-                if !cards.is_empty() {
-                    self.query(&sql.card_tags_insert).bind(cards).bind(tags).execute(&mut *tx).await.map_err(fail)?;
-                }
-            }
-        }
-        if let Some(state) = &page.state {
-            self.write_state(&mut tx, state).await.map_err(fail)?;
         }
         tx.commit().await.map_err(fail)?;
         Ok(outcome)
@@ -144,7 +139,8 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
     let status: String = row.try_get("status").map_err(get_err)?;
     let entities: Vec<String> = row.try_get("entities").map_err(get_err)?;
     let stats: serde_json::Value = row.try_get("stats").map_err(get_err)?;
-    let bad = |what: &str, value: &str| backend_message(format!("run {id} in sync_logs has an unknown {what} {value:?}"));
+    let bad =
+        |what: &str, value: &str| backend_message(format!("run {id} in sync_logs has an unknown {what} {value:?}"));
     Ok(RunRecord {
         id,
         kind: RunKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
@@ -176,8 +172,9 @@ impl Store for PgStore {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
+        let tx = self.begin("begin the migration transaction").await?;
         crate::migrate::run(
-            &inner.pool,
+            tx,
             &inner.schema,
             &inner.qschema,
             inner.migrate_key,
@@ -259,7 +256,8 @@ impl Store for PgStore {
         let Some(row) = row else { return Ok(None) };
         let columns = kind.table().columns;
         let read = || -> Result<StoredRecord, sqlx::Error> {
-            let values = columns.iter().enumerate().map(|(i, c)| read_value(&row, i + 1, c.ty)).collect::<Result<_, _>>()?;
+            let values =
+                columns.iter().enumerate().map(|(i, c)| read_value(&row, i + 1, c.ty)).collect::<Result<_, _>>()?;
             let n = columns.len();
             Ok(StoredRecord {
                 id: row.try_get(0)?,
@@ -288,7 +286,9 @@ impl Store for PgStore {
             .map_err(|e| self.err(e, ctx))?;
         tx.commit().await.map_err(|e| self.err(e, ctx))?;
         match row {
-            Some(row) => Ok(state_from_row(&row).map_err(|e| self.err(e, ctx))?.unwrap_or_else(|| EntityState::new(kind))),
+            Some(row) => {
+                Ok(state_from_row(&row).map_err(|e| self.err(e, ctx))?.unwrap_or_else(|| EntityState::new(kind)))
+            }
             None => Ok(EntityState::new(kind)),
         }
     }
@@ -404,9 +404,7 @@ impl Store for PgStore {
         let rows = self.query(&self.inner.sql.counts).fetch_all(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
         tx.commit().await.map_err(|e| self.err(e, ctx))?;
         rows.iter()
-            .map(|r| {
-                Ok(TableCount { table: r.try_get(0)?, live: r.try_get(1)?, deleted: r.try_get(2)? })
-            })
+            .map(|r| Ok(TableCount { table: r.try_get(0)?, live: r.try_get(1)?, deleted: r.try_get(2)? }))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| self.err(e, ctx))
     }

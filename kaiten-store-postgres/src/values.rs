@@ -106,9 +106,11 @@ fn text(s: String) -> String {
 /// JSON as text for a `jsonb` cast. `jsonb` rejects `\u0000` in strings: such characters become
 /// U+FFFD rather than failing the sync.
 pub(crate) fn json_text(value: &Value) -> String {
-    let s = value.to_string();
+    // `to_string` writes straight into a `Vec`; `Display` goes through `fmt` and is slower.
+    let s = serde_json::to_string(value).unwrap_or_else(|_| value.to_string());
     if s.contains("\\u0000") {
-        strip_nul(value.clone()).to_string()
+        let clean = strip_nul(value.clone());
+        serde_json::to_string(&clean).unwrap_or_else(|_| clean.to_string())
     } else {
         s
     }
@@ -123,12 +125,24 @@ fn strip_nul(value: Value) -> Value {
     }
 }
 
+/// 64 bits of the SHA-256 of a record's JSON text: equal hashes mean equal JSON (the store
+/// compares hashes to skip unchanged records without parsing them, and falls back to comparing
+/// the JSON when hashes differ).
+pub(crate) fn raw_hash(text: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
 /// A page as parameter arrays.
 #[derive(Debug)]
 pub(crate) struct PageArrays {
     pub(crate) ids: Vec<i64>,
     pub(crate) columns: Vec<ColumnArray>,
     pub(crate) raw: Vec<String>,
+    pub(crate) raw_hash: Vec<i64>,
     pub(crate) deleted: Vec<bool>,
 }
 
@@ -140,6 +154,7 @@ impl PageArrays {
             ids: Vec::with_capacity(n),
             columns: columns.iter().map(|c| ColumnArray::new(c.ty, n)).collect(),
             raw: Vec::with_capacity(n),
+            raw_hash: Vec::with_capacity(n),
             deleted: Vec::with_capacity(n),
         };
         for row in rows {
@@ -168,7 +183,9 @@ impl PageArrays {
                     message: format!("record {}, column {}: {message}", row.id, def.name),
                 })?;
             }
-            arrays.raw.push(json_text(row.raw));
+            let raw = json_text(row.raw);
+            arrays.raw_hash.push(raw_hash(&raw));
+            arrays.raw.push(raw);
             arrays.deleted.push(row.deleted);
         }
         Ok(arrays)

@@ -62,10 +62,11 @@ async fn users_queries_work_as_written_in_the_default_schema() {
     assert_eq!(counts, vec![("cards".into(), 50), ("boards".into(), 1), ("spaces".into(), 1)]);
 
     // jsonb and timestamptz are queryable as such.
-    let title: String = sqlx::query_scalar("SELECT raw->>'title' FROM kaiten.cards WHERE properties ? 'id_1' AND id = 3")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let title: String =
+        sqlx::query_scalar("SELECT raw->>'title' FROM kaiten.cards WHERE properties ? 'id_1' AND id = 3")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(title, "Card 3");
     let typ: String = sqlx::query_scalar("SELECT pg_typeof(updated)::text FROM kaiten.cards LIMIT 1")
         .fetch_one(&mut conn)
@@ -171,9 +172,10 @@ async fn schema_owned_by_another_role_is_a_permission_error() {
         &guard.app,
     );
     let result = async {
-        let store = PgStore::connect_with(PgStoreOptions { schema: guard.schema.clone(), ..PgStoreOptions::new(&role_url) })
-            .await
-            .expect("the role may connect");
+        let store =
+            PgStore::connect_with(PgStoreOptions { schema: guard.schema.clone(), ..PgStoreOptions::new(&role_url) })
+                .await
+                .expect("the role may connect");
         let err = store.migrate().await.expect_err("the role may not create tables in the schema");
         let text = err.to_string();
         assert!(matches!(err, StoreError::Permission { .. }), "{err:?}");
@@ -212,8 +214,11 @@ async fn a_database_migrated_by_a_newer_version_is_refused() {
     assert_eq!(store.schema_version().await.unwrap(), latest);
     let mut conn = store.pool().acquire().await.unwrap();
     conn.execute(
-        format!("INSERT INTO \"{}\".schema_migrations (version, description) VALUES (999, 'from the future')", store.schema())
-            .as_str(),
+        format!(
+            "INSERT INTO \"{}\".schema_migrations (version, description) VALUES (999, 'from the future')",
+            store.schema()
+        )
+        .as_str(),
     )
     .await
     .unwrap();
@@ -445,15 +450,15 @@ async fn tables_mirror_the_schema_definition_and_have_the_indexes_users_need() {
             expected.push((name.into(), ty.into()));
         }
         expected.push(("seen_sweep".into(), "bigint".into()));
+        expected.push(("raw_hash".into(), "bigint".into()));
         assert_eq!(columns, expected, "table {}", table.name);
     }
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'cards'",
-    )
-    .bind(store.schema())
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'cards'")
+            .bind(store.schema())
+            .fetch_all(pool)
+            .await
+            .unwrap();
     for column in ["board_id", "column_id", "lane_id", "space_id", "owner_id", "type_id", "updated", "synced_at"] {
         assert!(indexes.iter().any(|d| d.ends_with(&format!("({column})"))), "cards.{column} index: {indexes:?}");
     }
@@ -501,7 +506,8 @@ async fn tls_require_and_verify_full() {
         conn.close().await.unwrap();
         on
     };
-    let cert = std::env::var("KAITEN_TEST_TLS_ROOT_CERT").unwrap_or_else(|_| "/etc/ssl/certs/ssl-cert-snakeoil.pem".into());
+    let cert =
+        std::env::var("KAITEN_TEST_TLS_ROOT_CERT").unwrap_or_else(|_| "/etc/ssl/certs/ssl-cert-snakeoil.pem".into());
     if ssl_on != "on" || std::fs::metadata(&cert).is_err() {
         eprintln!("SKIPPED: the test server has ssl={ssl_on} or {cert} is missing; enable ssl or set KAITEN_TEST_TLS_ROOT_CERT");
         return;
@@ -509,7 +515,12 @@ async fn tls_require_and_verify_full() {
     let host = std::env::var("KAITEN_TEST_TLS_HOST").unwrap_or_else(|_| "localhost".into());
     let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
     let base = |host: &str| {
-        format!("postgres://{}@{host}:{}/{}", opts.get_username(), opts.get_port(), opts.get_database().unwrap_or("postgres"))
+        format!(
+            "postgres://{}@{host}:{}/{}",
+            opts.get_username(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("postgres")
+        )
     };
     let uses_tls = |store: PgStore| async move {
         let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
@@ -535,4 +546,50 @@ async fn tls_require_and_verify_full() {
     let untrusted = with_param(&base(&host), "sslmode", "verify-full");
     let err = PgStore::connect(&untrusted).await.expect_err("a self-signed certificate is not a public root");
     assert!(err.to_string().contains("TLS"), "{err}");
+}
+
+#[tokio::test]
+async fn records_whose_hash_is_unknown_are_compared_by_json_and_still_swept() {
+    let Some(store) = pg_store_with(|o| o.foreign_keys = false).await else { return };
+    let first = store.apply_page(&page(Batch::Cards(cards(1, 3, 10, 100)))).await.unwrap();
+    assert_eq!(first.inserted, 3);
+    // Rows written by other means (or by another serialization) have no matching hash.
+    sqlx::query(&format!("UPDATE \"{}\".cards SET raw_hash = NULL WHERE id = 2", store.schema()))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let mut again = page(Batch::Cards(cards(1, 3, 10, 100)));
+    again.sweep = Some(5);
+    again.synced_at += chrono::Duration::seconds(60);
+    let outcome = store.apply_page(&again).await.unwrap();
+    assert_eq!(outcome, PageOutcome { inserted: 0, updated: 0, unchanged: 3 }, "same JSON: unchanged");
+    assert!(store.unseen(EntityKind::Cards, 5, &kaiten_sync::Scope::All).await.unwrap().is_empty(), "all swept");
+    let stored = store.get(EntityKind::Cards, 2).await.unwrap().unwrap();
+    assert_eq!(stored.synced_at, kaiten_sync::conformance::fixtures::epoch(), "not rewritten");
+}
+
+#[tokio::test]
+async fn broken_pooled_connections_are_replaced_and_sync_commit_works() {
+    let Some(store) = pg_store_with(|o| {
+        o.max_connections = 2;
+        o.foreign_keys = false;
+    })
+    .await
+    else {
+        return;
+    };
+    store.counts().await.unwrap();
+    // The server drops every connection of the store (a restart, a failover).
+    let mut admin = PgConnection::connect(&server().await.unwrap()).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+        .bind(&store.guard.app)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.counts().await.expect("a fresh connection is used");
+    let durable = store.store.clone().with_async_commit(false);
+    let outcome = durable.apply_page(&page(Batch::Cards(cards(1, 2, 10, 100)))).await.unwrap();
+    assert_eq!(outcome.inserted, 2);
 }

@@ -20,7 +20,10 @@ pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// The server URL tests use.
 pub fn test_url() -> String {
-    std::env::var("KAITEN_TEST_DATABASE_URL").ok().filter(|u| !u.trim().is_empty()).unwrap_or_else(|| DEFAULT_URL.into())
+    std::env::var("KAITEN_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_URL.into())
 }
 
 /// `url` with a query parameter added.
@@ -100,9 +103,7 @@ async fn cleanup_leftovers(url: &str) {
     DONE.get_or_init(|| async {
         let Ok(mut conn) = PgConnection::connect(url).await else { return };
         let cutoff = unix_now().saturating_sub(3600);
-        let old = |name: &str| {
-            name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok()).is_some_and(|t| t < cutoff)
-        };
+        let old = |name: &str| name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok()).is_some_and(|t| t < cutoff);
         if let Ok(rows) = sqlx::query("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'kaiten\\_test\\_%'")
             .fetch_all(&mut conn)
             .await
