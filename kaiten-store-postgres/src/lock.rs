@@ -179,27 +179,27 @@ impl PgStore {
         Ok(true)
     }
 
-    pub(crate) async fn heartbeat_advisory(&self, holder: &str) -> Result<(), StoreError> {
+    pub(crate) async fn heartbeat_advisory(&self, holder: &str) -> Result<bool, StoreError> {
         let mut held = self.inner.lock_conns.lock().await;
         let Some(conn) = held.get_mut(holder) else {
-            return Ok(()); // not held here: nothing to refresh
+            return Ok(false); // not held here
         };
         let result = self.query(&self.inner.sql.lock_heartbeat).bind(holder).execute(&mut *conn).await;
         match result {
-            Ok(done) if done.rows_affected() == 1 => Ok(()),
+            Ok(done) if done.rows_affected() == 1 => Ok(true),
             // The row was removed by hand: we still hold the advisory lock, so write it again.
             Ok(_) => match self.write_lock_row(conn, holder).await {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(true),
                 Err(e) => {
                     tracing::warn!(holder, "lost the sync lock: its connection failed ({e})");
                     held.remove(holder);
-                    Ok(())
+                    Ok(false)
                 }
             },
             Err(e) => {
                 tracing::warn!(holder, "lost the sync lock: its connection failed ({e})");
                 held.remove(holder);
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -243,15 +243,17 @@ impl PgStore {
         Err(StoreError::Busy { backend: BACKEND, message: "the sync lock kept changing hands; try again".into() })
     }
 
-    pub(crate) async fn heartbeat_table(&self, holder: &str) -> Result<(), StoreError> {
+    pub(crate) async fn heartbeat_table(&self, holder: &str) -> Result<bool, StoreError> {
         let ctx = Ctx::new("refresh the sync lock");
         let mut tx = self.begin(ctx.what).await?;
-        self.query(&self.inner.sql.lock_heartbeat)
+        let done = self
+            .query(&self.inner.sql.lock_heartbeat)
             .bind(holder)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub(crate) async fn release_table(&self, holder: &str) -> Result<(), StoreError> {

@@ -44,6 +44,15 @@ pub static FOREIGN_KEYS: &[ForeignKey] = &[
     ("cards_column_id_fkey", "cards", "column_id", "columns"),
     ("cards_lane_id_fkey", "cards", "lane_id", "lanes"),
     ("columns_parent_column_id_fkey", "columns", "parent_column_id", "columns"),
+    ("boards_space_id_fkey", "boards", "space_id", "spaces"),
+    ("columns_board_id_fkey", "columns", "board_id", "boards"),
+    ("lanes_board_id_fkey", "lanes", "board_id", "boards"),
+    (
+        "property_select_values_custom_property_id_fkey",
+        "property_select_values",
+        "custom_property_id",
+        "property_definitions",
+    ),
 ];
 
 /// The newest schema version this crate knows.

@@ -416,7 +416,7 @@ impl Store for PgStore {
         }
     }
 
-    async fn heartbeat_lock(&self, holder: &str) -> Result<(), StoreError> {
+    async fn heartbeat_lock(&self, holder: &str) -> Result<bool, StoreError> {
         match self.inner.lock_mode {
             LockMode::Advisory => self.heartbeat_advisory(holder).await,
             LockMode::Table => self.heartbeat_table(holder).await,

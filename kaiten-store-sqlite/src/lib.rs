@@ -429,7 +429,7 @@ impl Store for SqliteStore {
         self.call(move |conn| ops::try_lock(conn, &holder, stale_after)).await
     }
 
-    async fn heartbeat_lock(&self, holder: &str) -> Result<(), StoreError> {
+    async fn heartbeat_lock(&self, holder: &str) -> Result<bool, StoreError> {
         let holder = holder.to_owned();
         self.call(move |conn| ops::heartbeat_lock(conn, &holder)).await
     }

@@ -584,13 +584,14 @@ pub(crate) fn try_lock(conn: &mut Connection, holder: &str, stale_after: Duratio
     Ok(LockAttempt::Acquired)
 }
 
-pub(crate) fn heartbeat_lock(conn: &Connection, holder: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE sync_lock SET heartbeat_at = ?3 WHERE name = ?1 AND holder = ?2",
-        params![LOCK_NAME, holder, fmt_time(&Utc::now())],
-    )
-    .map_err(db_err)?;
-    Ok(())
+pub(crate) fn heartbeat_lock(conn: &Connection, holder: &str) -> Result<bool, StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE sync_lock SET heartbeat_at = ?3 WHERE name = ?1 AND holder = ?2",
+            params![LOCK_NAME, holder, fmt_time(&Utc::now())],
+        )
+        .map_err(db_err)?;
+    Ok(changed == 1)
 }
 
 pub(crate) fn release_lock(conn: &Connection, holder: &str) -> Result<(), StoreError> {

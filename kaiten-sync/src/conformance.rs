@@ -397,13 +397,15 @@ pub async fn lock_excludes_other_holders(store: &dyn Store) {
         LockAttempt::Acquired => panic!("two holders got the lock"),
     }
     assert_eq!(store.try_lock("holder-a", stale).await.unwrap(), LockAttempt::Acquired, "re-entrant for its holder");
-    store.heartbeat_lock("holder-a").await.unwrap();
+    assert!(store.heartbeat_lock("holder-a").await.unwrap(), "the holder still holds it");
+    assert!(!store.heartbeat_lock("holder-b").await.unwrap(), "a non-holder learns it holds nothing");
     store.release_lock("holder-b").await.unwrap();
     assert!(
         matches!(store.try_lock("holder-b", stale).await.unwrap(), LockAttempt::Held(_)),
         "only the holder releases"
     );
     store.release_lock("holder-a").await.unwrap();
+    assert!(!store.heartbeat_lock("holder-a").await.unwrap(), "a released lock is not held");
     assert_eq!(store.try_lock("holder-b", stale).await.unwrap(), LockAttempt::Acquired);
     store.release_lock("holder-b").await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! The sync engine: full, incremental and selective runs over a [`KaitenClient`] and a [`Store`].
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -410,8 +411,9 @@ impl SyncEngine {
         }
         let started = Instant::now();
         self.acquire_lock().await?;
-        let heartbeat = self.spawn_heartbeat();
-        let result = self.run_locked(kind, mode, selection, entities, started).await;
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = self.spawn_heartbeat(lost.clone());
+        let result = self.run_locked(kind, mode, selection, entities, started, lost).await;
         heartbeat.abort();
         if let Err(e) = self.store.release_lock(&self.holder).await {
             warn!(error = %e, "could not release the sync lock; it goes stale on its own");
@@ -419,7 +421,7 @@ impl SyncEngine {
         result
     }
 
-    fn spawn_heartbeat(&self) -> tokio::task::JoinHandle<()> {
+    fn spawn_heartbeat(&self, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
         let holder = self.holder.clone();
         let every = self.options.heartbeat_every;
@@ -428,8 +430,14 @@ impl SyncEngine {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = store.heartbeat_lock(&holder).await {
-                    warn!(error = %e, "sync lock heartbeat failed");
+                match store.heartbeat_lock(&holder).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!("the sync lock was lost; stopping the run at the next page");
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "sync lock heartbeat failed"),
                 }
             }
         })
@@ -442,6 +450,7 @@ impl SyncEngine {
         selection: &Selection,
         entities: Vec<EntityKind>,
         started: Instant,
+        lost: Arc<AtomicBool>,
     ) -> Result<SyncReport, SyncError> {
         let stats_before = self.client.stats();
         let mut record = RunRecord::start(kind, entities.clone(), selection.scope_text(), now_millis());
@@ -467,6 +476,7 @@ impl SyncEngine {
             listed_boards: None,
             select_properties: None,
             spaces: None,
+            lost,
         };
         let outcome = async {
             for entity in &entities {
@@ -536,6 +546,8 @@ struct Run<'a> {
     select_properties: Option<Vec<i64>>,
     /// `GET /spaces` of this run, asked at most once.
     spaces: Option<Vec<Space>>,
+    /// Set by the heartbeat when the lock is no longer this run's.
+    lost: Arc<AtomicBool>,
 }
 
 impl Run<'_> {
@@ -551,7 +563,15 @@ impl Run<'_> {
         self.record.stats.entry(kind).or_default()
     }
 
+    fn check_lock(&self) -> Result<(), SyncError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(SyncError::LockLost);
+        }
+        Ok(())
+    }
+
     async fn sync_entity(&mut self, kind: EntityKind) -> Result<(), SyncError> {
+        self.check_lock()?;
         self.engine.progress.emit(&ProgressEvent::EntityStarted { kind });
         self.stats(kind);
         let span = info_span!("entity", kind = kind.as_str());
@@ -717,7 +737,12 @@ impl Run<'_> {
         let select = match self.select_properties.take() {
             Some(select) => select,
             None => {
-                self.client().property_definitions().await?.iter().filter(|p| p.is_select()).map(|p| p.id).collect()
+                // Property definitions were not part of this run: store them, as the values'
+                // parents, without touching their state.
+                let props = self.client().property_definitions().await?;
+                let select = props.iter().filter(|p| p.is_select()).map(|p| p.id).collect();
+                self.write_placeholders(Batch::PropertyDefinitions(props)).await?;
+                select
             }
         };
         let client = self.client().clone();
@@ -794,6 +819,8 @@ impl Run<'_> {
         self.known.entry(EntityKind::Boards).or_default().extend(ids.iter().copied());
         self.changed_boards = Some(changed);
         self.listed_boards = Some(ids);
+        let board_spaces: Vec<i64> = boards.iter().filter_map(|b| b.space_id).collect();
+        self.ensure_spaces(board_spaces).await?;
         if self.selection.boards.is_empty() {
             let scope = if self.selection.spaces.is_empty() { Scope::All } else { Scope::Parents(spaces) };
             self.write_listing(Batch::Boards(boards), scope).await
@@ -843,8 +870,30 @@ impl Run<'_> {
         Ok(space)
     }
 
+    /// Makes sure these spaces are stored (a run that writes boards without listing spaces, or a
+    /// space newer than this run's listing): written from `GET /spaces`, or as placeholders.
+    async fn ensure_spaces(&mut self, ids: Vec<i64>) -> Result<(), SyncError> {
+        let missing = self.unknown(EntityKind::Spaces, ids).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let listed = self.list_spaces().await?;
+        let mut spaces: Vec<Space> = listed.into_iter().filter(|s| missing.contains(&s.id)).collect();
+        let found: HashSet<i64> = spaces.iter().map(|s| s.id).collect();
+        for id in missing.iter().filter(|id| !found.contains(id)) {
+            warn!(space = id, "a board belongs to a space Kaiten does not list; storing a placeholder");
+            spaces.push(Space::from_value(json!({"id": id, "placeholder": true})).expect("valid placeholder"));
+        }
+        self.write_placeholders(Batch::Spaces(spaces)).await
+    }
+
     async fn sync_structure(&mut self, kind: EntityKind) -> Result<(), SyncError> {
         let boards = self.boards_in_scope().await?;
+        // Columns and lanes need their board stored first.
+        let missing = self.unknown(EntityKind::Boards, boards.clone()).await?;
+        if !missing.is_empty() {
+            self.fetch_missing_boards(&missing).await?;
+        }
         let refresh: Vec<i64> = match (self.mode, &self.changed_boards) {
             (Mode::Incremental, Some(changed)) if !self.engine.options.incremental_refresh_all_structure => {
                 boards.iter().copied().filter(|b| changed.contains(b)).collect()
@@ -944,6 +993,7 @@ impl Run<'_> {
         let page_size = self.engine.options.page_size.clamp(1, KaitenClient::CARDS_PAGE_MAX);
         let mut next = Some(self.fetch_cards(&walks[current.walk], current.pos, page_size));
         while let Some(fetch) = next.take() {
+            self.check_lock()?;
             let cards = fetch.await?;
             let fetched = cards.len();
             let done_walk = fetched < page_size as usize;

@@ -26,6 +26,10 @@ pub enum SyncError {
         /// How long this run waited.
         waited: Duration,
     },
+    /// This run's lock was taken over (it did not say it was alive for too long) or lost with its
+    /// database session: the run stopped so two runs never write at once.
+    #[error("the sync lock was lost (taken over after it went stale, or its database session ended); the run stopped. The next run resumes where it left off")]
+    LockLost,
     /// The selection asked for nothing, or for something that does not exist.
     #[error("invalid selection: {0}")]
     InvalidSelection(String),

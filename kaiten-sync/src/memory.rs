@@ -302,12 +302,15 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn heartbeat_lock(&self, holder: &str) -> Result<(), StoreError> {
+    async fn heartbeat_lock(&self, holder: &str) -> Result<bool, StoreError> {
         let mut inner = self.inner.lock().unwrap();
-        if let Some(info) = inner.lock.as_mut().filter(|i| i.holder == holder) {
-            info.heartbeat_at = Utc::now();
+        match inner.lock.as_mut().filter(|i| i.holder == holder) {
+            Some(info) => {
+                info.heartbeat_at = Utc::now();
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Ok(())
     }
 
     async fn release_lock(&self, holder: &str) -> Result<(), StoreError> {

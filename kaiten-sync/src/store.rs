@@ -545,8 +545,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// held by someone whose last heartbeat is older than `stale_after`.
     async fn try_lock(&self, holder: &str, stale_after: Duration) -> Result<LockAttempt, StoreError>;
 
-    /// Says the holder is alive (keeps the lock from going stale).
-    async fn heartbeat_lock(&self, holder: &str) -> Result<(), StoreError>;
+    /// Says the holder is alive (keeps the lock from going stale). Returns whether `holder` still
+    /// holds the lock: `false` when it was taken over (it went stale) or its session was lost, in
+    /// which case the run must stop.
+    async fn heartbeat_lock(&self, holder: &str) -> Result<bool, StoreError>;
 
     /// Releases the lock if `holder` holds it.
     async fn release_lock(&self, holder: &str) -> Result<(), StoreError>;

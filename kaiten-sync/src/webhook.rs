@@ -191,7 +191,10 @@ impl WebhookEvent {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| WebhookError::Malformed(format!("webhook body is not JSON: {e}")))?;
         let Value::Object(mut top) = value else {
-            return Err(WebhookError::Malformed(format!("webhook body is {}, not a JSON object", kaiten_client::models::json_kind(&value))));
+            return Err(WebhookError::Malformed(format!(
+                "webhook body is {}, not a JSON object",
+                kaiten_client::models::json_kind(&value)
+            )));
         };
         let name = match top.get("event") {
             Some(Value::String(name)) if !name.trim().is_empty() => name.trim().to_owned(),
@@ -214,7 +217,10 @@ impl WebhookEvent {
             return Ok(Self { name, target: None, record: Value::Null });
         };
         let Value::Object(data) = data else {
-            return Err(WebhookError::Malformed(format!("{name} \"data\" is {}, not a JSON object", kaiten_client::models::json_kind(&data))));
+            return Err(WebhookError::Malformed(format!(
+                "{name} \"data\" is {}, not a JSON object",
+                kaiten_client::models::json_kind(&data)
+            )));
         };
         let (record, id_path) = build_record(data);
         match record.get("id") {
@@ -533,6 +539,9 @@ impl Apply<'_> {
                 if board.space_id.is_none() {
                     board.space_id = self.board_space(board.id).await?;
                 }
+                if let Some(space_id) = board.space_id {
+                    self.ensure_space(space_id).await?;
+                }
                 if !known || action == EventAction::Add {
                     // A new board: no events exist for columns and lanes, so list them now (before
                     // the board is written, so a failure leaves nothing half-done).
@@ -657,6 +666,27 @@ impl Apply<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A board's space is not stored: store it from `GET /spaces` (a placeholder when Kaiten does
+    /// not list it), so the board never points to a missing row.
+    async fn ensure_space(&mut self, space_id: i64) -> Result<(), WebhookError> {
+        if !self.store.existing_ids(EntityKind::Spaces, &[space_id]).await?.is_empty() {
+            return Ok(());
+        }
+        self.request();
+        let space = match self.client.spaces().await?.into_iter().find(|s| s.id == space_id) {
+            Some(space) => space,
+            None => {
+                warn!(
+                    space = space_id,
+                    "a webhook board belongs to a space Kaiten does not list; storing a placeholder"
+                );
+                Space::from_value(json!({"id": space_id, "placeholder": true}))
+                    .map_err(|e| WebhookError::Malformed(format!("space placeholder does not parse: {e}")))?
+            }
+        };
+        self.write_parent(Batch::Spaces(vec![space])).await
     }
 
     /// A board a card points to is not stored: find it through `GET /spaces` and

@@ -124,3 +124,24 @@ async fn a_clock_skewed_update_inside_the_overlap_window_is_not_missed() {
     assert_eq!(report.stats(EntityKind::Cards).updated, 1);
     assert_eq!(store.get(EntityKind::Cards, id).await.unwrap().unwrap().raw["title"], "late write");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_lock_is_taken_over_stops() {
+    let sim = Simulator::start(SimConfig { cards: 800, latency: Duration::from_millis(20), ..SimConfig::small() })
+        .await
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let options = SyncOptions::default().with_heartbeat_every(Duration::from_millis(30));
+    let engine = SyncEngine::new(sim_client(&sim), store.clone()).with_options(options);
+    let run = tokio::spawn(async move { engine.sync_all().await });
+    // Another process decides the lock is stale and takes it.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(store.try_lock("impatient-process", Duration::ZERO).await.unwrap(), kaiten_sync::LockAttempt::Acquired);
+    let result = run.await.unwrap();
+    assert!(matches!(result, Err(kaiten_sync::SyncError::LockLost)), "{result:?}");
+    let runs = store.recent_runs(1).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    assert!(runs[0].error.as_deref().unwrap().contains("lock was lost"));
+    // The run did not release the lock it no longer holds.
+    assert!(store.heartbeat_lock("impatient-process").await.unwrap());
+}

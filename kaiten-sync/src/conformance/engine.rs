@@ -388,7 +388,7 @@ impl Store for FlakyStore {
     async fn try_lock(&self, holder: &str, stale_after: Duration) -> Result<LockAttempt, StoreError> {
         self.inner.try_lock(holder, stale_after).await
     }
-    async fn heartbeat_lock(&self, holder: &str) -> Result<(), StoreError> {
+    async fn heartbeat_lock(&self, holder: &str) -> Result<bool, StoreError> {
         self.inner.heartbeat_lock(holder).await
     }
     async fn release_lock(&self, holder: &str) -> Result<(), StoreError> {
