@@ -994,7 +994,18 @@ impl Run<'_> {
         let mut next = Some(self.fetch_cards(&walks[current.walk], current.pos, page_size));
         while let Some(fetch) = next.take() {
             self.check_lock()?;
-            let cards = fetch.await?;
+            let cards = match fetch.await {
+                Ok(cards) => cards,
+                // A tenant that refuses to list deleted cards (`condition=3`): skip that listing;
+                // deletions then show up in the next full sync.
+                Err(kaiten_client::Error::BadRequest { status: 400, message, .. })
+                    if walks[current.walk].condition == Some(Condition::Deleted) =>
+                {
+                    warn!(%message, "Kaiten refused to list deleted cards; deletions will be found by the next full sync");
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
             let fetched = cards.len();
             let done_walk = fetched < page_size as usize;
             let mut after = current.clone();

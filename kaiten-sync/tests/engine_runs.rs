@@ -145,3 +145,63 @@ async fn a_run_whose_lock_is_taken_over_stops() {
     // The run did not release the lock it no longer holds.
     assert!(store.heartbeat_lock("impatient-process").await.unwrap());
 }
+
+/// A proxy in front of the simulator that refuses `condition=3`, like a tenant that does not list
+/// deleted cards.
+async fn refusing_proxy(sim: &Simulator) -> String {
+    use axum::extract::State;
+    use axum::http::Uri;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    let upstream = format!("http://{}", sim.addr());
+    let app = axum::Router::new()
+        .fallback(|State(upstream): State<String>, uri: Uri, headers: HeaderMap| async move {
+            let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+            if path.contains("condition=3") {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    [("content-type", "application/json")],
+                    r#"{"message":"condition: invalid value"}"#.to_owned(),
+                )
+                    .into_response();
+            }
+            let mut request = reqwest::Client::new().get(format!("{upstream}{path}"));
+            if let Some(auth) = headers.get("authorization") {
+                request = request.header("authorization", auth.to_str().unwrap());
+            }
+            let response = request.send().await.unwrap();
+            let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+            (status, [("content-type", "application/json")], response.text().await.unwrap()).into_response()
+        })
+        .with_state(upstream);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/api/latest")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_refusing_to_list_deleted_cards_still_syncs_incrementally() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let url = refusing_proxy(&sim).await;
+    let client = kaiten_sync::kaiten_client::KaitenClient::builder()
+        .base_url(url)
+        .token(sim.token())
+        .rate_limit(None)
+        .build()
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = SyncEngine::new(client, store.clone());
+    engine.sync_all().await.unwrap();
+    let renamed = sim.card_ids()[0];
+    sim.update_card(renamed, serde_json::json!({"title": "renamed behind a proxy"}));
+    let deleted = sim.card_ids()[1];
+    sim.delete_card(deleted);
+    let report = engine.sync_incremental().await.expect("a refused condition=3 listing does not fail the run");
+    assert_eq!(report.stats(EntityKind::Cards).updated, 1);
+    assert_eq!(store.get(EntityKind::Cards, renamed).await.unwrap().unwrap().raw["title"], "renamed behind a proxy");
+    // The deletion is found by the next full sync instead.
+    assert!(store.get(EntityKind::Cards, deleted).await.unwrap().unwrap().deleted_at.is_none());
+    let report = engine.sync_all().await.unwrap();
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 1);
+}
