@@ -991,20 +991,20 @@ impl Run<'_> {
             },
         };
         let page_size = self.engine.options.page_size.clamp(1, KaitenClient::CARDS_PAGE_MAX);
-        let mut next = Some(self.fetch_cards(&walks[current.walk], current.pos, page_size));
+        let mut next = Some(Prefetch::spawn(self.fetch_cards(&walks[current.walk], current.pos, page_size)));
         while let Some(fetch) = next.take() {
             self.check_lock()?;
-            let cards = match fetch.await {
+            let cards = match fetch.result().await {
                 Ok(cards) => cards,
                 // A tenant that refuses to list deleted cards (`condition=3`): skip that listing;
                 // deletions then show up in the next full sync.
-                Err(kaiten_client::Error::BadRequest { status: 400, message, .. })
+                Err(SyncError::Api(kaiten_client::Error::BadRequest { status: 400, message, .. }))
                     if walks[current.walk].condition == Some(Condition::Deleted) =>
                 {
                     warn!(%message, "Kaiten refused to list deleted cards; deletions will be found by the next full sync");
                     Vec::new()
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             let fetched = cards.len();
             let done_walk = fetched < page_size as usize;
@@ -1034,8 +1034,9 @@ impl Run<'_> {
                 state: Some(page_state.clone()),
                 synced_at: now_millis(),
             };
-            // Fetch the next page while this one is written.
-            let following = (!finished).then(|| self.fetch_cards(&walks[after.walk], after.pos, page_size));
+            // Fetch the next page while this one is written (dropped, so aborted, if the write fails).
+            let following =
+                (!finished).then(|| Prefetch::spawn(self.fetch_cards(&walks[after.walk], after.pos, page_size)));
             let outcome = self.store().apply_page(&page).await?;
             state = page_state;
             self.stats(kind).add_page(fetched, outcome);
@@ -1246,6 +1247,30 @@ impl Run<'_> {
         self.write_placeholders(Batch::Columns(columns)).await?;
         self.write_placeholders(Batch::Lanes(lanes)).await?;
         Ok(())
+    }
+}
+
+/// A page request running on its own task, so it proceeds while the previous page is written.
+/// Dropping it aborts the request.
+struct Prefetch(tokio::task::JoinHandle<Result<Vec<Card>, kaiten_client::Error>>);
+
+impl Prefetch {
+    fn spawn(fetch: futures::future::BoxFuture<'static, Result<Vec<Card>, kaiten_client::Error>>) -> Self {
+        Self(tokio::spawn(fetch))
+    }
+
+    async fn result(mut self) -> Result<Vec<Card>, SyncError> {
+        match (&mut self.0).await {
+            Ok(result) => Ok(result?),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(SyncError::Cancelled),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

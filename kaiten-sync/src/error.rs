@@ -30,6 +30,9 @@ pub enum SyncError {
     /// database session: the run stopped so two runs never write at once.
     #[error("the sync lock was lost (taken over after it went stale, or its database session ended); the run stopped. The next run resumes where it left off")]
     LockLost,
+    /// The run's task was cancelled (its runtime shut down) before it finished.
+    #[error("the sync was cancelled before it finished; the next run resumes where it left off")]
+    Cancelled,
     /// The selection asked for nothing, or for something that does not exist.
     #[error("invalid selection: {0}")]
     InvalidSelection(String),
