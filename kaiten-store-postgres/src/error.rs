@@ -254,7 +254,7 @@ pub(crate) fn query_error(err: sqlx::Error, ctx: Ctx<'_>, secrets: &Secrets) -> 
     let code = sqlstate(&err);
     match code.as_deref() {
         // undefined_table, invalid_schema_name, undefined_column: the schema is not (fully) migrated.
-        Some("42P01") | Some("3F000") | Some("42703") => return StoreError::NotMigrated,
+        Some("42P01") | Some("3F000") | Some("42703") | Some("42883") => return StoreError::NotMigrated,
         Some("42501") => {
             return StoreError::Permission {
                 backend: BACKEND,

@@ -28,18 +28,23 @@
 //! `seen_sweep` (deletion detection) and `raw_hash` (recognises unchanged records cheaply).
 //!
 //! How it keeps the [`Store`](kaiten_sync::Store) contract:
-//! - [`apply_page`](kaiten_sync::Store::apply_page) is one transaction around one statement
-//!   generated from `TABLES`: the page travels as typed arrays (`UNNEST`), records whose stored
-//!   copy has the same hash are settled without parsing or locking them, the rest go through
-//!   `INSERT ... ON CONFLICT DO UPDATE ... WHERE changed AND not older`; the same statement marks the
-//!   sweep, replaces the tag links of the cards it wrote and writes the entity state. Page
-//!   transactions commit asynchronously by default ([`PgStoreOptions::async_commit`]).
-//! - Every operation runs in an explicit transaction and, with the statement cache off (default),
-//!   uses unnamed statements only, so a transaction-mode pooler can route it.
+//! - [`apply_page`](kaiten_sync::Store::apply_page) is one call of a PL/pgSQL function that
+//!   `migrate` generates from `TABLES` (`kaiten.write_page_cards` and one per table), and so one
+//!   implicit transaction: the page travels as typed arrays (`UNNEST`), records whose stored copy
+//!   has the same hash are settled without parsing or locking them, the rest go through
+//!   `INSERT ... ON CONFLICT DO UPDATE ... WHERE changed AND not older`; the same statement marks
+//!   the sweep, replaces the tag links of the cards it wrote and writes the entity state. The
+//!   server plans the statement once per session and keeps the plan, even behind a pooler
+//!   (planning it costs about as much as running it), and a page costs one statement instead of
+//!   `BEGIN`, statement, `COMMIT`. Page transactions commit asynchronously by default
+//!   ([`PgStoreOptions::async_commit`]).
+//! - Every other operation runs in an explicit transaction and, with the statement cache off
+//!   (default), every statement is unnamed, so a transaction-mode pooler can route it.
 //! - [`migrate`](kaiten_sync::Store::migrate) applies the embedded migrations ([`migrate`]) in one
 //!   transaction under `pg_advisory_xact_lock`; a database migrated by a newer kaiten-sync is
 //!   refused with [`StoreError::Schema`], and a schema never migrated makes every other method
-//!   fail with [`StoreError::NotMigrated`].
+//!   fail with [`StoreError::NotMigrated`]. It also (re)creates the page functions that are
+//!   missing or differ from this version's, so run `migrate` after upgrading kaiten-sync.
 //! - The sync lock ([`LockMode::Advisory`], default) is a session-level advisory lock on a
 //!   dedicated connection: it disappears with the connection when a process dies, and a holder
 //!   whose heartbeat is older than `stale_after` has its session ended and the lock taken over.
@@ -459,7 +464,7 @@ impl PgStore {
 
 /// Whether an error says the connection is gone (closed socket, or the server ended the session:
 /// `57P01` admin shutdown, `57P02` crash, `08xxx` connection exceptions).
-fn connection_lost(e: &sqlx::Error) -> bool {
+pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) => true,
         e => error::sqlstate(e).is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P02"),

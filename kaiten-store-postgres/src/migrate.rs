@@ -65,16 +65,26 @@ pub(crate) fn render(migration: &Migration, qschema: &str) -> String {
     migration.sql.replace("{schema}", qschema)
 }
 
-/// Applies the missing migrations. `schema` is the bare (validated) name, `qschema` the quoted one.
-pub(crate) async fn run(
-    mut tx: Transaction<'static, Postgres>,
-    schema: &str,
-    qschema: &str,
-    lock_key: i64,
-    persistent: bool,
-    foreign_keys: bool,
-    secrets: &Secrets,
-) -> Result<(), StoreError> {
+/// What a migration works on.
+pub(crate) struct Target<'a> {
+    /// The bare (validated) schema name.
+    pub(crate) schema: &'a str,
+    /// The quoted schema name.
+    pub(crate) qschema: &'a str,
+    /// The advisory lock serializing migrations of this schema.
+    pub(crate) lock_key: i64,
+    /// Whether statements are prepared by name.
+    pub(crate) persistent: bool,
+    /// Whether the relationships are foreign keys.
+    pub(crate) foreign_keys: bool,
+    /// The page functions: `(name, CREATE FUNCTION)`.
+    pub(crate) functions: Vec<(&'a str, &'a str)>,
+    pub(crate) secrets: &'a Secrets,
+}
+
+/// Applies the missing migrations, then brings foreign keys and page functions in line.
+pub(crate) async fn run(mut tx: Transaction<'static, Postgres>, target: Target<'_>) -> Result<(), StoreError> {
+    let Target { schema, qschema, lock_key, persistent, foreign_keys, ref functions, secrets } = target;
     let err = |what: &'static str| move |e: sqlx::Error| schema_error(e, what, schema, secrets);
     // Serializes concurrent migrations of this schema; released at commit or rollback.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -189,8 +199,53 @@ pub(crate) async fn run(
         }
     }
 
+    install_functions(&mut tx, schema, qschema, persistent, functions).await.map_err(err("install page functions"))?;
     tx.commit().await.map_err(err("commit the migration"))?;
     Ok(())
+}
+
+/// (Re)creates the page functions (`(name, CREATE FUNCTION)`) that are missing or differ from this
+/// crate's: each carries a comment with the hash of its definition, so an unchanged one is left
+/// alone (and keeps the plans cached by running sessions).
+async fn install_functions(
+    tx: &mut Transaction<'static, Postgres>,
+    schema: &str,
+    qschema: &str,
+    persistent: bool,
+    functions: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    let installed: Vec<(String, String, Option<String>)> = sqlx::query(
+        "SELECT p.proname::text, p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc') \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = $1 AND p.proname LIKE 'write\\_page\\_%'",
+    )
+    .persistent(persistent)
+    .bind(schema)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect();
+    for &(name, ddl) in functions {
+        let tag = format!("kaiten-sync page writer {}", function_hash(ddl));
+        let same = installed.iter().filter(|(n, ..)| n == name).collect::<Vec<_>>();
+        if same.len() == 1 && same[0].2.as_deref() == Some(tag.as_str()) {
+            continue;
+        }
+        for (_, signature, _) in &same {
+            (&mut **tx).execute(format!("DROP FUNCTION {signature}").as_str()).await?;
+        }
+        (&mut **tx).execute(ddl).await?;
+        let comment = format!("COMMENT ON FUNCTION {qschema}.{} IS '{tag}'", ident(name));
+        (&mut **tx).execute(comment.as_str()).await?;
+    }
+    Ok(())
+}
+
+/// A short hex digest of a function definition.
+fn function_hash(ddl: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(ddl.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Migration errors: permissions stay [`StoreError::Permission`], connection problems stay

@@ -23,11 +23,13 @@ pub(crate) fn ident(name: &str) -> String {
 /// Statements of one entity table.
 #[derive(Debug, Clone)]
 pub(crate) struct TableSql {
-    /// The page statement (parameters: [`PageParams`]); returns `(id, inserted)` of rows written
-    /// and `(id, NULL)` of rows recognised as unchanged without a write.
-    pub(crate) upsert: String,
-    /// `$1` sweep, `$2` ids.
-    pub(crate) sweep: String,
+    /// Calls the table's page function (parameters: [`PageParams`]); returns `(id, inserted)` of
+    /// rows written and `(id, NULL)` of rows recognised as unchanged without a write.
+    pub(crate) write_page: String,
+    /// The page function's bare name (`write_page_cards`).
+    pub(crate) function_name: String,
+    /// `CREATE FUNCTION` of the page function, installed by `migrate`.
+    pub(crate) function_ddl: String,
     /// `$1` id.
     pub(crate) get: String,
     /// `$1` sweep.
@@ -174,12 +176,24 @@ impl PageParams {
     pub(crate) fn state(self) -> usize {
         self.n + 7
     }
-    /// Cards only: card ids and tag ids of the page's tag links.
-    pub(crate) fn tag_cards(self) -> usize {
+    /// Whether the page commits without waiting for the WAL flush.
+    pub(crate) fn async_commit(self) -> usize {
         self.n + 13
     }
-    pub(crate) fn tag_ids(self) -> usize {
+    /// Cards only: card ids and tag ids of the page's tag links.
+    pub(crate) fn tag_cards(self) -> usize {
         self.n + 14
+    }
+    pub(crate) fn tag_ids(self) -> usize {
+        self.n + 15
+    }
+    /// How many parameters the page function of a table takes.
+    pub(crate) fn count(self, cards: bool) -> usize {
+        if cards {
+            self.tag_ids()
+        } else {
+            self.async_commit()
+        }
     }
 }
 
@@ -230,8 +244,9 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
     //   in their own write; the two sets never share a row);
     // - `state`: the entity state, when given;
     // - cards: the tag links of the cards written are replaced: links no longer listed are
-    //   deleted (only cards that existed can have any), the others inserted unless stored. These
-    //   never touch the same row either, so their order (unspecified) does not matter.
+    //   deleted (only cards that existed can have any), the others inserted unless stored (even
+    //   for a card inserted now: someone may have deleted a card row by hand and left its links).
+    //   These never touch the same row either, so their order (unspecified) does not matter.
     // Returns `(id, inserted)` for rows written and `(id, NULL)` for rows that were not candidates.
     let sweep = format!("${}::bigint", p.sweep());
     let synced = format!("${}::timestamptz", p.synced_at());
@@ -293,7 +308,7 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
     sql.push_str(
         " SELECT \"id\", inserted FROM up UNION ALL SELECT u.\"id\", NULL::boolean FROM u WHERE NOT u.candidate",
     );
-    let upsert = sql;
+    let (write_page, function_name, function_ddl) = page_function(s, t, &sql, &table, p);
     let scoped = t.scope_column.map(|c| {
         format!(
             "SELECT \"id\" FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS DISTINCT FROM $1 \
@@ -302,10 +317,9 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
         )
     });
     TableSql {
-        upsert,
-        sweep: format!(
-            "UPDATE {table} SET seen_sweep = $1 WHERE \"id\" = ANY($2::bigint[]) AND seen_sweep IS DISTINCT FROM $1"
-        ),
+        write_page,
+        function_name,
+        function_ddl,
         get: format!("SELECT \"id\", {col_list}, raw, synced_at, deleted_at FROM {table} WHERE \"id\" = $1"),
         unseen_all: format!(
             "SELECT \"id\" FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS DISTINCT FROM $1 ORDER BY \"id\""
@@ -318,6 +332,48 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
         ids_all: format!("SELECT \"id\" FROM {table} ORDER BY \"id\""),
         ids_live: format!("SELECT \"id\" FROM {table} WHERE deleted_at IS NULL ORDER BY \"id\""),
     }
+}
+
+/// The page statement wrapped in a PL/pgSQL function, so that its plan is prepared once per
+/// server session and cached, even through a transaction-mode pooler where the client cannot keep
+/// named prepared statements (planning this statement costs about as much as running it). A call
+/// is one statement, so the page commits atomically without `BEGIN`/`COMMIT` round trips; the
+/// function also sets `synchronous_commit` for its own transaction and gives rows the statement
+/// left alone (same JSON under another hash, or older than stored) the sweep's mark.
+///
+/// Returns the call, the function's name and its `CREATE FUNCTION`.
+fn page_function(s: &str, t: &TableDef, statement: &str, table: &str, p: PageParams) -> (String, String, String) {
+    let cards = t.name == "cards";
+    let name = format!("write_page_{}", t.name);
+    let mut types = vec!["bigint[]"];
+    types.extend(t.columns.iter().map(|c| array_type(c.ty)));
+    types.extend(["text[]", "bigint[]", "boolean[]", "timestamptz", "bigint"]);
+    types.extend(["text", "timestamptz", "timestamptz", "timestamptz", "text", "bigint", "boolean"]);
+    if cards {
+        types.extend(["bigint[]", "bigint[]"]);
+    }
+    debug_assert_eq!(types.len(), p.count(cards));
+    let args: Vec<String> = types.iter().enumerate().map(|(i, ty)| format!("${}::{ty}", i + 1)).collect();
+    let call = format!("SELECT row_id, row_inserted FROM {s}.{}({})", ident(&name), args.join(", "));
+    let ddl = format!(
+        "CREATE FUNCTION {s}.{fname}({types}) RETURNS TABLE (row_id bigint, row_inserted boolean) \
+         LANGUAGE plpgsql VOLATILE AS $kaiten_page$\n\
+         DECLARE returned bigint;\n\
+         BEGIN\n\
+         IF ${async_commit} THEN PERFORM pg_catalog.set_config('synchronous_commit', 'off', true); END IF;\n\
+         RETURN QUERY {statement};\n\
+         GET DIAGNOSTICS returned = ROW_COUNT;\n\
+         IF ${sweep} IS NOT NULL AND returned < pg_catalog.cardinality($1) THEN\n\
+         UPDATE {table} SET seen_sweep = ${sweep} WHERE \"id\" = ANY ($1) AND seen_sweep IS DISTINCT FROM ${sweep};\n\
+         END IF;\n\
+         END\n\
+         $kaiten_page$",
+        fname = ident(&name),
+        types = types.join(", "),
+        async_commit = p.async_commit(),
+        sweep = p.sweep(),
+    );
+    (call, name, ddl)
 }
 
 fn counts_sql(s: &str) -> String {
@@ -346,15 +402,18 @@ mod tests {
         let cards = st.table(EntityKind::Cards);
         let p = PageParams { n: EntityKind::Cards.table().columns.len() };
         for i in 1..=p.tag_ids() {
-            assert!(cards.upsert.contains(&format!("${i}::")), "${i} missing");
+            assert!(cards.function_ddl.contains(&format!("${i}")), "${i} missing");
+            assert!(cards.write_page.contains(&format!("${i}::")), "${i} missing");
         }
-        assert!(!cards.upsert.contains(&format!("${}", p.tag_ids() + 1)));
-        assert!(cards.upsert.contains("EXCLUDED.\"version\" < t.\"version\""));
-        assert!(cards.upsert.contains("u.\"version\" < s.\"version\""));
-        assert!(!st.table(EntityKind::Boards).upsert.contains("version"));
+        assert!(!cards.write_page.contains(&format!("${}", p.tag_ids() + 1)));
+        assert!(cards.function_ddl.contains("EXCLUDED.\"version\" < t.\"version\""));
+        assert!(cards.function_ddl.contains("u.\"version\" < s.\"version\""));
+        assert!(!st.table(EntityKind::Boards).function_ddl.contains("version"));
         let tags = PageParams { n: EntityKind::Tags.table().columns.len() };
-        assert!(st.table(EntityKind::Tags).upsert.contains(&format!("${}::bigint", tags.state() + 5)));
-        assert!(!st.table(EntityKind::Tags).upsert.contains(&format!("${}", tags.tag_cards())));
+        let tags_sql = st.table(EntityKind::Tags);
+        assert!(tags_sql.function_ddl.contains(&format!("${}::bigint", tags.state() + 5)));
+        assert!(tags_sql.write_page.contains(&format!("${}::boolean)", tags.async_commit())));
+        assert!(!tags_sql.write_page.contains(&format!("${}", tags.tag_cards())));
         assert!(st.table(EntityKind::Spaces).unseen_scoped.is_none());
         assert!(st.counts.contains("\"kaiten\".\"property_select_values\""));
     }

@@ -35,58 +35,71 @@ impl PgStore {
         let what = format!("write a page of {kind}");
         let ctx = Ctx::kind(&what, kind);
         let fail = |e: sqlx::Error| Failure { retry: is_retryable(&e), error: self.err(e, ctx) };
-        let table = self.inner.sql.table(kind);
         let mut rows = page.batch.rows();
         // A stable order: concurrent writers of overlapping pages lock rows in the same order.
         rows.sort_unstable_by_key(|r| r.id);
         let total = rows.len() as u64;
-        let arrays = PageArrays::build(kind, kind.table().columns, rows)?;
-        let ids = arrays.ids.clone();
-
-        let begin = self.inner.async_commit.then_some("BEGIN; SET LOCAL synchronous_commit TO off");
-        let mut tx = self.begin_with(begin).await.map_err(fail)?;
-        let mut outcome = PageOutcome::default();
-        if ids.is_empty() {
+        if rows.is_empty() {
             if let Some(state) = &page.state {
+                let mut tx = self.begin_with(None).await.map_err(fail)?;
                 self.write_state(&mut tx, state).await.map_err(fail)?;
+                tx.commit().await.map_err(fail)?;
             }
-        } else {
-            let mut query = self.query(&table.upsert).bind(arrays.ids);
-            for column in arrays.columns {
+            return Ok(PageOutcome::default());
+        }
+        let arrays = PageArrays::build(kind, kind.table().columns, rows)?;
+        let links: (Vec<i64>, Vec<i64>) =
+            if kind == EntityKind::Cards { page.batch.card_tags().into_iter().unzip() } else { Default::default() };
+        let state = page.state.as_ref();
+
+        // One statement: the table's page function writes the rows, their tag links, the sweep's
+        // marks and the entity state, and commits them together (an implicit transaction).
+        let call = || {
+            let mut query = self.query(&self.inner.sql.table(kind).write_page).bind(arrays.ids.as_slice());
+            for column in &arrays.columns {
                 query = column.bind(query);
             }
-            query =
-                query.bind(arrays.raw).bind(arrays.raw_hash).bind(arrays.deleted).bind(page.synced_at).bind(page.sweep);
-            let state = page.state.as_ref();
             query = query
+                .bind(arrays.raw.as_slice())
+                .bind(arrays.raw_hash.as_slice())
+                .bind(arrays.deleted.as_slice())
+                .bind(page.synced_at)
+                .bind(page.sweep)
                 .bind(state.map(|s| s.kind.as_str()))
                 .bind(state.and_then(|s| s.cursor))
                 .bind(state.and_then(|s| s.last_full_sync_at))
                 .bind(state.and_then(|s| s.last_incremental_sync_at))
                 .bind(state.and_then(|s| s.resume.as_deref()))
-                .bind(state.and_then(|s| s.row_count));
+                .bind(state.and_then(|s| s.row_count))
+                .bind(self.inner.async_commit);
             if kind == EntityKind::Cards {
-                let (cards, tags): (Vec<i64>, Vec<i64>) = page.batch.card_tags().into_iter().unzip();
-                query = query.bind(cards).bind(tags);
+                query = query.bind(links.0.as_slice()).bind(links.1.as_slice());
             }
-            let returned = query.fetch_all(&mut *tx).await.map_err(fail)?;
-            let mut settled = 0;
-            for row in &returned {
-                match row.try_get::<Option<bool>, _>(1).map_err(fail)? {
-                    Some(true) => outcome.inserted += 1,
-                    Some(false) => outcome.updated += 1,
-                    None => settled += 1,
+            query
+        };
+        // An idle pooled connection may have broken since it was last used (server restart):
+        // the page is then tried on another one. A page is idempotent, so even a call whose
+        // answer was lost is safe to repeat.
+        let attempts = self.inner.pool.options().get_max_connections() + 1;
+        let mut attempt = 1;
+        let returned = loop {
+            match call().fetch_all(&self.inner.pool).await {
+                Err(e) if attempt < attempts && crate::connection_lost(&e) => {
+                    tracing::debug!(attempt, "a pooled connection was broken ({e}); trying another");
+                    attempt += 1;
                 }
+                other => break other.map_err(fail)?,
             }
-            outcome.unchanged = total - outcome.inserted - outcome.updated;
-
-            // Rows the statement could not settle without its row lock and then left alone (same
-            // JSON under a different hash, or older than stored) still need the sweep's mark.
-            if let (Some(sweep), true) = (page.sweep, outcome.unchanged > settled) {
-                self.query(&table.sweep).bind(sweep).bind(&ids).execute(&mut *tx).await.map_err(fail)?;
+        };
+        let mut outcome = PageOutcome::default();
+        for row in &returned {
+            match row.try_get::<Option<bool>, _>(1).map_err(fail)? {
+                Some(true) => outcome.inserted += 1,
+                Some(false) => outcome.updated += 1,
+                None => {}
             }
         }
-        tx.commit().await.map_err(fail)?;
+        outcome.unchanged = total - outcome.inserted - outcome.updated;
         Ok(outcome)
     }
 
@@ -173,16 +186,16 @@ impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
         let tx = self.begin("begin the migration transaction").await?;
-        crate::migrate::run(
-            tx,
-            &inner.schema,
-            &inner.qschema,
-            inner.migrate_key,
-            inner.persistent,
-            inner.foreign_keys,
-            &inner.secrets,
-        )
-        .await
+        let target = crate::migrate::Target {
+            schema: &inner.schema,
+            qschema: &inner.qschema,
+            lock_key: inner.migrate_key,
+            persistent: inner.persistent,
+            foreign_keys: inner.foreign_keys,
+            functions: inner.sql.tables.iter().map(|t| (t.function_name.as_str(), t.function_ddl.as_str())).collect(),
+            secrets: &inner.secrets,
+        };
+        crate::migrate::run(tx, target).await
     }
 
     async fn apply_page(&self, page: &Page) -> Result<PageOutcome, StoreError> {

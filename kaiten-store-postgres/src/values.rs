@@ -83,13 +83,13 @@ impl ColumnArray {
     }
 
     /// Binds the array as the next parameter.
-    pub(crate) fn bind<'q>(self, query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+    pub(crate) fn bind<'q>(&'q self, query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
         match self {
-            ColumnArray::Int(v) => query.bind(v),
-            ColumnArray::Float(v) => query.bind(v),
-            ColumnArray::Text(v) | ColumnArray::Json(v) => query.bind(v),
-            ColumnArray::Bool(v) => query.bind(v),
-            ColumnArray::Time(v) => query.bind(v),
+            ColumnArray::Int(v) => query.bind(v.as_slice()),
+            ColumnArray::Float(v) => query.bind(v.as_slice()),
+            ColumnArray::Text(v) | ColumnArray::Json(v) => query.bind(v.as_slice()),
+            ColumnArray::Bool(v) => query.bind(v.as_slice()),
+            ColumnArray::Time(v) => query.bind(v.as_slice()),
         }
     }
 }

@@ -593,3 +593,90 @@ async fn broken_pooled_connections_are_replaced_and_sync_commit_works() {
     let outcome = durable.apply_page(&page(Batch::Cards(cards(1, 2, 10, 100)))).await.unwrap();
     assert_eq!(outcome.inserted, 2);
 }
+
+/// `(name, oid, comment)` of the page functions in a schema.
+async fn page_functions(store: &PgStore) -> Vec<(String, i64, Option<String>)> {
+    sqlx::query(
+        "SELECT p.proname::text, p.oid::bigint, obj_description(p.oid, 'pg_proc') FROM pg_proc p \
+         JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 ORDER BY 1",
+    )
+    .bind(store.schema())
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+#[tokio::test]
+async fn page_functions_are_installed_kept_and_repaired_by_migrate() {
+    let Some(store) = pg_store().await else { return };
+    let installed = page_functions(&store).await;
+    let mut expected: Vec<String> = TABLES.iter().map(|t| format!("write_page_{}", t.name)).collect();
+    expected.sort();
+    assert_eq!(installed.iter().map(|f| f.0.clone()).collect::<Vec<_>>(), expected);
+    assert!(installed.iter().all(|f| f.2.as_deref().is_some_and(|c| c.starts_with("kaiten-sync page writer "))));
+
+    // Unchanged: a second migrate leaves them alone (sessions keep their cached plans).
+    store.migrate().await.unwrap();
+    assert_eq!(page_functions(&store).await, installed);
+
+    // A function that differs from this crate's (an older version's) is replaced; a missing one is
+    // a clear "migrate" error until migrate puts it back.
+    let s = store.schema();
+    store.pool().execute(format!("COMMENT ON FUNCTION \"{s}\".write_page_tags IS 'older'").as_str()).await.unwrap();
+    store.pool().execute(format!("DROP FUNCTION \"{s}\".write_page_spaces").as_str()).await.unwrap();
+    let err = store.apply_page(&page(Batch::Spaces(vec![space(1)]))).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotMigrated), "{err:?}");
+    assert!(store.get(EntityKind::Spaces, 1).await.unwrap().is_none());
+    store.migrate().await.unwrap();
+    let repaired = page_functions(&store).await;
+    assert_eq!(repaired.iter().map(|f| &f.2).collect::<Vec<_>>(), installed.iter().map(|f| &f.2).collect::<Vec<_>>());
+    let oid = |fs: &[(String, i64, Option<String>)], name: &str| fs.iter().find(|f| f.0 == name).unwrap().1;
+    assert_ne!(oid(&repaired, "write_page_tags"), oid(&installed, "write_page_tags"));
+    assert_eq!(oid(&repaired, "write_page_cards"), oid(&installed, "write_page_cards"));
+    store.apply_page(&page(Batch::Spaces(vec![space(1)]))).await.unwrap();
+    assert!(store.get(EntityKind::Spaces, 1).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_page_commits_with_the_requested_durability() {
+    let Some(store) = pg_store_with(|o| o.max_connections = 1).await else { return };
+    parents(&*store).await;
+    // The store never changes a session setting (a connection behind a pooler is shared).
+    let show = "SHOW synchronous_commit";
+    let before: String = sqlx::query_scalar(show).fetch_one(store.pool()).await.unwrap();
+    assert_eq!(store.apply_page(&page(Batch::Cards(cards(1, 3, 10, 100)))).await.unwrap().inserted, 3);
+    assert_eq!(sqlx::query_scalar::<_, String>(show).fetch_one(store.pool()).await.unwrap(), before);
+
+    // The page function turns synchronous_commit off for its own transaction when asked to (its
+    // last parameter for tables other than cards), and leaves it alone otherwise.
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT format_type(t, NULL) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, \
+         unnest(p.proargtypes) WITH ORDINALITY AS a(t, i) WHERE n.nspname = $1 AND p.proname = 'write_page_spaces' \
+         ORDER BY i",
+    )
+    .bind(store.schema())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(types.last().map(String::as_str), Some("boolean"));
+    for (flag, expected) in [("true", "off"), ("false", before.as_str())] {
+        let mut args: Vec<String> = types.iter().map(|t| format!("NULL::{t}")).collect();
+        *args.last_mut().unwrap() = flag.to_owned();
+        let mut tx = store.pool().begin().await.unwrap();
+        let rows: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM \"{}\".write_page_spaces({})",
+            store.schema(),
+            args.join(", ")
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(rows, 0);
+        let inside: String = sqlx::query_scalar(show).fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(inside, expected, "async commit {flag}");
+        tx.rollback().await.unwrap();
+    }
+}
