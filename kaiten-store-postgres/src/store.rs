@@ -173,8 +173,28 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
     })
 }
 
-fn stats_json(run: &RunRecord) -> Result<serde_json::Value, StoreError> {
-    serde_json::to_value(&run.stats).map_err(|e| backend_message(format!("serialize the run's stats: {e}")))
+/// Binds a run's fields in the order of `run_insert` (`$1..`) and `run_update` (`$2..`, after the id).
+fn bind_run<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    run: &'q RunRecord,
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    let stats =
+        serde_json::to_value(&run.stats).map_err(|e| backend_message(format!("serialize the run's stats: {e}")))?;
+    let entities: Vec<&str> = run.entities.iter().map(|e| e.as_str()).collect();
+    Ok(query
+        .bind(run.kind.as_str())
+        .bind(entities)
+        .bind(run.scope.as_deref())
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(run.status.as_str())
+        .bind(to_i64(run.total(|s| s.inserted)))
+        .bind(to_i64(run.total(|s| s.updated)))
+        .bind(to_i64(run.total(|s| s.deleted)))
+        .bind(to_i64(run.api_requests))
+        .bind(to_i64(run.retries))
+        .bind(run.error.as_deref())
+        .bind(stats))
 }
 
 #[async_trait]
@@ -330,23 +350,8 @@ impl Store for PgStore {
 
     async fn start_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
         let ctx = Ctx::new("add a run to the log");
-        let entities: Vec<&str> = run.entities.iter().map(|e| e.as_str()).collect();
         let mut tx = self.begin(ctx.what).await?;
-        let row = self
-            .query(&self.inner.sql.run_insert)
-            .bind(run.kind.as_str())
-            .bind(entities)
-            .bind(run.scope.as_deref())
-            .bind(run.started_at)
-            .bind(run.finished_at)
-            .bind(run.status.as_str())
-            .bind(to_i64(run.total(|s| s.inserted)))
-            .bind(to_i64(run.total(|s| s.updated)))
-            .bind(to_i64(run.total(|s| s.deleted)))
-            .bind(to_i64(run.api_requests))
-            .bind(to_i64(run.retries))
-            .bind(run.error.as_deref())
-            .bind(stats_json(run)?)
+        let row = bind_run(self.query(&self.inner.sql.run_insert), run)?
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.err(e, ctx))?;
@@ -356,24 +361,8 @@ impl Store for PgStore {
 
     async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let ctx = Ctx::new("update a run in the log");
-        let entities: Vec<&str> = run.entities.iter().map(|e| e.as_str()).collect();
         let mut tx = self.begin(ctx.what).await?;
-        let done = self
-            .query(&self.inner.sql.run_update)
-            .bind(run.id)
-            .bind(run.kind.as_str())
-            .bind(entities)
-            .bind(run.scope.as_deref())
-            .bind(run.started_at)
-            .bind(run.finished_at)
-            .bind(run.status.as_str())
-            .bind(to_i64(run.total(|s| s.inserted)))
-            .bind(to_i64(run.total(|s| s.updated)))
-            .bind(to_i64(run.total(|s| s.deleted)))
-            .bind(to_i64(run.api_requests))
-            .bind(to_i64(run.retries))
-            .bind(run.error.as_deref())
-            .bind(stats_json(run)?)
+        let done = bind_run(self.query(&self.inner.sql.run_update).bind(run.id), run)?
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e, ctx))?;

@@ -405,61 +405,48 @@ fn stats_json(run: &RunRecord) -> Result<String, StoreError> {
     serde_json::to_string(&run.stats).map_err(|e| backend(format!("cannot encode the stats of run {}: {e}", run.id), e))
 }
 
+/// A run's fields in the order of the log's columns (`?1..?13` of both statements below).
+fn run_values(run: &RunRecord) -> Result<Vec<rusqlite::types::Value>, StoreError> {
+    Ok(vec![
+        run.kind.as_str().to_owned().into(),
+        entities_text(&run.entities).into(),
+        run.scope.clone().into(),
+        fmt_time(&run.started_at).into(),
+        run.finished_at.as_ref().map(fmt_time).into(),
+        run.status.as_str().to_owned().into(),
+        count(run.total(|s| s.inserted)).into(),
+        count(run.total(|s| s.updated)).into(),
+        count(run.total(|s| s.deleted)).into(),
+        count(run.api_requests).into(),
+        count(run.retries).into(),
+        run.error.clone().into(),
+        stats_json(run)?.into(),
+    ])
+}
+
 pub(crate) fn start_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
-    let stats = stats_json(run)?;
+    let values = run_values(run)?;
     conn.prepare_cached(
         "INSERT INTO sync_logs (kind, entities, scope, started_at, finished_at, status, rows_inserted, rows_updated,
              rows_deleted, api_requests, retries, error, stats)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
-    .and_then(|mut s| {
-        s.execute(params![
-            run.kind.as_str(),
-            entities_text(&run.entities),
-            run.scope,
-            fmt_time(&run.started_at),
-            run.finished_at.as_ref().map(fmt_time),
-            run.status.as_str(),
-            count(run.total(|s| s.inserted)),
-            count(run.total(|s| s.updated)),
-            count(run.total(|s| s.deleted)),
-            count(run.api_requests),
-            count(run.retries),
-            run.error,
-            stats,
-        ])
-    })
+    .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
     .map_err(db_err)?;
     Ok(conn.last_insert_rowid())
 }
 
 pub(crate) fn update_run(conn: &Connection, run: &RunRecord) -> Result<(), StoreError> {
-    let stats = stats_json(run)?;
+    let mut values = run_values(run)?;
+    values.push(run.id.into());
     let changed = conn
         .prepare_cached(
-            "UPDATE sync_logs SET kind = ?2, entities = ?3, scope = ?4, started_at = ?5, finished_at = ?6, status = ?7,
-                 rows_inserted = ?8, rows_updated = ?9, rows_deleted = ?10, api_requests = ?11, retries = ?12,
-                 error = ?13, stats = ?14
-             WHERE id = ?1",
+            "UPDATE sync_logs SET kind = ?1, entities = ?2, scope = ?3, started_at = ?4, finished_at = ?5, status = ?6,
+                 rows_inserted = ?7, rows_updated = ?8, rows_deleted = ?9, api_requests = ?10, retries = ?11,
+                 error = ?12, stats = ?13
+             WHERE id = ?14",
         )
-        .and_then(|mut s| {
-            s.execute(params![
-                run.id,
-                run.kind.as_str(),
-                entities_text(&run.entities),
-                run.scope,
-                fmt_time(&run.started_at),
-                run.finished_at.as_ref().map(fmt_time),
-                run.status.as_str(),
-                count(run.total(|s| s.inserted)),
-                count(run.total(|s| s.updated)),
-                count(run.total(|s| s.deleted)),
-                count(run.api_requests),
-                count(run.retries),
-                run.error,
-                stats,
-            ])
-        })
+        .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
         .map_err(db_err)?;
     if changed == 0 {
         return Err(corrupt(format!("no run with id {} in sync_logs", run.id)));
