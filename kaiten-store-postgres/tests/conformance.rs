@@ -44,4 +44,10 @@ mod engine {
     }
 
     kaiten_sync::engine_conformance_tests!(make_shared_store);
+
+    mod webhook {
+        //! Webhook deliveries applied to this store.
+        use super::make_shared_store;
+        kaiten_sync::webhook_conformance_tests!(make_shared_store);
+    }
 }

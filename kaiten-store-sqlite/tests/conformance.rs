@@ -39,4 +39,10 @@ async fn make_shared_store() -> (Arc<dyn Store>, tempfile::TempDir) {
 mod engine {
     use super::make_shared_store;
     kaiten_sync::engine_conformance_tests!(make_shared_store);
+
+    mod webhook {
+        //! Webhook deliveries applied to this store.
+        use super::make_shared_store;
+        kaiten_sync::webhook_conformance_tests!(make_shared_store);
+    }
 }

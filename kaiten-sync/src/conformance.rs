@@ -11,6 +11,7 @@
 
 pub mod engine;
 pub mod fixtures;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

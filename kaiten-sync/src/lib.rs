@@ -6,7 +6,7 @@
 //!   reporting [`ProgressEvent`]s and logging every run in `sync_logs`.
 //! - [`Store`] is what a database must do; [`MemoryStore`] is always here, `kaiten-store-sqlite`
 //!   and `kaiten-store-postgres` are the real ones. The `conformance` feature holds the suite every
-//!   store passes (`store_conformance_tests!`, `engine_conformance_tests!`).
+//!   store passes (`store_conformance_tests!`, `engine_conformance_tests!`, `webhook_conformance_tests!`).
 //! - [`webhook`] authenticates and applies Kaiten webhook deliveries ([`WebhookHandler`]): order
 //!   safe, idempotent, logged in `sync_logs` as runs of kind `webhook`.
 //! - [`schema`] defines the tables and typed columns once for every store.
