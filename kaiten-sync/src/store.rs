@@ -448,8 +448,12 @@ pub enum StoreError {
     /// Migrations could not be applied, or the database was migrated by a newer version.
     #[error("database schema problem: {0}")]
     Schema(String),
-    /// The schema has not been created yet.
-    #[error("the database has no kaiten-sync schema yet: run `kaiten-sync migrate` (or call `Store::migrate`)")]
+    /// The schema has not been created yet, or lacks something this version needs (a table, a
+    /// column, a function): `migrate` creates or completes it.
+    #[error(
+        "the database has no kaiten-sync schema yet, or one missing what this version needs: run `kaiten-sync \
+         migrate` (or call `Store::migrate`)"
+    )]
     NotMigrated,
     /// The database user may not do what is needed.
     #[error("permission denied in the {backend} database: {message}")]
