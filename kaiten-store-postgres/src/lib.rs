@@ -28,23 +28,26 @@
 //! `seen_sweep` (deletion detection) and `raw_hash` (recognises unchanged records cheaply).
 //!
 //! How it keeps the [`Store`](kaiten_sync::Store) contract:
-//! - [`apply_page`](kaiten_sync::Store::apply_page) is one call of a PL/pgSQL function that
-//!   `migrate` generates from `TABLES` (`kaiten.write_page_cards` and one per table), and so one
-//!   implicit transaction: the page travels as typed arrays (`UNNEST`), records whose stored copy
-//!   has the same hash are settled without parsing or locking them, the rest go through
-//!   `INSERT ... ON CONFLICT DO UPDATE ... WHERE changed AND not older`; the same statement marks
-//!   the sweep, replaces the tag links of the cards it wrote and writes the entity state. The
-//!   server plans the statement once per session and keeps the plan, even behind a pooler
-//!   (planning it costs about as much as running it), and a page costs one statement instead of
-//!   `BEGIN`, statement, `COMMIT`. Page transactions commit asynchronously by default
-//!   ([`PgStoreOptions::async_commit`]).
-//! - Every other operation runs in an explicit transaction and, with the statement cache off
-//!   (default), every statement is unnamed, so a transaction-mode pooler can route it.
+//! - [`apply_page`](kaiten_sync::Store::apply_page) is one transaction holding one call of a
+//!   PL/pgSQL function that `migrate` generates from `TABLES` (`kaiten.write_page_cards_<digest>`
+//!   and one per table, the digest naming the function's definition): the page travels as typed
+//!   arrays (`UNNEST`), records whose stored copy has the same hash are settled without parsing or
+//!   locking them, the rest go through `INSERT ... ON CONFLICT DO UPDATE ... WHERE changed AND
+//!   not older`; the same statement marks the sweep, replaces the tag links of the cards it wrote
+//!   and writes the entity state. The server plans the statement once per session and keeps the
+//!   plan, even behind a pooler (planning it costs about as much as running it). Page
+//!   transactions commit asynchronously by default ([`PgStoreOptions::async_commit`]).
+//! - Every operation runs in an explicit transaction and, with the statement cache off (default),
+//!   every statement is unnamed, so a transaction-mode pooler keeps each statement's messages on
+//!   one server connection (the suites run through PgBouncer in transaction mode). The startup
+//!   parameter `extra_float_digits`, which PgBouncer refuses, is not sent.
 //! - [`migrate`](kaiten_sync::Store::migrate) applies the embedded migrations ([`migrate`]) in one
 //!   transaction under `pg_advisory_xact_lock`; a database migrated by a newer kaiten-sync is
 //!   refused with [`StoreError::Schema`], and a schema never migrated makes every other method
-//!   fail with [`StoreError::NotMigrated`]. It also (re)creates the page functions that are
-//!   missing or differ from this version's, so run `migrate` after upgrading kaiten-sync.
+//!   fail with [`StoreError::NotMigrated`]. It also creates this version's page functions when
+//!   missing (or changed by hand), so run `migrate` after upgrading kaiten-sync: until then pages
+//!   fail with [`StoreError::NotMigrated`]. Other versions' functions are left for processes of
+//!   those versions still running.
 //! - The sync lock ([`LockMode::Advisory`], default) is a session-level advisory lock on a
 //!   dedicated connection: it disappears with the connection when a process dies, and a holder
 //!   whose heartbeat is older than `stale_after` has its session ended and the lock taken over.
@@ -246,6 +249,9 @@ impl PgStore {
         let mut connect_options =
             PgConnectOptions::from_str(&options.url).map_err(|e| connect_error(e, &target, &secrets))?;
         connect_options = connect_options.statement_cache_capacity(options.statement_cache_capacity);
+        // sqlx would send `extra_float_digits` at startup, which PgBouncer refuses ("unsupported
+        // startup parameter") unless told to ignore it; the store reads no text-format floats.
+        connect_options = connect_options.extra_float_digits(None);
         if connect_options.get_application_name().is_none() {
             connect_options = connect_options.application_name("kaiten-sync");
         }

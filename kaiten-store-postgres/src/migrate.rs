@@ -204,9 +204,11 @@ pub(crate) async fn run(mut tx: Transaction<'static, Postgres>, target: Target<'
     Ok(())
 }
 
-/// (Re)creates the page functions (`(name, CREATE FUNCTION)`) that are missing or differ from this
-/// crate's: each carries a comment with the hash of its definition, so an unchanged one is left
-/// alone (and keeps the plans cached by running sessions).
+/// (Re)creates the page functions (`(name, CREATE FUNCTION)`) that are missing or whose body was
+/// changed by hand: each carries a comment with the hash of its definition, so an intact one is
+/// left alone (and keeps the plans cached by running sessions). Other versions' functions (other
+/// digests in the name) are left too: a process of that version may still be running, and they
+/// go with the schema.
 async fn install_functions(
     tx: &mut Transaction<'static, Postgres>,
     schema: &str,
@@ -227,7 +229,7 @@ async fn install_functions(
     .map(|r| (r.get(0), r.get(1), r.get(2)))
     .collect();
     for &(name, ddl) in functions {
-        let tag = format!("kaiten-sync page writer {}", function_hash(ddl));
+        let tag = format!("kaiten-sync page writer {}", crate::sql::definition_hash(ddl));
         let same = installed.iter().filter(|(n, ..)| n == name).collect::<Vec<_>>();
         if same.len() == 1 && same[0].2.as_deref() == Some(tag.as_str()) {
             continue;
@@ -240,12 +242,6 @@ async fn install_functions(
         (&mut **tx).execute(comment.as_str()).await?;
     }
     Ok(())
-}
-
-/// A short hex digest of a function definition.
-fn function_hash(ddl: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(ddl.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Migration errors: permissions stay [`StoreError::Permission`], connection problems stay

@@ -336,15 +336,19 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
 
 /// The page statement wrapped in a PL/pgSQL function, so that its plan is prepared once per
 /// server session and cached, even through a transaction-mode pooler where the client cannot keep
-/// named prepared statements (planning this statement costs about as much as running it). A call
-/// is one statement, so the page commits atomically without `BEGIN`/`COMMIT` round trips; the
-/// function also sets `synchronous_commit` for its own transaction and gives rows the statement
-/// left alone (same JSON under another hash, or older than stored) the sweep's mark.
+/// named prepared statements (planning this statement costs about as much as running it). The
+/// function also sets `synchronous_commit` for its caller's transaction when asked to, and gives
+/// rows the statement left alone (same JSON under another hash, or older than stored) the sweep's
+/// mark.
+///
+/// The function's name ends with a digest of its definition (`write_page_cards_<16 hex>`): a
+/// store never calls a body other than its own (a database not migrated by this version answers
+/// "undefined function", which is [`StoreError::NotMigrated`](kaiten_sync::StoreError)), and
+/// processes of two versions sharing a database each call their own.
 ///
 /// Returns the call, the function's name and its `CREATE FUNCTION`.
 fn page_function(s: &str, t: &TableDef, statement: &str, table: &str, p: PageParams) -> (String, String, String) {
     let cards = t.name == "cards";
-    let name = format!("write_page_{}", t.name);
     let mut types = vec!["bigint[]"];
     types.extend(t.columns.iter().map(|c| array_type(c.ty)));
     types.extend(["text[]", "bigint[]", "boolean[]", "timestamptz", "bigint"]);
@@ -354,9 +358,8 @@ fn page_function(s: &str, t: &TableDef, statement: &str, table: &str, p: PagePar
     }
     debug_assert_eq!(types.len(), p.count(cards));
     let args: Vec<String> = types.iter().enumerate().map(|(i, ty)| format!("${}::{ty}", i + 1)).collect();
-    let call = format!("SELECT row_id, row_inserted FROM {s}.{}({})", ident(&name), args.join(", "));
-    let ddl = format!(
-        "CREATE FUNCTION {s}.{fname}({types}) RETURNS TABLE (row_id bigint, row_inserted boolean) \
+    let template = format!(
+        "CREATE FUNCTION {s}.{NAME}({types}) RETURNS TABLE (row_id bigint, row_inserted boolean) \
          LANGUAGE plpgsql VOLATILE AS $kaiten_page$\n\
          DECLARE returned bigint;\n\
          BEGIN\n\
@@ -368,12 +371,23 @@ fn page_function(s: &str, t: &TableDef, statement: &str, table: &str, p: PagePar
          END IF;\n\
          END\n\
          $kaiten_page$",
-        fname = ident(&name),
         types = types.join(", "),
         async_commit = p.async_commit(),
         sweep = p.sweep(),
     );
+    let name = format!("write_page_{}_{}", t.name, definition_hash(&template));
+    let ddl = template.replace(NAME, &ident(&name));
+    let call = format!("SELECT row_id, row_inserted FROM {s}.{}({})", ident(&name), args.join(", "));
     (call, name, ddl)
+}
+
+/// Stands for the function's name in the definition its name is derived from.
+const NAME: &str = "__kaiten_page_function__";
+
+/// A 16-digit hex digest of a definition.
+pub(crate) fn definition_hash(ddl: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(ddl.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn counts_sql(s: &str) -> String {

@@ -21,6 +21,9 @@ use crate::{LockMode, PgStore};
 /// How often a page is retried after a deadlock or serialization failure.
 const PAGE_ATTEMPTS: usize = 3;
 
+/// Turns `synchronous_commit` off for the current transaction only.
+const ASYNC_COMMIT: &str = "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)";
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -42,6 +45,9 @@ impl PgStore {
         if rows.is_empty() {
             if let Some(state) = &page.state {
                 let mut tx = self.begin_with(None).await.map_err(fail)?;
+                if self.inner.async_commit {
+                    self.query(ASYNC_COMMIT).execute(&mut *tx).await.map_err(fail)?;
+                }
                 self.write_state(&mut tx, state).await.map_err(fail)?;
                 tx.commit().await.map_err(fail)?;
             }
@@ -52,8 +58,11 @@ impl PgStore {
             if kind == EntityKind::Cards { page.batch.card_tags().into_iter().unzip() } else { Default::default() };
         let state = page.state.as_ref();
 
-        // One statement: the table's page function writes the rows, their tag links, the sweep's
-        // marks and the entity state, and commits them together (an implicit transaction).
+        // One statement inside an explicit transaction: the table's page function writes the rows,
+        // their tag links, the sweep's marks and the entity state, which commit together. The
+        // explicit transaction keeps the statement's protocol messages on one server connection
+        // behind a transaction-mode pooler (an implicit one ends at each Sync, where the pooler may
+        // switch connections between the statement's parse and its execution).
         let call = || {
             let mut query = self.query(&self.inner.sql.table(kind).write_page).bind(arrays.ids.as_slice());
             for column in &arrays.columns {
@@ -79,11 +88,18 @@ impl PgStore {
         };
         // An idle pooled connection may have broken since it was last used (server restart):
         // the page is then tried on another one. A page is idempotent, so even a call whose
-        // answer was lost is safe to repeat.
+        // commit's answer was lost is safe to repeat (its rows then count as unchanged).
         let attempts = self.inner.pool.options().get_max_connections() + 1;
         let mut attempt = 1;
         let returned = loop {
-            match call().fetch_all(&self.inner.pool).await {
+            let result = async {
+                let mut tx = self.inner.pool.begin().await?;
+                let rows = call().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(rows)
+            }
+            .await;
+            match result {
                 Err(e) if attempt < attempts && crate::connection_lost(&e) => {
                     tracing::debug!(attempt, "a pooled connection was broken ({e}); trying another");
                     attempt += 1;

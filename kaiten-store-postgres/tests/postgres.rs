@@ -609,35 +609,63 @@ async fn page_functions(store: &PgStore) -> Vec<(String, i64, Option<String>)> {
     .collect()
 }
 
+/// The page function of `table` among `functions`: `write_page_<table>_<16 hex digits>`.
+fn page_function<'a>(functions: &'a [(String, i64, Option<String>)], table: &str) -> &'a (String, i64, Option<String>) {
+    let prefix = format!("write_page_{table}_");
+    let mut found = functions.iter().filter(|f| {
+        f.0.strip_prefix(&prefix).is_some_and(|d| d.len() == 16 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    let function = found.next().unwrap_or_else(|| panic!("no page function for {table} in {functions:?}"));
+    assert!(found.next().is_none(), "two page functions for {table}: {functions:?}");
+    function
+}
+
 #[tokio::test]
 async fn page_functions_are_installed_kept_and_repaired_by_migrate() {
     let Some(store) = pg_store().await else { return };
     let installed = page_functions(&store).await;
-    let mut expected: Vec<String> = TABLES.iter().map(|t| format!("write_page_{}", t.name)).collect();
-    expected.sort();
-    assert_eq!(installed.iter().map(|f| f.0.clone()).collect::<Vec<_>>(), expected);
-    assert!(installed.iter().all(|f| f.2.as_deref().is_some_and(|c| c.starts_with("kaiten-sync page writer "))));
+    assert_eq!(installed.len(), TABLES.len(), "{installed:?}");
+    for t in TABLES {
+        let (_, _, comment) = page_function(&installed, t.name);
+        assert!(comment.as_deref().is_some_and(|c| c.starts_with("kaiten-sync page writer ")), "{comment:?}");
+    }
 
     // Unchanged: a second migrate leaves them alone (sessions keep their cached plans).
     store.migrate().await.unwrap();
     assert_eq!(page_functions(&store).await, installed);
 
-    // A function that differs from this crate's (an older version's) is replaced; a missing one is
-    // a clear "migrate" error until migrate puts it back.
+    // A function changed by hand is replaced; a missing one is a clear "migrate" error until
+    // migrate puts it back.
     let s = store.schema();
-    store.pool().execute(format!("COMMENT ON FUNCTION \"{s}\".write_page_tags IS 'older'").as_str()).await.unwrap();
-    store.pool().execute(format!("DROP FUNCTION \"{s}\".write_page_spaces").as_str()).await.unwrap();
+    let tags = &page_function(&installed, "tags").0;
+    let spaces = &page_function(&installed, "spaces").0;
+    store.pool().execute(format!("COMMENT ON FUNCTION \"{s}\".{tags} IS 'edited'").as_str()).await.unwrap();
+    store.pool().execute(format!("DROP FUNCTION \"{s}\".{spaces}").as_str()).await.unwrap();
     let err = store.apply_page(&page(Batch::Spaces(vec![space(1)]))).await.unwrap_err();
     assert!(matches!(err, StoreError::NotMigrated), "{err:?}");
     assert!(store.get(EntityKind::Spaces, 1).await.unwrap().is_none());
     store.migrate().await.unwrap();
     let repaired = page_functions(&store).await;
-    assert_eq!(repaired.iter().map(|f| &f.2).collect::<Vec<_>>(), installed.iter().map(|f| &f.2).collect::<Vec<_>>());
-    let oid = |fs: &[(String, i64, Option<String>)], name: &str| fs.iter().find(|f| f.0 == name).unwrap().1;
-    assert_ne!(oid(&repaired, "write_page_tags"), oid(&installed, "write_page_tags"));
-    assert_eq!(oid(&repaired, "write_page_cards"), oid(&installed, "write_page_cards"));
+    assert_eq!(
+        repaired.iter().map(|f| (&f.0, &f.2)).collect::<Vec<_>>(),
+        installed.iter().map(|f| (&f.0, &f.2)).collect::<Vec<_>>()
+    );
+    assert_ne!(page_function(&repaired, "tags").1, page_function(&installed, "tags").1);
+    assert_eq!(page_function(&repaired, "cards").1, page_function(&installed, "cards").1);
     store.apply_page(&page(Batch::Spaces(vec![space(1)]))).await.unwrap();
     assert!(store.get(EntityKind::Spaces, 1).await.unwrap().is_some());
+
+    // Another version's function (another digest) is neither called nor removed: a process of
+    // that version may still be running against this database.
+    let other = "write_page_spaces_0123456789abcdef";
+    store.pool().execute(format!("ALTER FUNCTION \"{s}\".{spaces} RENAME TO {other}").as_str()).await.unwrap();
+    let err = store.apply_page(&page(Batch::Spaces(vec![space(2)]))).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotMigrated), "{err:?}");
+    store.migrate().await.unwrap();
+    let both = page_functions(&store).await;
+    assert!(both.iter().any(|f| f.0 == other) && both.iter().any(|f| f.0 == *spaces), "{both:?}");
+    store.apply_page(&page(Batch::Spaces(vec![space(2)]))).await.unwrap();
+    assert!(store.get(EntityKind::Spaces, 2).await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -647,17 +675,19 @@ async fn a_page_commits_with_the_requested_durability() {
     // The store never changes a session setting (a connection behind a pooler is shared).
     let show = "SHOW synchronous_commit";
     let before: String = sqlx::query_scalar(show).fetch_one(store.pool()).await.unwrap();
+    assert_eq!(before, "on", "the test server's default");
     assert_eq!(store.apply_page(&page(Batch::Cards(cards(1, 3, 10, 100)))).await.unwrap().inserted, 3);
     assert_eq!(sqlx::query_scalar::<_, String>(show).fetch_one(store.pool()).await.unwrap(), before);
 
     // The page function turns synchronous_commit off for its own transaction when asked to (its
     // last parameter for tables other than cards), and leaves it alone otherwise.
+    let spaces = page_function(&page_functions(&store).await, "spaces").0.clone();
     let types: Vec<String> = sqlx::query_scalar(
         "SELECT format_type(t, NULL) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, \
-         unnest(p.proargtypes) WITH ORDINALITY AS a(t, i) WHERE n.nspname = $1 AND p.proname = 'write_page_spaces' \
-         ORDER BY i",
+         unnest(p.proargtypes) WITH ORDINALITY AS a(t, i) WHERE n.nspname = $1 AND p.proname = $2 ORDER BY i",
     )
     .bind(store.schema())
+    .bind(&spaces)
     .fetch_all(store.pool())
     .await
     .unwrap();
@@ -666,14 +696,11 @@ async fn a_page_commits_with_the_requested_durability() {
         let mut args: Vec<String> = types.iter().map(|t| format!("NULL::{t}")).collect();
         *args.last_mut().unwrap() = flag.to_owned();
         let mut tx = store.pool().begin().await.unwrap();
-        let rows: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM \"{}\".write_page_spaces({})",
-            store.schema(),
-            args.join(", ")
-        ))
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+        let rows: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM \"{}\".{spaces}({})", store.schema(), args.join(", ")))
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
         assert_eq!(rows, 0);
         let inside: String = sqlx::query_scalar(show).fetch_one(&mut *tx).await.unwrap();
         assert_eq!(inside, expected, "async commit {flag}");

@@ -1,0 +1,224 @@
+//! The store behind a real PgBouncer in transaction mode (what Supabase's port 6543 and most
+//! hosted poolers are): unnamed statements, the table lock, and a pooler that hands each
+//! transaction to whichever server connection is free. The whole engine and webhook suites run
+//! through it, plus concurrent page writers on more clients than the pooler has server connections.
+//!
+//! PgBouncer is found at `$PGBOUNCER`, on `PATH` or at `/usr/sbin/pgbouncer`. Without it a test
+//! says how to enable it and returns, unless `KAITEN_REQUIRE_PGBOUNCER` is set: then it fails.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::str::FromStr;
+
+use common::{server, SchemaGuard};
+use kaiten_store_postgres::{LockMode, PgStore, PgStoreOptions};
+use kaiten_sync::{MemoryStore, Store};
+use sqlx::postgres::PgConnectOptions;
+
+/// The PgBouncer binary, or `None` (after saying so) when there is none and it is not required.
+fn pgbouncer_binary() -> Option<PathBuf> {
+    let candidates = std::env::var_os("PGBOUNCER")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|p| std::env::split_paths(&p).map(|d| d.join("pgbouncer")).collect::<Vec<_>>()),
+        )
+        .chain([PathBuf::from("/usr/sbin/pgbouncer")]);
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    if std::env::var_os("KAITEN_REQUIRE_PGBOUNCER").is_some() {
+        panic!("KAITEN_REQUIRE_PGBOUNCER is set but no pgbouncer binary was found (install Debian's pgbouncer)");
+    }
+    eprintln!("SKIPPED: no pgbouncer binary; install it (apt-get install pgbouncer) or set PGBOUNCER");
+    None
+}
+
+/// Whether this process runs as root (PgBouncer refuses to; it is then told to switch user).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// A PgBouncer process in transaction mode in front of the test server, killed on drop.
+struct Bouncer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    user: String,
+    database: String,
+}
+
+impl Bouncer {
+    /// Starts PgBouncer with `server_connections` server connections per database and user.
+    fn start(binary: &PathBuf, upstream: &str, server_connections: usize) -> Bouncer {
+        let options = PgConnectOptions::from_str(upstream).expect("test server URL");
+        let (host, port, user) = (options.get_host(), options.get_port(), options.get_username());
+        let database = options.get_database().unwrap_or(user);
+        let dir = std::env::temp_dir().join(common::unique_name("kaiten_pgbouncer"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listen = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen_port = listen.local_addr().unwrap().port();
+        drop(listen);
+        let switch_user = if running_as_root() { "user = postgres\n" } else { "" };
+        let ini = format!(
+            "[databases]\n\
+             * = host={host} port={port} dbname={database} user={user}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {listen_port}\n\
+             unix_socket_dir =\n\
+             auth_type = any\n\
+             pool_mode = transaction\n\
+             default_pool_size = {server_connections}\n\
+             max_client_conn = 200\n\
+             logfile =\n\
+             pidfile =\n\
+             {switch_user}"
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        set_readable(&dir);
+        let child = Command::new(binary)
+            .arg(dir.join("pgbouncer.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("pgbouncer.log")).unwrap())
+            .spawn()
+            .expect("start pgbouncer");
+        let bouncer = Bouncer { child, port: listen_port, dir, user: user.to_owned(), database: database.to_owned() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err() {
+            assert!(Instant::now() < deadline, "pgbouncer did not listen within 10 s: {}", bouncer.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bouncer
+    }
+
+    /// The test database's URL through the pooler.
+    fn url(&self, application_name: &str) -> String {
+        format!(
+            "postgres://{}@127.0.0.1:{}/{}?application_name={application_name}",
+            self.user, self.port, self.database
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Lets the `postgres` user PgBouncer switches to read the configuration.
+fn set_readable(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
+    let _ = std::fs::set_permissions(dir.join("pgbouncer.ini"), std::fs::Permissions::from_mode(0o644));
+}
+
+/// What keeps a store behind the pooler alive: the pooler goes first, then the schema.
+type Guard = Option<(Bouncer, SchemaGuard)>;
+
+/// A fresh store on its own schema, reached through a new PgBouncer with `server_connections`,
+/// configured as the README says for poolers. `None` when there is no server or no PgBouncer.
+async fn pooled_store(max_connections: u32, server_connections: usize) -> Option<(PgStore, Bouncer, SchemaGuard)> {
+    let upstream = server().await?;
+    let binary = pgbouncer_binary()?;
+    let bouncer = Bouncer::start(&binary, &upstream, server_connections);
+    let guard = SchemaGuard::new(&upstream);
+    let options = PgStoreOptions {
+        schema: guard.schema.clone(),
+        lock_mode: LockMode::Table,
+        max_connections,
+        ..PgStoreOptions::new(bouncer.url(&guard.app))
+    };
+    assert_eq!(options.statement_cache_capacity, 0, "the default keeps statements unnamed");
+    let store = match PgStore::connect_with(options).await {
+        Ok(store) => store,
+        Err(e) => panic!("connect through pgbouncer: {e}\n{}", bouncer.log()),
+    };
+    if let Err(e) = store.migrate().await {
+        panic!("migrate through pgbouncer: {e}\n{}", bouncer.log());
+    }
+    Some((store, bouncer, guard))
+}
+
+async fn make_shared_store() -> (Arc<dyn Store>, Guard) {
+    match pooled_store(6, 2).await {
+        Some((store, bouncer, guard)) => (Arc::new(store), Some((bouncer, guard))),
+        None => {
+            eprintln!("SKIPPED (ran against the memory store): no PostgreSQL server or no pgbouncer");
+            (Arc::new(MemoryStore::new()), None)
+        }
+    }
+}
+
+mod engine {
+    //! The end-to-end sync scenarios through the pooler.
+    use super::make_shared_store;
+    kaiten_sync::engine_conformance_tests!(make_shared_store);
+}
+
+mod webhook {
+    //! Webhook deliveries through the pooler.
+    use super::make_shared_store;
+    kaiten_sync::webhook_conformance_tests!(make_shared_store);
+}
+
+/// Many clients writing pages of two tables at once over one server connection, so that their
+/// statements interleave there: every statement of a page must reach the server connection its
+/// transaction runs on, or a page would bind another client's statement (an error, or worse, a
+/// page written by the wrong statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pages_through_the_pooler_all_land() {
+    use kaiten_sync::conformance::fixtures::{board, epoch, space};
+    use kaiten_sync::{Batch, EntityKind, Page};
+
+    let Some((store, bouncer, _guard)) = pooled_store(12, 1).await else { return };
+    let store = Arc::new(store);
+    let page = |batch| Page { batch, sweep: None, state: None, synced_at: epoch() };
+    store.apply_page(&page(Batch::Spaces(vec![space(1)]))).await.unwrap();
+    let mut tasks = Vec::new();
+    for writer in 0..12i64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..20i64 {
+                let first = 10_000 + writer * 1000 + n * 10;
+                let ids = first..first + 10;
+                let batch = if writer % 2 == 0 {
+                    Batch::Spaces(ids.map(space).collect())
+                } else {
+                    Batch::Boards(ids.map(|id| board(id, 1)).collect())
+                };
+                let outcome = store.apply_page(&page(batch)).await?;
+                assert_eq!(outcome.inserted, 10);
+            }
+            Ok::<_, kaiten_sync::StoreError>(())
+        }));
+    }
+    for task in tasks {
+        if let Err(e) = task.await.unwrap() {
+            panic!("a page failed through pgbouncer: {e}\n{}", bouncer.log());
+        }
+    }
+    assert_eq!(store.ids(EntityKind::Spaces, false).await.unwrap().len(), 1 + 6 * 20 * 10);
+    assert_eq!(store.ids(EntityKind::Boards, false).await.unwrap().len(), 6 * 20 * 10);
+}
