@@ -707,3 +707,33 @@ async fn a_page_commits_with_the_requested_durability() {
         tx.rollback().await.unwrap();
     }
 }
+
+/// Scans of `table` since the schema was made, as the statistics see them once the store's one
+/// connection has flushed its counters.
+async fn seq_scans(store: &PgStore, table: &str) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()").execute(store.pool()).await.unwrap();
+    sqlx::query("SELECT 1").execute(store.pool()).await.unwrap();
+    sqlx::query_scalar("SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2")
+        .bind(store.schema())
+        .bind(table)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pages_keep_looking_rows_up_by_key_while_the_table_grows() {
+    // One server session: the plan its first pages made (on an empty table, where a full scan is
+    // cheapest) is the one every later page reuses.
+    let Some(store) = pg_store_with(|o| o.max_connections = 1).await else { return };
+    parents(&*store).await;
+    let before = seq_scans(&store, "cards").await;
+    for n in 0..30 {
+        let outcome = store.apply_page(&page(Batch::Cards(cards(1 + n * 100, 100, 10, 100)))).await.unwrap();
+        assert_eq!(outcome.inserted, 100);
+    }
+    // Re-upserting unchanged rows goes through the same lookup.
+    let outcome = store.apply_page(&page(Batch::Cards(cards(1, 100, 10, 100)))).await.unwrap();
+    assert_eq!(outcome.unchanged, 100);
+    assert_eq!(seq_scans(&store, "cards").await - before, 0, "a page scanned the whole cards table");
+}
