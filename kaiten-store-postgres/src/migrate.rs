@@ -9,7 +9,7 @@ use kaiten_sync::StoreError;
 use sqlx::{Executor, Postgres, Row, Transaction};
 
 use crate::error::{query_error, Ctx, Secrets};
-use crate::sql::ident;
+use crate::sql::{definition_hash, ident, BODY_QUOTE, PLANNER_SETTINGS};
 
 /// One embedded migration.
 #[derive(Debug, Clone, Copy)]
@@ -204,11 +204,20 @@ pub(crate) async fn run(mut tx: Transaction<'static, Postgres>, target: Target<'
     Ok(())
 }
 
-/// (Re)creates the page functions (`(name, CREATE FUNCTION)`) that are missing or whose body was
-/// changed by hand: each carries a comment with the hash of its definition, so an intact one is
+/// (Re)creates the page functions (`(name, CREATE FUNCTION)`) that are missing or were changed by
+/// hand (body, settings or the comment carrying the hash of their definition); an intact one is
 /// left alone (and keeps the plans cached by running sessions). Other versions' functions (other
 /// digests in the name) are left too: a process of that version may still be running, and they
 /// go with the schema.
+/// A page function found in the schema.
+struct Installed {
+    name: String,
+    signature: String,
+    comment: Option<String>,
+    body: String,
+    config: String,
+}
+
 async fn install_functions(
     tx: &mut Transaction<'static, Postgres>,
     schema: &str,
@@ -216,8 +225,9 @@ async fn install_functions(
     persistent: bool,
     functions: &[(&str, &str)],
 ) -> Result<(), sqlx::Error> {
-    let installed: Vec<(String, String, Option<String>)> = sqlx::query(
-        "SELECT p.proname::text, p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc') \
+    let installed: Vec<Installed> = sqlx::query(
+        "SELECT p.proname::text, p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc'), p.prosrc, \
+         coalesce(array_to_string(p.proconfig, ','), '') \
          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
          WHERE n.nspname = $1 AND p.proname LIKE 'write\\_page\\_%'",
     )
@@ -226,16 +236,20 @@ async fn install_functions(
     .fetch_all(&mut **tx)
     .await?
     .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .map(|r| Installed { name: r.get(0), signature: r.get(1), comment: r.get(2), body: r.get(3), config: r.get(4) })
     .collect();
+    let config = PLANNER_SETTINGS.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     for &(name, ddl) in functions {
-        let tag = format!("kaiten-sync page writer {}", crate::sql::definition_hash(ddl));
-        let same = installed.iter().filter(|(n, ..)| n == name).collect::<Vec<_>>();
-        if same.len() == 1 && same[0].2.as_deref() == Some(tag.as_str()) {
-            continue;
+        let tag = format!("kaiten-sync page writer {}", definition_hash(ddl));
+        let body = ddl.split(BODY_QUOTE).nth(1).unwrap_or_default();
+        let same = installed.iter().filter(|f| f.name == name).collect::<Vec<_>>();
+        if let [f] = same.as_slice() {
+            if f.comment.as_deref() == Some(tag.as_str()) && f.body == body && f.config == config {
+                continue;
+            }
         }
-        for (_, signature, _) in &same {
-            (&mut **tx).execute(format!("DROP FUNCTION {signature}").as_str()).await?;
+        for f in &same {
+            (&mut **tx).execute(format!("DROP FUNCTION {}", f.signature).as_str()).await?;
         }
         (&mut **tx).execute(ddl).await?;
         let comment = format!("COMMENT ON FUNCTION {qschema}.{} IS '{tag}'", ident(name));

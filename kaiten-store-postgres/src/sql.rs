@@ -26,7 +26,7 @@ pub(crate) struct TableSql {
     /// Calls the table's page function (parameters: [`PageParams`]); returns `(id, inserted)` of
     /// rows written and `(id, NULL)` of rows recognised as unchanged without a write.
     pub(crate) write_page: String,
-    /// The page function's bare name (`write_page_cards`).
+    /// The page function's bare name (`write_page_cards_<digest>`).
     pub(crate) function_name: String,
     /// `CREATE FUNCTION` of the page function, installed by `migrate`.
     pub(crate) function_ddl: String,
@@ -234,7 +234,7 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
         )
     };
 
-    // A whole page in one statement (one parse, one round trip):
+    // A whole page in one statement (the body of the table's page function):
     // - `u`: the incoming rows, each marked `candidate` unless its stored copy has the same raw
     //   hash and deleted state (or is newer): read without a lock, so an unchanged record costs an
     //   index lookup, no JSON parsing and no row lock;
@@ -294,11 +294,12 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
     );
     if t.name == "cards" {
         sql.push_str(&format!(
-            ", links AS (SELECT l.card_id, l.tag_id, up.inserted \
-               FROM UNNEST(${a}::bigint[], ${b}::bigint[]) AS l(card_id, tag_id) JOIN up ON up.\"id\" = l.card_id), \
+            ", links AS (SELECT l.card_id, l.tag_id \
+               FROM UNNEST(${a}::bigint[], ${b}::bigint[]) AS l(card_id, tag_id) \
+               WHERE l.card_id = ANY (ARRAY(SELECT \"id\" FROM up))), \
              gone AS (DELETE FROM {s}.card_tags c \
                WHERE c.card_id = ANY (ARRAY(SELECT \"id\" FROM up WHERE NOT inserted)) \
-               AND NOT EXISTS (SELECT 1 FROM links WHERE links.card_id = c.card_id AND links.tag_id = c.tag_id)), \
+               AND (c.card_id, c.tag_id) NOT IN (SELECT card_id, tag_id FROM links)), \
              added AS (INSERT INTO {s}.card_tags (card_id, tag_id) SELECT card_id, tag_id FROM links \
                ON CONFLICT DO NOTHING)",
             a = p.tag_cards(),
@@ -367,8 +368,8 @@ fn page_function(s: &str, t: &TableDef, statement: &str, table: &str, p: PagePar
     let template = format!(
         "CREATE FUNCTION {s}.{NAME}({types}) RETURNS TABLE (row_id bigint, row_inserted boolean) \
          LANGUAGE plpgsql VOLATILE \
-         SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off \
-         AS $kaiten_page$\n\
+         {settings} \
+         AS {BODY_QUOTE}\n\
          DECLARE returned bigint;\n\
          BEGIN\n\
          IF ${async_commit} THEN PERFORM pg_catalog.set_config('synchronous_commit', 'off', true); END IF;\n\
@@ -378,8 +379,9 @@ fn page_function(s: &str, t: &TableDef, statement: &str, table: &str, p: PagePar
          UPDATE {table} SET seen_sweep = ${sweep} WHERE \"id\" = ANY ($1) AND seen_sweep IS DISTINCT FROM ${sweep};\n\
          END IF;\n\
          END\n\
-         $kaiten_page$",
+         {BODY_QUOTE}",
         types = types.join(", "),
+        settings = PLANNER_SETTINGS.iter().map(|(k, v)| format!("SET {k} = {v}")).collect::<Vec<_>>().join(" "),
         async_commit = p.async_commit(),
         sweep = p.sweep(),
     );
@@ -388,6 +390,13 @@ fn page_function(s: &str, t: &TableDef, statement: &str, table: &str, p: PagePar
     let call = format!("SELECT row_id, row_inserted FROM {s}.{}({})", ident(&name), args.join(", "));
     (call, name, ddl)
 }
+
+/// The planner settings every page function runs with (see [`page_function`]).
+pub(crate) const PLANNER_SETTINGS: [(&str, &str); 3] =
+    [("enable_seqscan", "off"), ("enable_hashjoin", "off"), ("enable_mergejoin", "off")];
+
+/// Quotes a page function's body.
+pub(crate) const BODY_QUOTE: &str = "$kaiten_page$";
 
 /// Stands for the function's name in the definition its name is derived from.
 const NAME: &str = "__kaiten_page_function__";

@@ -67,43 +67,53 @@ impl Bouncer {
         let options = PgConnectOptions::from_str(upstream).expect("test server URL");
         let (host, port, user) = (options.get_host(), options.get_port(), options.get_username());
         let database = options.get_database().unwrap_or(user);
-        let dir = std::env::temp_dir().join(common::unique_name("kaiten_pgbouncer"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let listen = TcpListener::bind("127.0.0.1:0").unwrap();
-        let listen_port = listen.local_addr().unwrap().port();
-        drop(listen);
-        let switch_user = if running_as_root() { "user = postgres\n" } else { "" };
-        let ini = format!(
-            "[databases]\n\
-             * = host={host} port={port} dbname={database} user={user}\n\
-             [pgbouncer]\n\
-             listen_addr = 127.0.0.1\n\
-             listen_port = {listen_port}\n\
-             unix_socket_dir =\n\
-             auth_type = any\n\
-             pool_mode = transaction\n\
-             default_pool_size = {server_connections}\n\
-             max_client_conn = 200\n\
-             logfile =\n\
-             pidfile =\n\
-             {switch_user}"
-        );
-        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
-        set_readable(&dir);
-        let child = Command::new(binary)
-            .arg(dir.join("pgbouncer.ini"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("pgbouncer.log")).unwrap())
-            .spawn()
-            .expect("start pgbouncer");
-        let bouncer = Bouncer { child, port: listen_port, dir, user: user.to_owned(), database: database.to_owned() };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err() {
-            assert!(Instant::now() < deadline, "pgbouncer did not listen within 10 s: {}", bouncer.log());
-            std::thread::sleep(Duration::from_millis(20));
+        // The port is picked free, then bound by PgBouncer: another process may take it in
+        // between, so a PgBouncer that exits at start is tried again on another port.
+        for _ in 0..5 {
+            let dir = std::env::temp_dir().join(common::unique_name("kaiten_pgbouncer"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let listen_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let switch_user = if running_as_root() { "user = postgres\n" } else { "" };
+            let ini = format!(
+                "[databases]\n\
+                 * = host={host} port={port} dbname={database} user={user}\n\
+                 [pgbouncer]\n\
+                 listen_addr = 127.0.0.1\n\
+                 listen_port = {listen_port}\n\
+                 unix_socket_dir =\n\
+                 auth_type = any\n\
+                 pool_mode = transaction\n\
+                 default_pool_size = {server_connections}\n\
+                 max_client_conn = 200\n\
+                 logfile =\n\
+                 pidfile =\n\
+                 {switch_user}"
+            );
+            std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+            set_readable(&dir);
+            let child = Command::new(binary)
+                .arg(dir.join("pgbouncer.ini"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("pgbouncer.log")).unwrap())
+                .spawn()
+                .expect("start pgbouncer");
+            let mut bouncer =
+                Bouncer { child, port: listen_port, dir, user: user.to_owned(), database: database.to_owned() };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_ok() {
+                    return bouncer;
+                }
+                if let Ok(Some(status)) = bouncer.child.try_wait() {
+                    eprintln!("pgbouncer exited at start ({status}), trying another port: {}", bouncer.log());
+                    break;
+                }
+                assert!(Instant::now() < deadline, "pgbouncer did not listen within 10 s: {}", bouncer.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        bouncer
+        panic!("pgbouncer did not start on any of 5 ports");
     }
 
     /// The test database's URL through the pooler.
@@ -127,10 +137,11 @@ impl Drop for Bouncer {
     }
 }
 
-/// Lets the `postgres` user PgBouncer switches to read the configuration.
+/// Lets the `postgres` user PgBouncer switches to (when started as root) read the configuration.
+/// It holds no secret: the test server trusts loopback connections.
 fn set_readable(dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
     let _ = std::fs::set_permissions(dir.join("pgbouncer.ini"), std::fs::Permissions::from_mode(0o644));
 }
 
