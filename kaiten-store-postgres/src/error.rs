@@ -189,7 +189,7 @@ fn describe_io(err: &std::io::Error) -> String {
         ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof => {
             "the server closed the connection"
         }
-        ErrorKind::NotFound => "host not found",
+        ErrorKind::NotFound => "not found (the host, or a file the URL names)",
         ErrorKind::PermissionDenied => "the operating system denied the connection",
         _ => "",
     };

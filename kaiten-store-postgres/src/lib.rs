@@ -248,6 +248,7 @@ impl PgStore {
         }
         let mut connect_options =
             PgConnectOptions::from_str(&options.url).map_err(|e| connect_error(e, &target, &secrets))?;
+        check_tls_files(&options.url, &target)?;
         connect_options = connect_options.statement_cache_capacity(options.statement_cache_capacity);
         // sqlx would send `extra_float_digits` at startup, which PgBouncer refuses ("unsupported
         // startup parameter") unless told to ignore it; the store reads no text-format floats.
@@ -466,6 +467,26 @@ impl PgStore {
             }
         }
     }
+}
+
+/// Fails clearly when a certificate or key file the URL names (`sslrootcert`, `sslcert`, `sslkey`)
+/// does not exist, instead of the connection's bare "file not found".
+fn check_tls_files(url: &str, target: &str) -> Result<(), StoreError> {
+    let Ok(parsed) = url::Url::parse(url) else { return Ok(()) };
+    for (key, value) in parsed.query_pairs() {
+        let names_a_file = matches!(
+            key.as_ref(),
+            "sslrootcert" | "ssl-root-cert" | "ssl-ca" | "sslcert" | "ssl-cert" | "sslkey" | "ssl-key"
+        );
+        if names_a_file && !value.starts_with("-----BEGIN") && std::fs::metadata(value.as_ref()).is_err() {
+            return Err(StoreError::Unavailable {
+                backend: BACKEND,
+                message: format!("{target}: the {key} file {value} does not exist or cannot be read"),
+                source: None,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether an error says the connection is gone (closed socket, or the server ended the session:
