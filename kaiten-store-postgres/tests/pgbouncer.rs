@@ -102,7 +102,8 @@ impl Bouncer {
                 Bouncer { child, port: listen_port, dir, user: user.to_owned(), database: database.to_owned() };
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_ok() {
+                // Its own log line, not a connection: the port may be another test's pooler.
+                if bouncer.log().contains(&format!("listening on 127.0.0.1:{listen_port}")) {
                     return bouncer;
                 }
                 if let Ok(Some(status)) = bouncer.child.try_wait() {
