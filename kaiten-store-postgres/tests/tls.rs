@@ -1,7 +1,7 @@
 //! TLS against a PostgreSQL server the test starts itself, with a certificate authority and a
 //! server certificate the test makes (`openssl`), the way hosted Postgres presents itself:
 //! `sslmode=require` encrypts, `verify-full` checks the chain and the host name, and every
-//! failure is a clear error. The server is a throwaway cluster (`initdb`) on a free loopback port.
+//! failure is a clear error. The server checks passwords (SCRAM), so a wrong one is tested too. The server is a throwaway cluster (`initdb`) on a free loopback port.
 //!
 //! Needs `openssl` and PostgreSQL's server binaries (`initdb`, `postgres`: `$KAITEN_TEST_PG_BINDIR`,
 //! else the newest `/usr/lib/postgresql/*/bin`, else `PATH`). Without them the test says so and
@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 use kaiten_store_postgres::PgStore;
 use kaiten_sync::StoreError;
+
+/// The superuser's password on the throwaway server (which, unlike the shared test server, checks
+/// passwords over TCP).
+const PASSWORD: &str = "kaiten-tls-test-secret";
 
 /// Fails in CI, says how to enable the test elsewhere.
 fn unavailable(why: &str) -> Option<TlsServer> {
@@ -165,9 +169,16 @@ impl TlsServer {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
         }
+        std::fs::write(dir.join("pwfile"), format!("{PASSWORD}\n")).unwrap();
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(dir.join("pwfile"), Some(uid), Some(gid)).unwrap();
+        }
         let mut initdb = Command::new(bindir.join("initdb"));
         initdb
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "--locale=C", "-E", "UTF8", "-D"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256", "-U", "postgres", "--no-sync", "--locale=C"])
+            .args(["-E", "UTF8", "--pwfile"])
+            .arg(dir.join("pwfile"))
+            .arg("-D")
             .arg(dir.join("data"));
         as_server_user(&mut initdb);
         run(&mut initdb, "initdb");
@@ -190,18 +201,22 @@ impl TlsServer {
         let child = postgres.spawn().expect("start postgres");
         let mut server = TlsServer { child, dir, port };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !server.log().contains("ready to accept connections") {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("the TLS test server exited ({status}): {}", server.log());
             }
-            assert!(Instant::now() < deadline, "the TLS test server did not listen within 30 s: {}", server.log());
+            assert!(Instant::now() < deadline, "the TLS test server was not ready within 30 s: {}", server.log());
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(server)
     }
 
     fn url(&self, host: &str, params: &str) -> String {
-        format!("postgres://postgres@{host}:{}/postgres?{params}", self.port)
+        self.url_with_password(PASSWORD, host, params)
+    }
+
+    fn url_with_password(&self, password: &str, host: &str, params: &str) -> String {
+        format!("postgres://postgres:{password}@{host}:{}/postgres?{params}", self.port)
     }
 
     fn path(&self, file: &str) -> String {
@@ -285,4 +300,22 @@ async fn tls_with_a_certificate_made_by_the_test() {
     let text = err.to_string();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     assert!(text.contains("sslrootcert file /nonexistent/ca.crt does not exist"), "{text}");
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_clear_error_without_the_password() {
+    let Some(server) = TlsServer::start() else { return };
+    let wrong = "not-the-Password-42";
+    for params in ["sslmode=disable", "sslmode=require"] {
+        let err = PgStore::connect(&server.url_with_password(wrong, "127.0.0.1", params))
+            .await
+            .expect_err("a wrong password is refused");
+        let (text, debug) = (err.to_string(), format!("{err:?}"));
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{params}: {debug}");
+        assert!(text.contains("authentication failed") && text.contains("postgres"), "{params}: {text}");
+        assert!(!text.contains(wrong) && !debug.contains(wrong), "{params}: the password leaked: {debug}");
+    }
+    // The right one works, over TLS and without.
+    let store = PgStore::connect(&server.url("127.0.0.1", "sslmode=disable")).await.expect("right password");
+    assert!(!uses_tls(store).await);
 }
