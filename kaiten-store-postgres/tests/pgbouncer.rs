@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use std::str::FromStr;
 
-use common::{server, SchemaGuard};
+use common::{running_as_root, server, SchemaGuard};
 use kaiten_store_postgres::{LockMode, PgStore, PgStoreOptions};
 use kaiten_sync::{MemoryStore, Store};
 use sqlx::postgres::PgConnectOptions;
@@ -42,14 +42,6 @@ fn pgbouncer_binary() -> Option<PathBuf> {
     }
     eprintln!("SKIPPED: no pgbouncer binary; install it (apt-get install pgbouncer) or set PGBOUNCER");
     None
-}
-
-/// Whether this process runs as root (PgBouncer refuses to; it is then told to switch user).
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
 }
 
 /// A PgBouncer process in transaction mode in front of the test server, killed on drop.

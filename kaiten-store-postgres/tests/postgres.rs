@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{pg_store, pg_store_with, server, with_param, DatabaseGuard, SchemaGuard};
+use common::{pg_store, pg_store_with, server, uses_tls, with_param, DatabaseGuard, SchemaGuard};
 use kaiten_store_postgres::{migrate, LockMode, PgStore, PgStoreOptions};
 use kaiten_sync::conformance::fixtures::{board, card, card_json, cards, column, lane, space};
 use kaiten_sync::schema::{ColumnType, TABLES};
@@ -525,14 +525,6 @@ async fn tls_require_and_verify_full() {
             opts.get_port(),
             opts.get_database().unwrap_or("postgres")
         )
-    };
-    let uses_tls = |store: PgStore| async move {
-        let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        store.close().await;
-        ssl
     };
 
     let required = PgStore::connect(&with_param(&base(opts.get_host()), "sslmode", "require")).await.expect("require");

@@ -7,12 +7,15 @@
 //! else the newest `/usr/lib/postgresql/*/bin`, else `PATH`). Without them the test says so and
 //! returns, unless `CI` is set: then it fails.
 
+mod common;
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{running_as_root, uses_tls};
 use kaiten_store_postgres::PgStore;
 use kaiten_sync::StoreError;
 
@@ -53,13 +56,6 @@ fn postgres_user() -> Option<(u32, u32)> {
     let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
     let fields: Vec<&str> = line.split(':').collect();
     Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?))
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
 }
 
 fn run(command: &mut Command, what: &str) {
@@ -149,7 +145,7 @@ impl TlsServer {
         } else {
             None
         };
-        let dir = std::env::temp_dir().join(format!("kaiten_tls_{}_{}", std::process::id(), rand_suffix()));
+        let dir = std::env::temp_dir().join(common::unique_name("kaiten_tls"));
         std::fs::create_dir_all(&dir).unwrap();
         make_ca(&dir, "ca");
         make_ca(&dir, "other-ca");
@@ -240,22 +236,6 @@ impl Drop for TlsServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    h.finish() & 0xffff_ffff
-}
-
-async fn uses_tls(store: PgStore) -> bool {
-    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    store.close().await;
-    ssl
 }
 
 fn assert_tls_error(err: &StoreError, why: &str) {

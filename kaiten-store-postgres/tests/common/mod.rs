@@ -294,3 +294,22 @@ impl TestStore {
         }
     }
 }
+
+/// Whether this process runs as root (PgBouncer and PostgreSQL refuse to; they are then run as
+/// the `postgres` user).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Whether the store's connection is encrypted; closes the store.
+pub async fn uses_tls(store: PgStore) -> bool {
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    ssl
+}
