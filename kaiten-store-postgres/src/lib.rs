@@ -35,12 +35,15 @@
 //!   locking them, the rest go through `INSERT ... ON CONFLICT DO UPDATE ... WHERE changed AND
 //!   not older`; the same statement marks the sweep, replaces the tag links of the cards it wrote
 //!   and writes the entity state. The server plans the statement once per session and keeps the
-//!   plan, even behind a pooler (planning it costs about as much as running it). Page
-//!   transactions commit asynchronously by default ([`PgStoreOptions::async_commit`]).
-//! - Every operation runs in an explicit transaction and, with the statement cache off (default),
-//!   every statement is unnamed, so a transaction-mode pooler keeps each statement's messages on
-//!   one server connection (the suites run through PgBouncer in transaction mode). The startup
-//!   parameter `extra_float_digits`, which PgBouncer refuses, is not sent.
+//!   plan, even behind a pooler (planning it costs about as much as running it); the function
+//!   plans with sequential scans and hash and merge joins off, so a plan cached while a table was
+//!   small stays a primary-key lookup as the table grows. Page transactions commit asynchronously
+//!   by default ([`PgStoreOptions::async_commit`]).
+//! - Every operation on the pool runs in an explicit transaction and, with the statement cache
+//!   off (default), every statement is unnamed, so a transaction-mode pooler keeps each
+//!   statement's messages on one server connection (the suites run through PgBouncer in
+//!   transaction mode). The startup parameter `extra_float_digits`, which PgBouncer refuses, is
+//!   not sent.
 //! - [`migrate`](kaiten_sync::Store::migrate) applies the embedded migrations ([`migrate`]) in one
 //!   transaction under `pg_advisory_xact_lock`; a database migrated by a newer kaiten-sync is
 //!   refused with [`StoreError::Schema`], and a schema never migrated makes every other method
