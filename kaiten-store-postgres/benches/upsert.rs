@@ -35,6 +35,18 @@ fn pages(total: i64) -> Vec<Batch> {
         .collect()
 }
 
+/// How many connections write pages at once (`BENCH_STREAMS`, default 1).
+fn streams() -> usize {
+    env_number("BENCH_STREAMS", 1).max(1) as usize
+}
+
+/// Adds a page's outcome to a pass's.
+fn add(sum: &mut PageOutcome, outcome: PageOutcome) {
+    sum.inserted += outcome.inserted;
+    sum.updated += outcome.updated;
+    sum.unchanged += outcome.unchanged;
+}
+
 async fn pass(store: &PgStore, batches: &[Batch], sweep: Option<i64>, synced: i64) -> (Duration, PageOutcome) {
     let mut sum = PageOutcome::default();
     let mut pages: Vec<Page> = batches
@@ -51,7 +63,7 @@ async fn pass(store: &PgStore, batches: &[Batch], sweep: Option<i64>, synced: i6
     let _ = sqlx::query("CHECKPOINT").execute(store.pool()).await;
     // BENCH_STREAMS > 1 writes pages concurrently, page i on stream i % streams (one connection
     // each): what a writer could gain by overlapping pages.
-    let streams = env_number("BENCH_STREAMS", 1).max(1) as usize;
+    let streams = streams();
     let mut lanes: Vec<Vec<Page>> = (0..streams).map(|_| Vec::new()).collect();
     for (i, page) in pages.drain(..).enumerate() {
         lanes[i % streams].push(page);
@@ -64,20 +76,14 @@ async fn pass(store: &PgStore, batches: &[Batch], sweep: Option<i64>, synced: i6
             tokio::spawn(async move {
                 let mut sum = PageOutcome::default();
                 for page in &lane {
-                    let outcome = store.apply_page(page).await.expect("apply_page");
-                    sum.inserted += outcome.inserted;
-                    sum.updated += outcome.updated;
-                    sum.unchanged += outcome.unchanged;
+                    add(&mut sum, store.apply_page(page).await.expect("apply_page"));
                 }
                 sum
             })
         })
         .collect();
     for task in tasks {
-        let outcome = task.await.expect("a writer task");
-        sum.inserted += outcome.inserted;
-        sum.updated += outcome.updated;
-        sum.unchanged += outcome.unchanged;
+        add(&mut sum, task.await.expect("a writer task"));
     }
     (started.elapsed(), sum)
 }
@@ -188,7 +194,7 @@ async fn main() {
     println!(
         "kaiten-store-postgres upsert benchmark: {total} cards in pages of {PAGE}, statement cache {cache}, foreign keys \
          {foreign_keys}, {streams} writer(s), schema {schema}",
-        streams = env_number("BENCH_STREAMS", 1).max(1),
+        streams = streams(),
     );
     let built = Instant::now();
     let batches = pages(total);

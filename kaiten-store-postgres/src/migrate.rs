@@ -204,11 +204,6 @@ pub(crate) async fn run(mut tx: Transaction<'static, Postgres>, target: Target<'
     Ok(())
 }
 
-/// (Re)creates the page functions (`(name, CREATE FUNCTION)`) that are missing or were changed by
-/// hand (body, settings or the comment carrying the hash of their definition); an intact one is
-/// left alone (and keeps the plans cached by running sessions). Other versions' functions (other
-/// digests in the name) are left too: a process of that version may still be running, and they
-/// go with the schema.
 /// A page function found in the schema.
 struct Installed {
     name: String,
@@ -218,6 +213,11 @@ struct Installed {
     config: String,
 }
 
+/// (Re)creates the page functions (`(name, CREATE FUNCTION)`) that are missing or were changed by
+/// hand (body, settings or the comment carrying the hash of their definition); an intact one is
+/// left alone (and keeps the plans cached by running sessions). Other versions' functions (other
+/// digests in the name) are left too: a process of that version may still be running, and they
+/// go with the schema.
 async fn install_functions(
     tx: &mut Transaction<'static, Postgres>,
     schema: &str,

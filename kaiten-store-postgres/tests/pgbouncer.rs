@@ -16,26 +16,20 @@ use std::time::{Duration, Instant};
 
 use std::str::FromStr;
 
-use common::{running_as_root, server, SchemaGuard};
+use common::{find_on_path, running_as_root, server, SchemaGuard};
 use kaiten_store_postgres::{LockMode, PgStore, PgStoreOptions};
 use kaiten_sync::{MemoryStore, Store};
 use sqlx::postgres::PgConnectOptions;
 
 /// The PgBouncer binary, or `None` (after saying so) when there is none and it is not required.
 fn pgbouncer_binary() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PGBOUNCER")
+    let found = std::env::var_os("PGBOUNCER")
         .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            std::env::var_os("PATH")
-                .into_iter()
-                .flat_map(|p| std::env::split_paths(&p).map(|d| d.join("pgbouncer")).collect::<Vec<_>>()),
-        )
-        .chain([PathBuf::from("/usr/sbin/pgbouncer")]);
-    for candidate in candidates {
-        if candidate.is_file() {
-            return Some(candidate);
-        }
+        .or_else(|| find_on_path("pgbouncer"))
+        .or_else(|| Some(PathBuf::from("/usr/sbin/pgbouncer")))
+        .filter(|p| p.is_file());
+    if found.is_some() {
+        return found;
     }
     if std::env::var_os("KAITEN_REQUIRE_PGBOUNCER").is_some() {
         panic!("KAITEN_REQUIRE_PGBOUNCER is set but no pgbouncer binary was found (install Debian's pgbouncer)");

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{running_as_root, uses_tls};
+use common::{find_on_path, running_as_root, uses_tls};
 use kaiten_store_postgres::PgStore;
 use kaiten_sync::StoreError;
 
@@ -28,10 +28,6 @@ fn unavailable(why: &str) -> Option<TlsServer> {
     assert!(std::env::var_os("CI").is_none(), "CI is set but the TLS test cannot run: {why}");
     eprintln!("SKIPPED: {why}");
     None
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// The directory holding `initdb` and `postgres`.

@@ -313,3 +313,8 @@ pub async fn uses_tls(store: PgStore) -> bool {
     store.close().await;
     ssl
 }
+
+/// `name` in a directory of `PATH`.
+pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
+}
