@@ -188,6 +188,8 @@ struct CardSeed {
     version: i64,
     size: Option<i64>,
     due_date: Option<i64>,
+    /// `due_date` as a date only (`"2025-03-01"`) rather than a timestamp.
+    due_date_only: bool,
     external_id: Option<String>,
     properties: Obj,
     tag_ids: Vec<i64>,
@@ -226,7 +228,7 @@ fn card_object(s: CardSeed, path_data: Value) -> Obj {
         "size" => s.size,
         "size_text" => s.size.map(|v| v.to_string()),
         "size_unit" => Value::Null,
-        "due_date" => s.due_date.map(ts),
+        "due_date" => s.due_date.map(|d| if s.due_date_only { ts(d)[..10].to_owned() } else { ts(d) }),
         "due_date_time_present" => false,
         "expires_later" => false,
         "external_id" => s.external_id,
@@ -310,8 +312,12 @@ impl Company {
             rng: StdRng::seed_from_u64(config.seed ^ 0x5EED_0F51),
         };
 
-        for i in 0..config.users.max(1) {
+        let user_count = config.users.max(1);
+        // The token's own user (the first) is never deactivated.
+        let first_deactivated = user_count - config.deactivated_users.min(user_count - 1);
+        for i in 0..user_count {
             let (created, updated) = times(&mut rng);
+            let active = i < first_deactivated;
             let first = FIRST_NAMES[i % FIRST_NAMES.len()];
             let last = LAST_NAMES[(i + i / FIRST_NAMES.len()) % LAST_NAMES.len()];
             let suffix = if i >= FIRST_NAMES.len() { i.to_string() } else { String::new() };
@@ -324,7 +330,7 @@ impl Company {
                 "full_name" => format!("{first} {last}"),
                 "username" => username.as_str(),
                 "email" => format!("{username}@example.com"),
-                "activated" => true,
+                "activated" => active,
                 "avatar_initials_url" => format!("https://sim.kaiten.ru/avatars/initials/{initials}.png"),
                 "avatar_uploaded_url" => Value::Null,
                 "initials" => initials,
@@ -339,7 +345,8 @@ impl Company {
                 "delete_requested_at" => Value::Null,
                 "created" => ts(created),
                 "updated" => ts(updated),
-                "role" => if i == 0 { 1 } else { 2 },
+                // 1 owner, 2 user, 3 deactivated.
+                "role" => if i == 0 { 1 } else if active { 2 } else { 3 },
                 "company_id" => COMPANY_ID,
                 "user_id" => id,
                 "external" => false,
@@ -421,6 +428,8 @@ impl Company {
                 };
                 for (k, value) in values.iter().enumerate() {
                     select_id += 1;
+                    // The last value is no longer offered (inactive), but cards still hold it.
+                    let condition = if k + 1 == values.len() { "inactive" } else { "active" };
                     c.select_values.push(obj! {
                         "id" => select_id,
                         "uid" => uid(&mut rng),
@@ -428,7 +437,7 @@ impl Company {
                         "value" => *value,
                         "color" => (k + 1) as i64,
                         "deleted" => false,
-                        "condition" => "active",
+                        "condition" => condition,
                         "sort_order" => (k + 1) as f64,
                         "external_id" => Value::Null,
                         "created" => ts(created),
@@ -512,9 +521,15 @@ impl Company {
                         leaves.push(Leaf { column_id: col_id, column_type: kind });
                     }
                 }
-                let lanes = (0..config.lanes_per_board.max(1))
+                let live_lanes = config.lanes_per_board.max(1);
+                let lanes = (0..live_lanes)
                     .map(|k| c.push_lane(board_id, &named(&LANE_NAMES, k), (k + 1) as f64, created))
                     .collect();
+                for k in 0..config.archived_lanes_per_board {
+                    let title = format!("Archived {}", k + 1);
+                    let lane = c.push_lane(board_id, &title, (live_lanes + k + 1) as f64, created);
+                    c.lane_mut(lane).insert("condition".to_owned(), json!(2));
+                }
                 layouts.push((board_id, leaves, lanes));
             }
         }
@@ -552,14 +567,27 @@ impl Company {
         }
 
         let user_ids: Vec<i64> = self.users.iter().filter_map(|u| int(u, "id")).collect();
+        let deactivated: Vec<i64> = self
+            .users
+            .iter()
+            .filter(|u| u.get("activated") == Some(&Value::Bool(false)))
+            .filter_map(|u| int(u, "id"))
+            .collect();
         let type_ids: Vec<i64> = self.card_types.iter().filter_map(|t| int(t, "id")).collect();
-        let tag_ids: Vec<i64> = self.tags.iter().filter_map(|t| int(t, "id")).collect();
+        let mut tag_ids: Vec<i64> = self.tags.iter().filter_map(|t| int(t, "id")).collect();
+        if tag_ids.len() >= 2 {
+            // The last tag stays on no card: `GET /tags` leaves it out.
+            tag_ids.pop();
+        }
         let mut select_by_prop: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut inactive_by_prop: HashMap<i64, i64> = HashMap::new();
         for v in &self.select_values {
-            select_by_prop
-                .entry(int(v, "custom_property_id").unwrap_or(0))
-                .or_default()
-                .push(int(v, "id").unwrap_or(0));
+            let prop = int(v, "custom_property_id").unwrap_or(0);
+            let id = int(v, "id").unwrap_or(0);
+            select_by_prop.entry(prop).or_default().push(id);
+            if v.get("condition").and_then(Value::as_str) != Some("active") {
+                inactive_by_prop.insert(prop, id);
+            }
         }
         let props: Vec<(i64, String)> = self
             .props
@@ -578,7 +606,12 @@ impl Company {
             let updated = created + rng.random_range(0..(EPOCH_MS - created));
             let last_moved_at = created + rng.random_range(0..=(updated - created));
             let title = format!("{} {}{}", pick(rng, &VERBS), pick(rng, &OBJECTS), pick(rng, &QUALIFIERS));
+            // Every tenth card (from the sixth) belongs to a deactivated user and names one in its
+            // user-type properties; every tenth (from the eighth) holds inactive select values.
+            let deactivated_user = (i % 10 == 5 && !deactivated.is_empty()).then(|| deactivated[(i / 10) % deactivated.len()]);
+            let inactive_values = i % 10 == 7;
             let owner_id = *pick(rng, &user_ids);
+            let owner_id = deactivated_user.unwrap_or(owner_id);
             let description = rng.random_bool(0.7).then(|| {
                 format!(
                     "## Context\n\n{title}.\n\n- [ ] acceptance criteria #{}\n- [ ] tests\n\nReported by user {owner_id}.",
@@ -587,7 +620,12 @@ impl Company {
             });
             let mut properties = Obj::new();
             for (pid, kind) in &props {
-                if !rng.random_bool(0.4) {
+                let forced = match kind.as_str() {
+                    "select" => inactive_values && inactive_by_prop.contains_key(pid),
+                    "user" => deactivated_user.is_some(),
+                    _ => false,
+                };
+                if !rng.random_bool(0.4) && !forced {
                     continue;
                 }
                 let value = match kind.as_str() {
@@ -606,11 +644,12 @@ impl Company {
                         }
                     }
                     "checkbox" => json!(rng.random_bool(0.5)),
-                    "select" => match select_by_prop.get(pid) {
-                        Some(values) if !values.is_empty() => json!([*pick(rng, values)]),
+                    "select" => match (select_by_prop.get(pid), inactive_by_prop.get(pid)) {
+                        (Some(_), Some(inactive)) if inactive_values => json!([*inactive]),
+                        (Some(values), _) if !values.is_empty() => json!([*pick(rng, values)]),
                         _ => continue,
                     },
-                    "user" => json!([*pick(rng, &user_ids)]),
+                    "user" => json!([deactivated_user.unwrap_or_else(|| *pick(rng, &user_ids))]),
                     "url" => json!(format!("https://wiki.example.com/specs/{}", rng.random_range(100..999))),
                     "email" => json!(format!("contact{}@example.com", rng.random_range(1..500))),
                     _ => continue,
@@ -641,6 +680,8 @@ impl Company {
                 version: rng.random_range(1..=30),
                 size: rng.random_bool(0.5).then(|| rng.random_range(1..=13)),
                 due_date: rng.random_bool(0.3).then(|| created + rng.random_range(1..60) * DAY_MS),
+                // Some clients write a date without a time: every third card's due date is one.
+                due_date_only: i % 3 == 0,
                 external_id: rng.random_bool(0.1).then(|| format!("EXT-{id}")),
                 properties,
                 tag_ids: tags,
@@ -1039,6 +1080,7 @@ impl Company {
             version: 1,
             size: None,
             due_date: None,
+            due_date_only: false,
             external_id: None,
             properties: Obj::new(),
             tag_ids: Vec::new(),

@@ -14,6 +14,11 @@ use std::time::Duration;
 ///
 /// Sizes below the minimum that makes sense are raised when the company is generated: at least one
 /// space, one board per space, one column and one lane per board and one user.
+///
+/// Every preset also carries what real tenants send and a forgiving simulator would hide (see
+/// "Traps a faithful mirror must survive" in `kaiten-api.md`): deactivated users that cards still
+/// name, archived lanes, select values that are no longer active but still on cards, a tag on no
+/// card (so missing from `GET /tags`), and date-only `due_date`s (`"2025-03-01"`).
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Seed of every random choice: the same seed and sizes give the same company, byte for byte.
@@ -27,16 +32,25 @@ pub struct SimConfig {
     /// Subcolumns nested in one top-level column of each board (the second, or the only one);
     /// cards of that column live in its subcolumns. 0 = no subcolumns.
     pub subcolumns_per_column: usize,
-    /// Lanes (swimlanes) of each generated board.
+    /// Live lanes (swimlanes) of each generated board.
     pub lanes_per_board: usize,
+    /// Archived lanes (`condition` 2) of each generated board, after the live ones; no card lives
+    /// in them.
+    pub archived_lanes_per_board: usize,
     /// Users of the company; the first one owns the token (`GET /users/current`).
     pub users: usize,
-    /// Tags.
+    /// Of those users, how many (the last ones) are deactivated (`activated: false`, `role` 3):
+    /// `GET /users` leaves them out unless asked `include_inactive=true`, yet every tenth card is
+    /// owned by one and names one in its user-type property.
+    pub deactivated_users: usize,
+    /// Tags. With two or more, the last one is on no card, so `GET /tags` leaves it out.
     pub tags: usize,
     /// Card types.
     pub card_types: usize,
     /// Custom property definitions, cycling through every common type: string, number, date,
-    /// checkbox, select (with select values), user, url, email.
+    /// checkbox, select (with select values), user, url, email. The last value of each select is
+    /// inactive (`condition: "inactive"`): `select-values?v2_select_search=true` leaves it out unless
+    /// `conditions` asks for it, yet cards still hold it.
     pub custom_properties: usize,
     /// Cards in all, spread over all boards.
     pub cards: usize,
@@ -61,8 +75,9 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// A small company for unit and integration tests: 2 spaces of 2 boards, 3 columns (one with 2
-    /// subcolumns), 2 lanes, 5 users, 4 tags, 3 card types, 8 custom properties (one of each type),
-    /// 60 cards (6 archived); no rate limit, no latency, token `sim-token`.
+    /// subcolumns), 2 live lanes and 1 archived lane, 105 users (5 deactivated, so `GET /users`
+    /// takes two pages), 4 tags, 3 card types, 8 custom properties (one of each type), 60 cards
+    /// (6 archived); no rate limit, no latency, token `sim-token`.
     pub fn small() -> Self {
         SimConfig {
             seed: 42,
@@ -71,7 +86,9 @@ impl SimConfig {
             columns_per_board: 3,
             subcolumns_per_column: 2,
             lanes_per_board: 2,
-            users: 5,
+            archived_lanes_per_board: 1,
+            users: 105,
+            deactivated_users: 5,
             tags: 4,
             card_types: 3,
             custom_properties: 8,
@@ -85,7 +102,7 @@ impl SimConfig {
     }
 
     /// A company that feels like a real one in a demo: 3 spaces of 7 boards (21 boards), 2,000
-    /// cards, 20 users; Kaiten's documented 5 requests per second and 20 ms of latency.
+    /// cards, 20 users (2 deactivated); Kaiten's documented 5 requests per second and 20 ms of latency.
     pub fn demo() -> Self {
         SimConfig {
             seed: 2026,
@@ -94,7 +111,9 @@ impl SimConfig {
             columns_per_board: 4,
             subcolumns_per_column: 2,
             lanes_per_board: 3,
+            archived_lanes_per_board: 1,
             users: 20,
+            deactivated_users: 2,
             tags: 12,
             card_types: 4,
             custom_properties: 16,
@@ -120,7 +139,9 @@ impl SimConfig {
             columns_per_board: 4,
             subcolumns_per_column: 2,
             lanes_per_board: 2,
+            archived_lanes_per_board: 1,
             users: 50,
+            deactivated_users: 5,
             tags: 20,
             card_types: 5,
             custom_properties: 16,

@@ -1,7 +1,7 @@
 //! A [`Store`] on SQLite (rusqlite with a bundled SQLite): the embedded default of kaiten-sync.
 //!
 //! One file holds the whole mirror: a table per entity kind with typed columns (ids, titles,
-//! parents, timestamps as RFC 3339 text) plus the raw JSON, `card_tags`, `sync_metadata`,
+//! parents, timestamps as RFC 3339 text) plus the raw JSON, `card_tags`, `card_members`, `sync_metadata`,
 //! `sync_logs` and `sync_lock`. The database runs in WAL mode, so readers (a BI tool, the
 //! `sqlite3` shell) never block the sync and the sync never blocks them.
 //!
@@ -386,6 +386,10 @@ impl Store for SqliteStore {
 
     async fn card_tag_ids(&self, card_id: i64) -> Result<Vec<i64>, StoreError> {
         self.call(move |conn| ops::card_tag_ids(conn, card_id)).await
+    }
+
+    async fn card_members(&self, card_id: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.call(move |conn| ops::card_members(conn, card_id)).await
     }
 
     async fn entity_state(&self, kind: EntityKind) -> Result<EntityState, StoreError> {

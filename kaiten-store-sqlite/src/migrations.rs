@@ -19,8 +19,10 @@ pub struct Migration {
 }
 
 /// Every migration this crate knows, in order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "0001_initial.sql", sql: include_str!("../migrations/0001_initial.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "0001_initial.sql", sql: include_str!("../migrations/0001_initial.sql") },
+    Migration { version: 3, name: "0003_card_members.sql", sql: include_str!("../migrations/0003_card_members.sql") },
+];
 
 /// The highest schema version this crate knows.
 pub fn latest_version() -> i64 {

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kaiten_sync::store::CardMembers;
 use kaiten_sync::{
     EntityKind, EntityState, EntityStats, LockAttempt, LockInfo, Page, PageOutcome, RunKind, RunRecord, RunStatus,
     Scope, StoreError, StoredRecord, TableCount,
@@ -37,6 +38,7 @@ pub(crate) struct PreparedPage {
     kind: EntityKind,
     rows: Vec<PreparedRow>,
     card_tags: Vec<(i64, i64)>,
+    card_members: CardMembers,
     sweep: Option<i64>,
     state: Option<EntityState>,
     synced_at: String,
@@ -72,6 +74,7 @@ impl PreparedPage {
             kind,
             rows,
             card_tags,
+            card_members: page.batch.card_members(),
             sweep: page.sweep,
             state: page.state.clone(),
             synced_at: fmt_time(&page.synced_at),
@@ -246,6 +249,24 @@ pub(crate) fn apply_page(conn: &mut Connection, page: PreparedPage) -> Result<Pa
         }
     }
 
+    if !page.card_members.cards.is_empty() && !(inserts.is_empty() && updates.is_empty()) {
+        // Members too, for the cards written that carry their member list (a handful of rows each:
+        // deleted and inserted again rather than diffed).
+        let written: HashSet<i64> = inserts.iter().chain(&updates).map(|r| r.id).collect();
+        let replaced: Vec<i64> = page.card_members.cards.iter().copied().filter(|c| written.contains(c)).collect();
+        if !replaced.is_empty() {
+            tx.prepare_cached("DELETE FROM card_members WHERE card_id IN (SELECT value FROM json_each(?1))")
+                .and_then(|mut s| s.execute([id_list(replaced.iter().copied())]))
+                .map_err(db_err)?;
+            let mut insert = tx
+                .prepare_cached("INSERT INTO card_members (card_id, user_id, type) VALUES (?1, ?2, ?3)")
+                .map_err(db_err)?;
+            for (card, user, kind) in page.card_members.links.iter().filter(|(c, _, _)| written.contains(c)) {
+                insert.execute([card, user, kind]).map_err(db_err)?;
+            }
+        }
+    }
+
     if let Some(state) = &page.state {
         write_state(&tx, state)?;
     }
@@ -327,6 +348,18 @@ pub(crate) fn get(conn: &Connection, kind: EntityKind, id: i64) -> Result<Option
 
 pub(crate) fn card_tag_ids(conn: &Connection, card_id: i64) -> Result<Vec<i64>, StoreError> {
     query_ids(conn, "SELECT tag_id FROM card_tags WHERE card_id = ?1 ORDER BY tag_id", [card_id])
+}
+
+pub(crate) fn card_members(conn: &Connection, card_id: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT user_id, type FROM card_members WHERE card_id = ?1 ORDER BY user_id")
+        .map_err(db_err)?;
+    let members = stmt
+        .query_map([card_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db_err)?
+        .collect::<Result<Vec<(i64, i64)>, _>>()
+        .map_err(db_err)?;
+    Ok(members)
 }
 
 const STATE_COLUMNS: &str = "entity, cursor, last_full_sync_at, last_incremental_sync_at, resume, row_count";
@@ -510,7 +543,7 @@ pub(crate) fn recent_runs(conn: &Connection, limit: usize) -> Result<Vec<RunReco
 }
 
 pub(crate) fn counts(conn: &Connection) -> Result<Vec<TableCount>, StoreError> {
-    let mut counts = Vec::with_capacity(EntityKind::ALL.len() + 1);
+    let mut counts = Vec::with_capacity(EntityKind::ALL.len() + 2);
     for kind in EntityKind::ALL {
         let (all, deleted): (i64, i64) = conn
             .prepare_cached(&table_sql(kind).counts)
@@ -520,6 +553,8 @@ pub(crate) fn counts(conn: &Connection) -> Result<Vec<TableCount>, StoreError> {
     }
     let links: i64 = conn.query_row("SELECT count(*) FROM card_tags", [], |r| r.get(0)).map_err(db_err)?;
     counts.push(TableCount { table: "card_tags".into(), live: links, deleted: 0 });
+    let members: i64 = conn.query_row("SELECT count(*) FROM card_members", [], |r| r.get(0)).map_err(db_err)?;
+    counts.push(TableCount { table: "card_members".into(), live: members, deleted: 0 });
     Ok(counts)
 }
 

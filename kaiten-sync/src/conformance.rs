@@ -11,6 +11,7 @@
 
 pub mod engine;
 pub mod fixtures;
+pub mod inbox;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,11 @@ use crate::schema::{EntityKind, SqlValue};
 use crate::store::{
     Batch, EntityState, EntityStats, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store,
     StoreError,
+};
+pub use inbox::{
+    inbox_claims_due_entries_under_a_lease, inbox_coalesces_deliveries_per_entity, inbox_concurrent_claims_are_disjoint,
+    inbox_failures_back_off_then_stay_failed, inbox_finish_removes_unless_redelivered,
+    webhook_runs_are_interrupted_and_old_runs_pruned,
 };
 use fixtures::{board, card, card_json, cards, column, epoch, lane, space};
 
@@ -307,6 +313,72 @@ pub async fn card_tags_follow_the_card(store: &dyn Store) {
     assert_eq!(count_of(&store.counts().await.unwrap(), "card_tags"), (4, 0));
 }
 
+/// A card as `GET /cards/{id}` returns it: the list shape plus `members` (`(user, type)` pairs,
+/// each member shaped like Kaiten's: the user's fields, `user_id`, `card_id`, `type`).
+fn detail_card(id: i64, updated: i64, version: i64, members: &[(i64, i64)]) -> kaiten_client::Card {
+    let mut j = card_json(id, 10, updated, version);
+    j["members"] = members
+        .iter()
+        .map(|(user, kind)| json!({"id": user, "full_name": format!("User {user}"), "user_id": user, "card_id": id, "type": kind}))
+        .collect();
+    kaiten_client::Card::from_value(j).unwrap()
+}
+
+/// A card's members follow the card when it carries its member list (`GET /cards/{id}`):
+/// replaced when the card row is written, never by an older card, and left alone by a card of the
+/// list shape (no `members`) and by the card being marked deleted. `counts()` includes them.
+pub async fn card_members_follow_detail_cards(store: &dyn Store) {
+    assert_eq!(count_of(&store.counts().await.unwrap(), "card_members"), (0, 0));
+    let p = page(Batch::Cards(vec![detail_card(1, 100, 1, &[(12, 1), (11, 2)]), detail_card(2, 100, 1, &[])]), 1000);
+    assert_eq!(apply(store, p).await, outcome(2, 0, 0));
+    assert_eq!(store.card_members(1).await.unwrap(), vec![(11, 2), (12, 1)]);
+    assert!(store.card_members(2).await.unwrap().is_empty());
+    assert!(store.card_members(3).await.unwrap().is_empty(), "an unknown card has no members");
+
+    // The list shape (no `members`), newer: the card is rewritten, its members stay.
+    assert_eq!(apply(store, page(Batch::Cards(vec![card(1, 10, 200, 2)]), 2000)).await, outcome(0, 1, 0));
+    assert_eq!(store.card_members(1).await.unwrap(), vec![(11, 2), (12, 1)], "a list-shape card keeps the members");
+
+    // A newer detail replaces them: added, removed and changed type.
+    let newer = detail_card(1, 300, 3, &[(12, 2), (13, 1)]);
+    assert_eq!(apply(store, page(Batch::Cards(vec![newer.clone()]), 3000)).await, outcome(0, 1, 0));
+    assert_eq!(store.card_members(1).await.unwrap(), vec![(12, 2), (13, 1)]);
+
+    // A stale detail (older `updated`, or the same `updated` with a lower version) changes nothing.
+    let stale = detail_card(1, 250, 9, &[(14, 1)]);
+    assert_eq!(apply(store, page(Batch::Cards(vec![stale]), 4000)).await, outcome(0, 0, 1));
+    let lower = detail_card(1, 300, 2, &[(15, 1)]);
+    assert_eq!(apply(store, page(Batch::Cards(vec![lower]), 4000)).await, outcome(0, 0, 1));
+    assert_eq!(store.card_members(1).await.unwrap(), vec![(12, 2), (13, 1)], "an older card never replaces members");
+    assert_eq!(store.get(EntityKind::Cards, 1).await.unwrap().unwrap().raw, newer.raw);
+
+    // The same detail again is unchanged; members stay as they are.
+    assert_eq!(apply(store, page(Batch::Cards(vec![newer]), 5000)).await, outcome(0, 0, 1));
+    assert_eq!(store.card_members(1).await.unwrap(), vec![(12, 2), (13, 1)]);
+    assert_eq!(count_of(&store.counts().await.unwrap(), "card_members"), (2, 0));
+
+    // Marked deleted: the rows stay (like tag links); a join on `cards.deleted_at` hides them.
+    store.mark_deleted(EntityKind::Cards, &[1], at(6000)).await.unwrap();
+    assert_eq!(store.card_members(1).await.unwrap(), vec![(12, 2), (13, 1)]);
+
+    // An empty member list empties them.
+    assert_eq!(apply(store, page(Batch::Cards(vec![detail_card(1, 400, 4, &[])]), 7000)).await, outcome(0, 1, 0));
+    assert!(store.card_members(1).await.unwrap().is_empty());
+    assert_eq!(count_of(&store.counts().await.unwrap(), "card_members"), (0, 0));
+
+    // A sweep page of detail cards writes members too, and a refused page writes none.
+    let mut p = page(Batch::Cards(vec![detail_card(5, 100, 1, &[(21, 2), (22, 1), (23, 1)])]), 8000);
+    p.sweep = Some(3);
+    assert_eq!(apply(store, p).await, outcome(1, 0, 0));
+    assert_eq!(store.card_members(5).await.unwrap(), vec![(21, 2), (22, 1), (23, 1)]);
+    let mut bad = card_json(7, 10, 100, 1);
+    bad["id"] = json!(-7);
+    let p = page(Batch::Cards(vec![detail_card(6, 100, 1, &[(31, 2)]), kaiten_client::Card::from_value(bad).unwrap()]), 9000);
+    store.apply_page(&p).await.expect_err("a record with a non-positive id is refused");
+    assert!(store.card_members(6).await.unwrap().is_empty(), "nothing of a refused page is written");
+    assert_eq!(count_of(&store.counts().await.unwrap(), "card_members"), (3, 0));
+}
+
 /// `existing_ids` answers which ids are stored, deleted ones included.
 pub async fn existing_ids_include_deleted_rows(store: &dyn Store) {
     apply(store, page(Batch::Boards(vec![board(10, 1), board(20, 1)]), 1000)).await;
@@ -453,6 +525,7 @@ macro_rules! store_conformance_tests {
             sweep_finds_unseen_rows_and_marks_them_deleted,
             unseen_respects_scope,
             card_tags_follow_the_card,
+            card_members_follow_detail_cards,
             existing_ids_include_deleted_rows,
             entity_states_round_trip,
             run_log_round_trips,
@@ -460,6 +533,12 @@ macro_rules! store_conformance_tests {
             lock_excludes_other_holders,
             counts_cover_every_table,
             large_pages_work,
+            inbox_coalesces_deliveries_per_entity,
+            inbox_claims_due_entries_under_a_lease,
+            inbox_finish_removes_unless_redelivered,
+            inbox_failures_back_off_then_stay_failed,
+            inbox_concurrent_claims_are_disjoint,
+            webhook_runs_are_interrupted_and_old_runs_pruned,
         );
     };
     (@tests $make:path; $($name:ident),* $(,)?) => {

@@ -32,6 +32,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod inbox;
 pub mod memory;
 pub mod progress;
 pub mod schema;
@@ -43,6 +44,7 @@ pub mod conformance;
 
 pub use engine::{Mode, Selection, SyncEngine, SyncOptions, SyncReport};
 pub use error::SyncError;
+pub use inbox::{InboxEntry, InboxResult, InboxStats, Notification};
 pub use kaiten_client;
 pub use memory::MemoryStore;
 pub use progress::ProgressEvent;

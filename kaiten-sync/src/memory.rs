@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::inbox::{InboxEntry, InboxResult, InboxStats, Notification};
 use crate::schema::{EntityKind, SqlValue};
 use crate::store::{
     incoming_is_not_older, EntityState, LockAttempt, LockInfo, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope,
@@ -27,10 +28,14 @@ struct MemRow {
 struct Inner {
     tables: BTreeMap<EntityKind, BTreeMap<i64, MemRow>>,
     card_tags: BTreeSet<(i64, i64)>,
+    /// `(card_id, user_id)` → member type.
+    card_members: BTreeMap<(i64, i64), i64>,
     states: BTreeMap<EntityKind, EntityState>,
     runs: Vec<RunRecord>,
     lock: Option<LockInfo>,
     fail_after_pages: Option<usize>,
+    inbox: BTreeMap<i64, InboxEntry>,
+    next_inbox_id: i64,
 }
 
 /// A [`Store`] that keeps everything in memory. Cheap, always available, gone when dropped.
@@ -144,6 +149,17 @@ impl Store for MemoryStore {
             // Links follow the card row: replaced only where the card itself was written.
             inner.card_tags.retain(|(card, _)| !written.contains(card));
             inner.card_tags.extend(page.batch.card_tags().into_iter().filter(|(card, _)| written.contains(card)));
+            // Members likewise, and only for cards that carry their member list.
+            let members = page.batch.card_members();
+            let replaced: BTreeSet<i64> = members.cards.into_iter().filter(|card| written.contains(card)).collect();
+            inner.card_members.retain(|(card, _), _| !replaced.contains(card));
+            inner.card_members.extend(
+                members
+                    .links
+                    .into_iter()
+                    .filter(|(card, _, _)| replaced.contains(card))
+                    .map(|(card, user, kind)| ((card, user), kind)),
+            );
         }
         inner.tables.insert(kind, table);
         if let Some(state) = &page.state {
@@ -209,6 +225,15 @@ impl Store for MemoryStore {
     async fn card_tag_ids(&self, card_id: i64) -> Result<Vec<i64>, StoreError> {
         let inner = self.inner.lock().unwrap();
         Ok(inner.card_tags.range((card_id, i64::MIN)..=(card_id, i64::MAX)).map(|(_, t)| *t).collect())
+    }
+
+    async fn card_members(&self, card_id: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner
+            .card_members
+            .range((card_id, i64::MIN)..=(card_id, i64::MAX))
+            .map(|((_, user), kind)| (*user, *kind))
+            .collect())
     }
 
     async fn entity_state(&self, kind: EntityKind) -> Result<EntityState, StoreError> {
@@ -279,6 +304,7 @@ impl Store for MemoryStore {
             })
             .collect();
         counts.push(TableCount { table: "card_tags".into(), live: inner.card_tags.len() as i64, deleted: 0 });
+        counts.push(TableCount { table: "card_members".into(), live: inner.card_members.len() as i64, deleted: 0 });
         Ok(counts)
     }
 
@@ -319,5 +345,170 @@ impl Store for MemoryStore {
             inner.lock = None;
         }
         Ok(())
+    }
+
+    async fn interrupt_webhook_runs(&self, started_before: DateTime<Utc>, reason: &str) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let mut n = 0;
+        for run in inner.runs.iter_mut().filter(|r| {
+            r.kind == RunKind::Webhook && r.status == RunStatus::Running && r.started_at < started_before
+        }) {
+            run.status = RunStatus::Interrupted;
+            run.error = Some(reason.to_owned());
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>, keep: usize) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let newest_kept: Vec<i64> = inner.runs.iter().rev().take(keep).map(|r| r.id).collect();
+        let len = inner.runs.len();
+        inner.runs.retain(|r| r.status == RunStatus::Running || r.started_at >= before || newest_kept.contains(&r.id));
+        Ok((len - inner.runs.len()) as u64)
+    }
+
+    async fn inbox_push(
+        &self,
+        notifications: &[Notification],
+        now: DateTime<Utc>,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        for n in notifications {
+            let existing =
+                inner.inbox.values_mut().find(|e| e.kind == n.kind && e.entity_id == n.entity_id);
+            match existing {
+                Some(entry) => {
+                    entry.seq += 1;
+                    entry.deliveries += 1;
+                    entry.event = n.event.clone();
+                    entry.parent_id = n.parent_id.or(entry.parent_id);
+                    if entry.failed_at.is_some() {
+                        entry.failed_at = None;
+                        entry.attempts = 0;
+                        entry.next_attempt_at = due_at;
+                    }
+                }
+                None => {
+                    inner.next_inbox_id += 1;
+                    let id = inner.next_inbox_id;
+                    inner.inbox.insert(
+                        id,
+                        InboxEntry {
+                            id,
+                            kind: n.kind,
+                            entity_id: n.entity_id,
+                            parent_id: n.parent_id,
+                            event: n.event.clone(),
+                            deliveries: 1,
+                            seq: 1,
+                            received_at: now,
+                            next_attempt_at: due_at,
+                            attempts: 0,
+                            last_error: None,
+                            failed_at: None,
+                            claimed_by: None,
+                            claimed_until: None,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn inbox_claim(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let mut due: Vec<(DateTime<Utc>, i64)> = inner
+            .inbox
+            .values()
+            .filter(|e| e.failed_at.is_none() && e.next_attempt_at <= now && e.claimed_until.is_none_or(|c| c <= now))
+            .map(|e| (e.next_attempt_at, e.id))
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        let mut claimed = Vec::with_capacity(due.len());
+        for (_, id) in due {
+            if let Some(entry) = inner.inbox.get_mut(&id) {
+                entry.claimed_by = Some(worker.to_owned());
+                entry.claimed_until = Some(lease_until);
+                claimed.push(entry.clone());
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn inbox_finish(&self, results: &[InboxResult], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let mut removed = 0;
+        for result in results {
+            match result {
+                InboxResult::Done { id, seq, again_at } => {
+                    let Some(entry) = inner.inbox.get_mut(id) else { continue };
+                    if entry.seq == *seq {
+                        inner.inbox.remove(id);
+                        removed += 1;
+                    } else {
+                        entry.claimed_by = None;
+                        entry.claimed_until = None;
+                        entry.attempts = 0;
+                        entry.next_attempt_at = *again_at;
+                    }
+                }
+                InboxResult::Failed { id, error, retry_at } => {
+                    let Some(entry) = inner.inbox.get_mut(id) else { continue };
+                    entry.attempts += 1;
+                    entry.last_error = Some(error.clone());
+                    entry.claimed_by = None;
+                    entry.claimed_until = None;
+                    match retry_at {
+                        Some(at) => entry.next_attempt_at = *at,
+                        None => entry.failed_at = Some(now),
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn inbox_entries(&self, failed_only: bool, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        let mut entries: Vec<InboxEntry> =
+            inner.inbox.values().filter(|e| !failed_only || e.failed_at.is_some()).cloned().collect();
+        entries.sort_by_key(|e| (e.received_at, e.id));
+        entries.truncate(limit);
+        Ok(entries)
+    }
+
+    async fn inbox_stats(&self) -> Result<InboxStats, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        let pending = inner.inbox.values().filter(|e| e.failed_at.is_none());
+        Ok(InboxStats {
+            pending: pending.clone().count() as i64,
+            failed: inner.inbox.values().filter(|e| e.failed_at.is_some()).count() as i64,
+            oldest_pending: pending.map(|e| e.received_at).min(),
+        })
+    }
+
+    async fn inbox_retry_failed(&self, ids: Option<&[i64]>, due_at: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let mut n = 0;
+        for entry in inner.inbox.values_mut().filter(|e| e.failed_at.is_some()) {
+            if ids.is_some_and(|ids| !ids.contains(&entry.id)) {
+                continue;
+            }
+            entry.failed_at = None;
+            entry.attempts = 0;
+            entry.next_attempt_at = due_at;
+            n += 1;
+        }
+        Ok(n)
     }
 }

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use kaiten_client::{Board, Card, CardType, Column, Lane, PropertyDefinition, SelectValue, Space, Tag, User};
 use serde::{Deserialize, Serialize};
 
+use crate::inbox::{InboxEntry, InboxResult, InboxStats, Notification};
 use crate::schema::{EntityKind, Row, SqlValue, ToRow};
 
 /// A page of records of one kind.
@@ -112,6 +113,56 @@ impl Batch {
             _ => Vec::new(),
         }
     }
+
+    /// For a page of cards: the member lists the page knows. A card's list is known when its raw
+    /// JSON has a `members` array, as `GET /cards/{id}` returns (the list shape of `GET /cards`
+    /// has none): stores replace the `card_members` rows of those cards when they write the card,
+    /// and leave the rows of every other card alone. See [`CardMembers`] for how members parse.
+    pub fn card_members(&self) -> CardMembers {
+        let Batch::Cards(cards) = self else { return CardMembers::default() };
+        let mut last: BTreeMap<i64, &Card> = BTreeMap::new();
+        for card in cards {
+            last.insert(card.id, card);
+        }
+        let mut members = CardMembers::default();
+        for card in last.values() {
+            let Some(list) = card.raw.get("members").and_then(serde_json::Value::as_array) else { continue };
+            members.cards.push(card.id);
+            let mut by_user: BTreeMap<i64, i64> = BTreeMap::new();
+            for member in list {
+                let int = |key: &str| member.get(key).and_then(serde_json::Value::as_i64);
+                let Some(user) = int("user_id").or_else(|| int("id")).filter(|u| *u > 0) else { continue };
+                let kind = int("type").unwrap_or(CardMembers::MEMBER);
+                let entry = by_user.entry(user).or_insert(kind);
+                *entry = (*entry).max(kind);
+            }
+            members.links.extend(by_user.into_iter().map(|(user, kind)| (card.id, user, kind)));
+        }
+        members
+    }
+}
+
+/// The card members a page of cards carries ([`Batch::card_members`]): what a store writes to its
+/// `card_members` table (`card_id`, `user_id`, `type`; one row per card and user).
+///
+/// A member is an object of the card's `members` array; its user is `user_id` (else `id`, which
+/// Kaiten sets to the user's id too), an integer; its `type` is 1 (member) or 2 (responsible),
+/// 1 when absent. Entries without a positive integer user are skipped; a user listed twice on one
+/// card keeps the higher type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardMembers {
+    /// Cards whose member list is known (their `members` array was present, possibly empty),
+    /// ascending: a store replaces their rows when it writes the card row.
+    pub cards: Vec<i64>,
+    /// `(card_id, user_id, type)` of every member of those cards, ascending.
+    pub links: Vec<(i64, i64, i64)>,
+}
+
+impl CardMembers {
+    /// `type` of an ordinary member.
+    pub const MEMBER: i64 = 1;
+    /// `type` of the member responsible for the card.
+    pub const RESPONSIBLE: i64 = 2;
 }
 
 fn dedup_last(rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
@@ -495,9 +546,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn migrate(&self) -> Result<(), StoreError>;
 
     /// Writes a page: upserts the records (newer wins; identical records untouched), records their
-    /// tag links (cards: the card's `card_tags` rows are replaced by the page's), marks them seen by
-    /// `page.sweep`, sets `deleted_at` for records that say they are deleted (and clears it for
-    /// those that say they are not), and writes `page.state`, all in one transaction.
+    /// links (cards: the card's `card_tags` rows are replaced by the page's, and so are its
+    /// `card_members` rows when the card carries a member list, see [`Batch::card_members`]; links
+    /// change only for cards whose row is inserted or updated), marks them seen by `page.sweep`,
+    /// sets `deleted_at` for records that say they are deleted (and clears it for those that say
+    /// they are not), and writes `page.state`, all in one transaction.
     async fn apply_page(&self, page: &Page) -> Result<PageOutcome, StoreError>;
 
     /// Ids of live rows (not marked deleted) within `scope` that `sweep` did not see.
@@ -518,6 +571,10 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Tag ids linked to a card, ascending.
     async fn card_tag_ids(&self, card_id: i64) -> Result<Vec<i64>, StoreError>;
+
+    /// Members of a card as `(user_id, type)` (1 member, 2 responsible), ascending by user. Rows
+    /// are kept when the card is marked deleted, like its tag links.
+    async fn card_members(&self, card_id: i64) -> Result<Vec<(i64, i64)>, StoreError>;
 
     /// The state of a kind (a fresh [`EntityState::new`] when none is stored).
     async fn entity_state(&self, kind: EntityKind) -> Result<EntityState, StoreError>;
@@ -542,7 +599,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The most recent runs, newest first.
     async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// Row counts of every table the mirror writes (the entity tables and `card_tags`).
+    /// Row counts of every table the mirror writes (the entity tables, `card_tags` and
+    /// `card_members`; links count as live).
     async fn counts(&self) -> Result<Vec<TableCount>, StoreError>;
 
     /// Takes the one-sync-at-a-time lock for `holder` if it is free, already held by `holder`, or
@@ -556,6 +614,52 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Releases the lock if `holder` holds it.
     async fn release_lock(&self, holder: &str) -> Result<(), StoreError>;
+
+    /// Marks `running` runs of kind `webhook` started before `started_before` as `interrupted`
+    /// with this error text (their process died: a webhook batch never runs longer than its
+    /// inbox lease). Returns how many.
+    async fn interrupt_webhook_runs(&self, started_before: DateTime<Utc>, reason: &str) -> Result<u64, StoreError>;
+
+    /// Deletes finished runs (any status but `running`) that started before `before`, keeping
+    /// the newest `keep` runs whatever their age. Returns how many were deleted.
+    async fn prune_runs(&self, before: DateTime<Utc>, keep: usize) -> Result<u64, StoreError>;
+
+    /// Records notifications in the webhook inbox, durably, in one transaction: when this returns
+    /// `Ok` they survive a crash. A notification for an entity already in the inbox coalesces into
+    /// its entry (`seq` and `deliveries` bumped, `event` and a non-null `parent_id` replaced,
+    /// `next_attempt_at` kept); a failed entry is revived (attempts reset, due at `due_at`). A new
+    /// entry is received `now` and due at `due_at`.
+    async fn inbox_push(
+        &self,
+        notifications: &[Notification],
+        now: DateTime<Utc>,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` due entries (not failed, `next_attempt_at <= now`, unclaimed or with
+    /// an expired claim) for `worker` until `lease_until`, oldest due first. Two workers, in one
+    /// process or several sharing the database, never hold the same entry at once.
+    async fn inbox_claim(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<InboxEntry>, StoreError>;
+
+    /// Records how claimed entries ended (see [`InboxResult`]), in one transaction. Returns how
+    /// many entries were removed.
+    async fn inbox_finish(&self, results: &[InboxResult], now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Inbox entries, oldest first: all of them, or only the failed ones.
+    async fn inbox_entries(&self, failed_only: bool, limit: usize) -> Result<Vec<InboxEntry>, StoreError>;
+
+    /// Pending and failed counts and the oldest pending delivery.
+    async fn inbox_stats(&self) -> Result<InboxStats, StoreError>;
+
+    /// Makes failed entries due again at `due_at` (attempts reset): `ids`, or every failed entry
+    /// when `ids` is `None`. Returns how many.
+    async fn inbox_retry_failed(&self, ids: Option<&[i64]>, due_at: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]
@@ -574,5 +678,26 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].raw["title"], "new");
         assert_eq!(batch.card_tags(), vec![(1, 5), (2, 2)]);
+    }
+
+    #[test]
+    fn card_members_come_only_from_cards_with_a_member_list() {
+        let detail = Card::from_value(json!({"id": 7, "members": [
+            {"id": 11, "user_id": 11, "type": 2},
+            {"id": 12, "type": 1},
+            {"user_id": 13},
+            {"id": 11, "user_id": 11, "type": 1},
+            {"full_name": "no id"},
+            {"user_id": "14", "type": 1},
+            {"user_id": -3, "type": 1}
+        ]}))
+        .unwrap();
+        let listed = Card::from_value(json!({"id": 8, "tag_ids": [1]})).unwrap();
+        let emptied = Card::from_value(json!({"id": 9, "members": []})).unwrap();
+        let nulled = Card::from_value(json!({"id": 10, "members": null})).unwrap();
+        let members = Batch::Cards(vec![detail, listed, emptied, nulled]).card_members();
+        assert_eq!(members.cards, vec![7, 9], "a list-shape card (no members array) is not known");
+        assert_eq!(members.links, vec![(7, 11, 2), (7, 12, 1), (7, 13, 1)]);
+        assert_eq!(Batch::Tags(Vec::new()).card_members(), CardMembers::default());
     }
 }

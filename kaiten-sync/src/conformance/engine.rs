@@ -12,6 +12,7 @@ use kaiten_client::{KaitenClient, RetryPolicy};
 use kaiten_sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
 
+use crate::inbox::{InboxEntry, InboxResult, InboxStats, Notification};
 use crate::schema::{EntityKind, SqlValue};
 use crate::store::{
     EntityState, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store, StoreError, StoredRecord,
@@ -361,6 +362,9 @@ impl Store for FlakyStore {
     async fn card_tag_ids(&self, card_id: i64) -> Result<Vec<i64>, StoreError> {
         self.inner.card_tag_ids(card_id).await
     }
+    async fn card_members(&self, card_id: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.inner.card_members(card_id).await
+    }
     async fn entity_state(&self, kind: EntityKind) -> Result<EntityState, StoreError> {
         self.inner.entity_state(kind).await
     }
@@ -393,6 +397,36 @@ impl Store for FlakyStore {
     }
     async fn release_lock(&self, holder: &str) -> Result<(), StoreError> {
         self.inner.release_lock(holder).await
+    }
+    async fn interrupt_webhook_runs(&self, started_before: DateTime<Utc>, reason: &str) -> Result<u64, StoreError> {
+        self.inner.interrupt_webhook_runs(started_before, reason).await
+    }
+    async fn prune_runs(&self, before: DateTime<Utc>, keep: usize) -> Result<u64, StoreError> {
+        self.inner.prune_runs(before, keep).await
+    }
+    async fn inbox_push(&self, notes: &[Notification], now: DateTime<Utc>, due: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.inbox_push(notes, now, due).await
+    }
+    async fn inbox_claim(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        self.inner.inbox_claim(worker, limit, now, lease_until).await
+    }
+    async fn inbox_finish(&self, results: &[InboxResult], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.inbox_finish(results, now).await
+    }
+    async fn inbox_entries(&self, failed_only: bool, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
+        self.inner.inbox_entries(failed_only, limit).await
+    }
+    async fn inbox_stats(&self) -> Result<InboxStats, StoreError> {
+        self.inner.inbox_stats().await
+    }
+    async fn inbox_retry_failed(&self, ids: Option<&[i64]>, due_at: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.inbox_retry_failed(ids, due_at).await
     }
 }
 
