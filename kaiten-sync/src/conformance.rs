@@ -26,12 +26,12 @@ use crate::store::{
     Batch, EntityState, EntityStats, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store,
     StoreError,
 };
-pub use inbox::{
-    inbox_claims_due_entries_under_a_lease, inbox_coalesces_deliveries_per_entity, inbox_concurrent_claims_are_disjoint,
-    inbox_failures_back_off_then_stay_failed, inbox_finish_removes_unless_redelivered,
-    webhook_runs_are_interrupted_and_old_runs_pruned,
-};
 use fixtures::{board, card, card_json, cards, column, epoch, lane, space};
+pub use inbox::{
+    inbox_claims_due_entries_under_a_lease, inbox_coalesces_deliveries_per_entity,
+    inbox_concurrent_claims_are_disjoint, inbox_failures_back_off_then_stay_failed,
+    inbox_finish_removes_unless_redelivered, webhook_runs_are_interrupted_and_old_runs_pruned,
+};
 
 fn at(seconds: i64) -> DateTime<Utc> {
     epoch() + chrono::Duration::seconds(seconds)
@@ -373,7 +373,10 @@ pub async fn card_members_follow_detail_cards(store: &dyn Store) {
     assert_eq!(store.card_members(5).await.unwrap(), vec![(21, 2), (22, 1), (23, 1)]);
     let mut bad = card_json(7, 10, 100, 1);
     bad["id"] = json!(-7);
-    let p = page(Batch::Cards(vec![detail_card(6, 100, 1, &[(31, 2)]), kaiten_client::Card::from_value(bad).unwrap()]), 9000);
+    let p = page(
+        Batch::Cards(vec![detail_card(6, 100, 1, &[(31, 2)]), kaiten_client::Card::from_value(bad).unwrap()]),
+        9000,
+    );
     store.apply_page(&p).await.expect_err("a record with a non-positive id is refused");
     assert!(store.card_members(6).await.unwrap().is_empty(), "nothing of a refused page is written");
     assert_eq!(count_of(&store.counts().await.unwrap(), "card_members"), (3, 0));

@@ -1,24 +1,23 @@
 //! The sync engine: full, incremental and selective runs over a [`KaitenClient`] and a [`Store`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use kaiten_client::{
-    Board, Card, CardQuery, Column, Condition, KaitenClient, Lane, OrderDirection, PageRequest, Record, Space,
-};
+use kaiten_client::{Board, Card, CardQuery, Condition, KaitenClient, OrderDirection, PageRequest, Space};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::error::SyncError;
+use crate::parents::{flatten_columns, with_board, ParentCache, Parents};
 use crate::progress::{ProgressEvent, ProgressSink};
 use crate::schema::EntityKind;
 use crate::store::{
-    now_millis, Batch, EntityState, EntityStats, LockAttempt, Page, RunKind, RunRecord, RunStatus, Scope, Store,
+    incoming_is_not_older, now_millis, Batch, EntityState, EntityStats, LockAttempt, Page, RunKind, RunRecord,
+    RunStatus, Scope, Store,
 };
 
 /// How a run lists records.
@@ -116,11 +115,26 @@ pub struct SyncOptions {
     pub lock_stale_after: Duration,
     /// How often a running sync says it is alive.
     pub heartbeat_every: Duration,
-    /// Incremental runs also ask for cards with condition 3 (deleted) changed since the cursor, so
-    /// deletions show up without a full sync. Turn off if the tenant refuses `condition=3`.
+    /// Incremental runs also ask for cards with condition 3 (deleted) changed since the cursor.
+    /// **Off by default**: Kaiten deletes cards without a trace in its listings (a real tenant's
+    /// `condition=3` listing returns nothing, or is refused with 400, which the run tolerates), so
+    /// the listing costs a request per run and finds nothing. Deletions are found by a full sync
+    /// (ids missing from a complete listing) and by a refetch that answers 404. Turn on only for a
+    /// tenant known to list deleted cards.
     pub incremental_deleted_cards: bool,
-    /// Incremental runs re-list columns and lanes of every board, not only of boards that changed.
+    /// Incremental runs re-list columns and lanes of every board (and the values of every select
+    /// property) on every run, as if [`SyncOptions::structure_max_age`] were zero.
     pub incremental_refresh_all_structure: bool,
+    /// The staleness bound of what Kaiten changes without telling: columns and lanes (renaming one
+    /// does not move its board's `updated`, and no webhook exists for them) and select values
+    /// (removing one does not move its property's `updated`). An incremental run re-lists the
+    /// columns and lanes of the boards whose `updated` moved, and of **every** board in scope
+    /// when their last complete listing is older than this (likewise the values of every select
+    /// property). With the default (50 minutes) and the CLI's `serve` schedule (an incremental run
+    /// every 5 minutes) a renamed column reaches the mirror within an hour. Cost: one request per
+    /// board for columns, one for lanes and one per select property (per 100 values), once per
+    /// this period.
+    pub structure_max_age: Duration,
     /// Extra card fields asked for (`description` by default).
     pub additional_card_fields: Vec<String>,
     /// Requests in flight at once for per-board listings (the client's limiter still applies).
@@ -132,6 +146,14 @@ pub struct SyncOptions {
     /// by one (`GET /cards/{id}`) when there are at most this many, so a card moved to another board
     /// is not marked deleted.
     pub max_verified_deletions: usize,
+    /// Incremental runs fetch `GET /cards/{id}` for every card their listing returns as changed
+    /// (not stored yet, or with a newer `updated` or `version` than the stored copy) and store
+    /// that response instead of the list shape, so the card's members (`card_members`) are
+    /// current: **one request per changed card**, on top of the listing. Off by default; full
+    /// syncs never do it (a first sync of a large company would cost one request per card).
+    /// Cards fetched one by one for other reasons (moved-card checks, webhooks) always store
+    /// their members.
+    pub card_members_backfill: bool,
 }
 
 impl Default for SyncOptions {
@@ -142,12 +164,14 @@ impl Default for SyncOptions {
             lock_wait: Duration::ZERO,
             lock_stale_after: Duration::from_secs(600),
             heartbeat_every: Duration::from_secs(30),
-            incremental_deleted_cards: true,
+            incremental_deleted_cards: false,
             incremental_refresh_all_structure: false,
+            structure_max_age: Duration::from_secs(50 * 60),
             additional_card_fields: vec!["description".to_owned()],
             concurrency: 4,
             max_resume_age: Duration::from_secs(24 * 3600),
             max_verified_deletions: 100,
+            card_members_backfill: false,
         }
     }
 }
@@ -195,6 +219,12 @@ impl SyncOptions {
         self
     }
 
+    /// Sets [`SyncOptions::structure_max_age`].
+    pub fn with_structure_max_age(mut self, max_age: Duration) -> Self {
+        self.structure_max_age = max_age;
+        self
+    }
+
     /// Sets [`SyncOptions::additional_card_fields`].
     pub fn with_additional_card_fields(mut self, fields: Vec<String>) -> Self {
         self.additional_card_fields = fields;
@@ -204,6 +234,12 @@ impl SyncOptions {
     /// Sets [`SyncOptions::concurrency`].
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets [`SyncOptions::card_members_backfill`].
+    pub fn with_card_members_backfill(mut self, on: bool) -> Self {
+        self.card_members_backfill = on;
         self
     }
 }
@@ -230,12 +266,12 @@ impl SyncReport {
 /// Where a card listing stands: Kaiten is asked for cards with `updated` after `after`, ordered by
 /// `updated`, skipping `offset` of them. Serialized into `sync_metadata.resume`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct WalkPos {
-    after: Option<DateTime<Utc>>,
-    offset: u64,
+pub(crate) struct WalkPos {
+    pub(crate) after: Option<DateTime<Utc>>,
+    pub(crate) offset: u64,
     /// Set when Kaiten ignored `order_by=updated`: page by offset alone.
     #[serde(default)]
-    offset_only: bool,
+    pub(crate) offset_only: bool,
 }
 
 /// A resumable card listing in progress.
@@ -469,16 +505,15 @@ impl SyncEngine {
             mode,
             selection,
             record,
-            board_spaces: HashMap::new(),
-            known: HashMap::new(),
-            refreshed_boards: HashSet::new(),
+            parents: ParentCache::default(),
             changed_boards: None,
             listed_boards: None,
             select_properties: None,
-            spaces: None,
+            complete: HashSet::new(),
             lost,
         };
         let outcome = async {
+            run.validate_selection().await?;
             for entity in &entities {
                 run.sync_entity(*entity).await?;
                 run.record.api_requests = self.client.stats().requests - stats_before.requests;
@@ -532,20 +567,17 @@ struct Run<'a> {
     mode: Mode,
     selection: &'a Selection,
     record: RunRecord,
-    /// Board id → space id, for boards listed or read in this run.
-    board_spaces: HashMap<i64, Option<i64>>,
-    /// Ids known to be stored, per parent kind (boards, columns, lanes).
-    known: HashMap<EntityKind, HashSet<i64>>,
-    /// Boards whose columns and lanes were listed in this run.
-    refreshed_boards: HashSet<i64>,
+    /// Parents known, listed or refreshed in this run (see [`crate::parents`]).
+    parents: ParentCache,
     /// Boards new or changed in this run (incremental structure refresh).
     changed_boards: Option<HashSet<i64>>,
     /// Boards listed in this run (in scope).
     listed_boards: Option<Vec<i64>>,
     /// Select-type properties whose values this run lists.
     select_properties: Option<Vec<i64>>,
-    /// `GET /spaces` of this run, asked at most once.
-    spaces: Option<Vec<Space>>,
+    /// Kinds an incremental run listed completely (every board's columns or lanes, every select
+    /// property's values): their `last_full_sync_at` moves, which bounds their staleness.
+    complete: HashSet<EntityKind>,
     /// Set by the heartbeat when the lock is no longer this run's.
     lost: Arc<AtomicBool>,
 }
@@ -586,8 +618,10 @@ impl Run<'_> {
                 self.write_listing(Batch::CardTypes(types), Scope::All).instrument(span).await?
             }
             EntityKind::Tags => {
+                // Kaiten leaves tags on no card out of `GET /tags`, and tags cannot be deleted
+                // through the API: absence from the list is not a deletion, so no sweep.
                 let tags = self.client().tags().await?;
-                self.write_listing(Batch::Tags(tags), Scope::All).instrument(span).await?
+                self.write_unswept(Batch::Tags(tags)).instrument(span).await?
             }
             EntityKind::PropertyDefinitions => self.sync_properties().instrument(span).await?,
             EntityKind::SelectValues => self.sync_select_values().instrument(span).await?,
@@ -600,14 +634,96 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Whether this run lists `kind` whole, not a few spaces' or boards' share of it.
+    fn lists_whole(&self, kind: EntityKind) -> bool {
+        let narrowed = !self.selection.spaces.is_empty() || !self.selection.boards.is_empty();
+        !narrowed
+            || !matches!(
+                kind,
+                EntityKind::Spaces | EntityKind::Boards | EntityKind::Columns | EntityKind::Lanes | EntityKind::Cards
+            )
+    }
+
+    /// The state after a listing of `state.kind`. `last_full_sync_at` is the end of the last
+    /// *complete* listing (a full run, or an incremental one that re-listed everything in scope)
+    /// of the whole kind: for cards, when deletions were last reconciled. A listing narrowed to
+    /// some spaces or boards moves neither it nor the cursor (the cursor is shared by every
+    /// listing: moving it past changes outside the scope would make the next run skip them).
     fn new_state(&self, mut state: EntityState, cursor: Option<DateTime<Utc>>) -> EntityState {
         let now = now_millis();
-        state.cursor = state.cursor.max(cursor);
+        let whole = self.lists_whole(state.kind);
+        if whole {
+            state.cursor = state.cursor.max(cursor);
+        }
         match self.mode {
-            Mode::Full => state.last_full_sync_at = Some(now),
-            Mode::Incremental => state.last_incremental_sync_at = Some(now),
+            Mode::Full if whole => state.last_full_sync_at = Some(now),
+            Mode::Full => {}
+            Mode::Incremental => {
+                state.last_incremental_sync_at = Some(now);
+                if whole && self.complete.contains(&state.kind) {
+                    state.last_full_sync_at = Some(now);
+                }
+            }
         }
         state
+    }
+
+    /// Whether an incremental run must re-list `kind` (columns, lanes, select values) whole: its
+    /// last complete listing is older than [`SyncOptions::structure_max_age`], or never happened.
+    async fn is_stale(&self, kind: EntityKind) -> Result<bool, SyncError> {
+        let options = &self.engine.options;
+        if self.mode == Mode::Full || options.incremental_refresh_all_structure {
+            return Ok(true);
+        }
+        let max_age = chrono::Duration::from_std(options.structure_max_age).unwrap_or(chrono::Duration::MAX);
+        let last = self.store().entity_state(kind).await?.last_full_sync_at;
+        Ok(last.is_none_or(|at| now_millis() - at >= max_age))
+    }
+
+    /// A run limited to spaces or boards Kaiten does not have (or this token cannot see) fails
+    /// before anything is written, naming them. Checked against `GET /spaces`, which embeds each
+    /// space's boards (the listing the run needs anyway).
+    async fn validate_selection(&mut self) -> Result<(), SyncError> {
+        if self.selection.spaces.is_empty() && self.selection.boards.is_empty() {
+            return Ok(());
+        }
+        let spaces = self.list_spaces().await?;
+        let space_ids: HashSet<i64> = spaces.iter().map(|s| s.id).collect();
+        let missing_spaces: Vec<i64> =
+            self.selection.spaces.iter().copied().filter(|s| !space_ids.contains(s)).collect();
+        let mut board_ids: HashSet<i64> = spaces.iter().flat_map(|s| s.embedded_board_ids()).collect();
+        let mut missing_boards: Vec<i64> =
+            self.selection.boards.iter().copied().filter(|b| !board_ids.contains(b)).collect();
+        if !missing_boards.is_empty() {
+            // A space listed without its `boards[]`: ask for its boards before concluding.
+            let bare: Vec<i64> = spaces
+                .iter()
+                .filter(|s| s.raw.get("boards").and_then(serde_json::Value::as_array).is_none())
+                .map(|s| s.id)
+                .collect();
+            for space in bare {
+                board_ids.extend(self.client().boards(space).await?.iter().map(|b| b.id));
+            }
+            missing_boards.retain(|b| !board_ids.contains(b));
+        }
+        let named = |what: &str, ids: &[i64]| match ids {
+            [one] => format!("{what} {one}"),
+            many => format!("{what}s {}", join_ids(many)),
+        };
+        let mut unknown = Vec::new();
+        if !missing_spaces.is_empty() {
+            unknown.push(named("space", &missing_spaces));
+        }
+        if !missing_boards.is_empty() {
+            unknown.push(named("board", &missing_boards));
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(SyncError::InvalidSelection(format!(
+            "Kaiten has no {} (none in GET /spaces as this token sees it); nothing was synced",
+            unknown.join(" and ")
+        )))
     }
 
     /// Writes a complete listing of a small kind in pages, then marks what it did not contain as
@@ -668,14 +784,18 @@ impl Run<'_> {
         self.stats(kind).deleted += deleted;
         Ok(())
     }
+    /// The resolver of card parents, over this run's cache (see [`crate::parents`]).
+    fn parents(&mut self) -> Parents<'_> {
+        Parents {
+            client: &self.engine.client,
+            store: &*self.engine.store,
+            cache: &mut self.parents,
+            record: &mut self.record,
+        }
+    }
 
     async fn list_spaces(&mut self) -> Result<Vec<Space>, SyncError> {
-        if let Some(spaces) = &self.spaces {
-            return Ok(spaces.clone());
-        }
-        let spaces = self.client().spaces().await?;
-        self.spaces = Some(spaces.clone());
-        Ok(spaces)
+        self.parents().list_spaces(false).await
     }
 
     async fn sync_spaces(&mut self) -> Result<(), SyncError> {
@@ -694,7 +814,8 @@ impl Run<'_> {
         self.write_unswept(Batch::Spaces(wanted)).await
     }
 
-    /// Writes records without a sweep (a listing that is not complete for its kind).
+    /// Writes records without a sweep (a listing that is not complete for its kind, or one whose
+    /// gaps are not deletions, like tags).
     async fn write_unswept(&mut self, batch: Batch) -> Result<(), SyncError> {
         let kind = batch.kind();
         let cursor = batch.rows().iter().filter_map(|r| r.updated).max();
@@ -705,6 +826,8 @@ impl Run<'_> {
         let state = self.store().entity_state(kind).await?;
         let state = self.new_state(state, cursor);
         self.store().save_entity_state(&state).await?;
+        let stats = self.record.stats[&kind];
+        self.engine.progress.emit(&ProgressEvent::PageDone { kind, stats });
         Ok(())
     }
 
@@ -714,18 +837,19 @@ impl Run<'_> {
         let ids: Vec<i64> = props.iter().map(|p| p.id).collect();
         let stored: HashSet<i64> =
             self.store().existing_ids(EntityKind::PropertyDefinitions, &ids).await?.into_iter().collect();
-        // Select values are listed for select properties that are new or changed (all of them in
-        // a full run).
+        // Select values are listed for select properties that are new or changed, and for all of
+        // them in a full run or when their last complete listing is older than
+        // `structure_max_age` (removing a value does not move its property's `updated`).
+        let all = self.is_stale(EntityKind::SelectValues).await?;
+        if all {
+            self.complete.insert(EntityKind::SelectValues);
+        }
         self.select_properties = Some(
             props
                 .iter()
                 .filter(|p| p.is_select())
                 .filter(|p| {
-                    self.mode == Mode::Full
-                        || !stored.contains(&p.id)
-                        || since.is_none()
-                        || p.updated.is_none()
-                        || p.updated > since
+                    all || !stored.contains(&p.id) || since.is_none() || p.updated.is_none() || p.updated > since
                 })
                 .map(|p| p.id)
                 .collect(),
@@ -738,10 +862,11 @@ impl Run<'_> {
             Some(select) => select,
             None => {
                 // Property definitions were not part of this run: store them, as the values'
-                // parents, without touching their state.
+                // parents, without touching their state, and list the values of every select.
                 let props = self.client().property_definitions().await?;
                 let select = props.iter().filter(|p| p.is_select()).map(|p| p.id).collect();
                 self.write_placeholders(Batch::PropertyDefinitions(props)).await?;
+                self.complete.insert(EntityKind::SelectValues);
                 select
             }
         };
@@ -814,9 +939,9 @@ impl Run<'_> {
             .map(|b| b.id)
             .collect();
         for b in &boards {
-            self.board_spaces.insert(b.id, b.space_id);
+            self.parents.board_spaces.insert(b.id, b.space_id);
         }
-        self.known.entry(EntityKind::Boards).or_default().extend(ids.iter().copied());
+        self.parents.known.entry(EntityKind::Boards).or_default().extend(ids.iter().copied());
         self.changed_boards = Some(changed);
         self.listed_boards = Some(ids);
         let board_spaces: Vec<i64> = boards.iter().filter_map(|b| b.space_id).collect();
@@ -854,37 +979,12 @@ impl Run<'_> {
         }
         Ok(boards)
     }
-
     async fn board_space(&mut self, board_id: i64) -> Result<Option<i64>, SyncError> {
-        if let Some(space) = self.board_spaces.get(&board_id) {
-            return Ok(*space);
-        }
-        let space = match self.store().get(EntityKind::Boards, board_id).await? {
-            Some(stored) => match stored.value(EntityKind::Boards, "space_id") {
-                Some(crate::schema::SqlValue::Int(s)) => Some(*s),
-                _ => None,
-            },
-            None => None,
-        };
-        self.board_spaces.insert(board_id, space);
-        Ok(space)
+        self.parents().board_space(board_id).await
     }
 
-    /// Makes sure these spaces are stored (a run that writes boards without listing spaces, or a
-    /// space newer than this run's listing): written from `GET /spaces`, or as placeholders.
     async fn ensure_spaces(&mut self, ids: Vec<i64>) -> Result<(), SyncError> {
-        let missing = self.unknown(EntityKind::Spaces, ids).await?;
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let listed = self.list_spaces().await?;
-        let mut spaces: Vec<Space> = listed.into_iter().filter(|s| missing.contains(&s.id)).collect();
-        let found: HashSet<i64> = spaces.iter().map(|s| s.id).collect();
-        for id in missing.iter().filter(|id| !found.contains(id)) {
-            warn!(space = id, "a board belongs to a space Kaiten does not list; storing a placeholder");
-            spaces.push(Space::from_value(json!({"id": id, "placeholder": true})).expect("valid placeholder"));
-        }
-        self.write_placeholders(Batch::Spaces(spaces)).await
+        self.parents().ensure_spaces(ids).await
     }
 
     async fn sync_structure(&mut self, kind: EntityKind) -> Result<(), SyncError> {
@@ -894,11 +994,18 @@ impl Run<'_> {
         if !missing.is_empty() {
             self.fetch_missing_boards(&missing).await?;
         }
+        // Incremental: the boards whose `updated` moved, or every board when this kind's last
+        // complete listing is older than `structure_max_age` (a renamed column or lane moves
+        // nothing else, and Kaiten sends no event for it).
+        let stale = self.is_stale(kind).await?;
         let refresh: Vec<i64> = match (self.mode, &self.changed_boards) {
-            (Mode::Incremental, Some(changed)) if !self.engine.options.incremental_refresh_all_structure => {
+            (Mode::Incremental, Some(changed)) if !stale => {
                 boards.iter().copied().filter(|b| changed.contains(b)).collect()
             }
-            _ => boards,
+            _ => {
+                self.complete.insert(kind);
+                boards
+            }
         };
         let client = self.client().clone();
         let mut lists = futures::stream::iter(refresh.clone())
@@ -927,9 +1034,9 @@ impl Run<'_> {
                 merged.into_iter().flat_map(|b| if let Batch::Lanes(l) = b { l } else { Vec::new() }).collect(),
             ),
         };
-        self.known.entry(kind).or_default().extend(batch.ids());
+        self.parents.known.entry(kind).or_default().extend(batch.ids());
         if kind == EntityKind::Lanes {
-            self.refreshed_boards.extend(refresh.iter().copied());
+            self.parents.refreshed.extend(refresh.iter().copied());
         }
         self.write_listing(batch, Scope::Parents(refresh)).await
     }
@@ -1019,6 +1126,14 @@ impl Run<'_> {
                     warn!("Kaiten did not order cards by `updated`; paging by offset for the rest of this listing");
                 }
             }
+            let cards = if self.mode == Mode::Incremental
+                && self.engine.options.card_members_backfill
+                && walks[current.walk].condition != Some(Condition::Deleted)
+            {
+                self.fetch_changed_card_details(cards).await?
+            } else {
+                cards
+            };
             let cards = self.prepare_cards(cards).await?;
             let finished = after.walk >= walks.len();
             let mut page_state = state.clone();
@@ -1088,6 +1203,72 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// [`SyncOptions::card_members_backfill`]: replaces each card of a listed page that changed
+    /// since the mirror stored it (or is not stored) by what `GET /cards/{id}` returns, members
+    /// included. A card Kaiten no longer has (404) keeps its list shape; the next full sync
+    /// reconciles it.
+    async fn fetch_changed_card_details(&mut self, mut cards: Vec<Card>) -> Result<Vec<Card>, SyncError> {
+        let mut changed = Vec::new();
+        for (index, card) in cards.iter().enumerate() {
+            if card.condition == Some(Condition::Deleted) {
+                continue;
+            }
+            let newer = match self.store().get(EntityKind::Cards, card.id).await? {
+                None => true,
+                Some(stored) => {
+                    let updated = match stored.value(EntityKind::Cards, "updated") {
+                        Some(crate::schema::SqlValue::Time(t)) => Some(*t),
+                        _ => None,
+                    };
+                    let version = match stored.value(EntityKind::Cards, "version") {
+                        Some(crate::schema::SqlValue::Int(v)) => Some(*v),
+                        _ => None,
+                    };
+                    // Strictly newer than the stored copy: the stored one would not replace it.
+                    stored.deleted_at.is_some() || !incoming_is_not_older(card.updated, card.version, updated, version)
+                }
+            };
+            if newer {
+                changed.push(index);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(cards);
+        }
+        let client = self.client().clone();
+        let ids: Vec<i64> = changed.iter().map(|i| cards[*i].id).collect();
+        let details: Vec<Result<Card, kaiten_client::Error>> = futures::stream::iter(ids)
+            .map(|id| {
+                let client = client.clone();
+                async move { client.card(id).await }
+            })
+            .buffered(self.engine.options.concurrency.max(1))
+            .collect()
+            .await;
+        let mut fetched = 0;
+        for (index, detail) in changed.into_iter().zip(details) {
+            match detail {
+                Ok(detail) if detail.id == cards[index].id => {
+                    cards[index] = detail;
+                    fetched += 1;
+                }
+                Ok(detail) => {
+                    warn!(
+                        asked = cards[index].id,
+                        got = detail.id,
+                        "GET /cards/{{id}} answered another card; keeping the listed one"
+                    );
+                }
+                Err(kaiten_client::Error::NotFound { .. }) => {
+                    debug!(card = cards[index].id, "a changed card is gone already; keeping its listed copy");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        debug!(cards = fetched, "fetched changed cards one by one for their members");
+        Ok(cards)
+    }
+
     async fn card_scope(&mut self) -> Result<Scope, SyncError> {
         if !self.selection.boards.is_empty() {
             return Ok(Scope::Parents(self.selection.boards.clone()));
@@ -1112,141 +1293,20 @@ impl Run<'_> {
         Box::pin(async move { client.cards_page(&query, PageRequest { limit, offset: pos.offset }).await })
     }
 
-    /// Fills `space_id` from the board and makes sure every board, column and lane a card points
-    /// to is stored (fetching it, or storing a placeholder that the next listing fills in).
-    async fn prepare_cards(&mut self, mut cards: Vec<Card>) -> Result<Vec<Card>, SyncError> {
-        let boards: BTreeSet<i64> = cards.iter().filter_map(|c| c.board_id).collect();
-        let missing_boards = self.unknown(EntityKind::Boards, boards.iter().copied().collect()).await?;
-        if !missing_boards.is_empty() {
-            self.fetch_missing_boards(&missing_boards).await?;
-        }
-        for card in &mut cards {
-            if card.space_id.is_none() {
-                if let Some(board) = card.board_id {
-                    card.space_id = self.board_space(board).await?;
-                }
-            }
-        }
-        let columns: Vec<i64> = cards.iter().filter_map(|c| c.column_id).collect();
-        let lanes: Vec<i64> = cards.iter().filter_map(|c| c.lane_id).collect();
-        let missing_columns = self.unknown(EntityKind::Columns, columns).await?;
-        let missing_lanes = self.unknown(EntityKind::Lanes, lanes).await?;
-        if !missing_columns.is_empty() || !missing_lanes.is_empty() {
-            let mut boards_to_refresh = BTreeSet::new();
-            for card in &cards {
-                let col_missing = card.column_id.is_some_and(|c| missing_columns.contains(&c));
-                let lane_missing = card.lane_id.is_some_and(|l| missing_lanes.contains(&l));
-                if col_missing || lane_missing {
-                    if let Some(board) = card.board_id {
-                        boards_to_refresh.insert(board);
-                    }
-                }
-            }
-            for board in boards_to_refresh {
-                self.refresh_board_structure(board).await?;
-            }
-            // Whatever is still unknown gets a placeholder so no reference dangles.
-            let still_columns = self.unknown(EntityKind::Columns, missing_columns.into_iter().collect()).await?;
-            let still_lanes = self.unknown(EntityKind::Lanes, missing_lanes.into_iter().collect()).await?;
-            let parent_of = |id: i64, pick: fn(&Card) -> Option<i64>| {
-                cards.iter().find(|c| pick(c) == Some(id)).and_then(|c| c.board_id)
-            };
-            let placeholder_columns: Vec<Column> = still_columns
-                .iter()
-                .filter_map(|id| Column::from_value(placeholder(*id, parent_of(*id, |c| c.column_id))).ok())
-                .collect();
-            let placeholder_lanes: Vec<Lane> = still_lanes
-                .iter()
-                .filter_map(|id| Lane::from_value(placeholder(*id, parent_of(*id, |c| c.lane_id))).ok())
-                .collect();
-            if !placeholder_columns.is_empty() {
-                warn!(ids = ?still_columns, "cards point to columns Kaiten did not list; storing placeholders");
-                self.write_placeholders(Batch::Columns(placeholder_columns)).await?;
-            }
-            if !placeholder_lanes.is_empty() {
-                warn!(ids = ?still_lanes, "cards point to lanes Kaiten did not list; storing placeholders");
-                self.write_placeholders(Batch::Lanes(placeholder_lanes)).await?;
-            }
-        }
-        Ok(cards)
+    async fn prepare_cards(&mut self, cards: Vec<Card>) -> Result<Vec<Card>, SyncError> {
+        self.parents().prepare_cards(cards).await
     }
 
-    /// The ids not known to be stored (asking the store once for those not seen in this run).
     async fn unknown(&mut self, kind: EntityKind, ids: Vec<i64>) -> Result<BTreeSet<i64>, SyncError> {
-        let known = self.known.entry(kind).or_default();
-        let ask: Vec<i64> =
-            ids.into_iter().filter(|id| !known.contains(id)).collect::<BTreeSet<_>>().into_iter().collect();
-        if ask.is_empty() {
-            return Ok(BTreeSet::new());
-        }
-        let stored = self.store().existing_ids(kind, &ask).await?;
-        let known = self.known.entry(kind).or_default();
-        known.extend(stored.iter().copied());
-        Ok(ask.into_iter().filter(|id| !known.contains(id)).collect())
+        self.parents().unknown(kind, ids).await
     }
 
     async fn write_placeholders(&mut self, batch: Batch) -> Result<(), SyncError> {
-        let kind = batch.kind();
-        self.known.entry(kind).or_default().extend(batch.ids());
-        let page = Page { batch, sweep: None, state: None, synced_at: now_millis() };
-        let outcome = self.store().apply_page(&page).await?;
-        self.stats(kind).inserted += outcome.inserted;
-        Ok(())
+        self.parents().write_parents(batch).await
     }
 
-    /// Finds boards that cards point to but were not stored: their space's board list, then their
-    /// columns and lanes. A board Kaiten does not list gets a placeholder row.
     async fn fetch_missing_boards(&mut self, missing: &BTreeSet<i64>) -> Result<(), SyncError> {
-        info!(boards = ?missing, "cards point to boards not stored yet; fetching them");
-        // Ask again: the board may be newer than this run's first listing.
-        let spaces = self.client().spaces().await?;
-        let mut found: Vec<Board> = Vec::new();
-        let mut spaces_written = Vec::new();
-        for space in &spaces {
-            let embedded = space.embedded_board_ids();
-            if !embedded.iter().any(|b| missing.contains(b)) {
-                continue;
-            }
-            spaces_written.push(space.clone());
-            for mut board in self.client().boards(space.id).await? {
-                if missing.contains(&board.id) {
-                    board.space_id = board.space_id.or(Some(space.id));
-                    found.push(board);
-                }
-            }
-        }
-        if !spaces_written.is_empty() {
-            let page = Page { batch: Batch::Spaces(spaces_written), sweep: None, state: None, synced_at: now_millis() };
-            let outcome = self.store().apply_page(&page).await?;
-            self.stats(EntityKind::Spaces).inserted += outcome.inserted;
-        }
-        let found_ids: HashSet<i64> = found.iter().map(|b| b.id).collect();
-        let mut boards = found;
-        for id in missing.iter().filter(|id| !found_ids.contains(id)) {
-            warn!(board = id, "a card points to a board Kaiten does not list; storing a placeholder");
-            boards.push(Board::from_value(json!({"id": id, "placeholder": true})).expect("valid placeholder"));
-        }
-        for b in &boards {
-            self.board_spaces.insert(b.id, b.space_id);
-        }
-        let ids: Vec<i64> = boards.iter().map(|b| b.id).collect();
-        self.write_placeholders(Batch::Boards(boards)).await?;
-        for id in ids.into_iter().filter(|id| found_ids.contains(id)) {
-            self.refresh_board_structure(id).await?;
-        }
-        Ok(())
-    }
-
-    /// Lists and writes the columns and lanes of one board (once per run).
-    async fn refresh_board_structure(&mut self, board_id: i64) -> Result<(), SyncError> {
-        if !self.refreshed_boards.insert(board_id) {
-            return Ok(());
-        }
-        let columns = flatten_columns(self.client().columns(board_id).await?, board_id);
-        let lanes = with_board(self.client().lanes(board_id).await?, board_id);
-        self.write_placeholders(Batch::Columns(columns)).await?;
-        self.write_placeholders(Batch::Lanes(lanes)).await?;
-        Ok(())
+        self.parents().fetch_missing_boards(missing).await
     }
 }
 
@@ -1274,35 +1334,8 @@ impl Drop for Prefetch {
     }
 }
 
-fn placeholder(id: i64, board_id: Option<i64>) -> serde_json::Value {
-    json!({"id": id, "board_id": board_id, "placeholder": true})
-}
-
-/// Top-level columns followed by their subcolumns, each with `board_id` set.
-fn flatten_columns(columns: Vec<Column>, board_id: i64) -> Vec<Column> {
-    let mut out = Vec::with_capacity(columns.len() * 2);
-    let mut subs = Vec::new();
-    for mut column in columns {
-        column.board_id = column.board_id.or(Some(board_id));
-        subs.extend(column.subcolumns());
-        out.push(column);
-    }
-    out.extend(subs);
-    out
-}
-
-fn with_board(lanes: Vec<Lane>, board_id: i64) -> Vec<Lane> {
-    lanes
-        .into_iter()
-        .map(|mut l| {
-            l.board_id = l.board_id.or(Some(board_id));
-            l
-        })
-        .collect()
-}
-
 /// The position after a full page: keyset on `updated` when Kaiten honoured the order, else offset.
-fn next_position(pos: WalkPos, cards: &[Card]) -> WalkPos {
+pub(crate) fn next_position(pos: WalkPos, cards: &[Card]) -> WalkPos {
     let sorted = cards.windows(2).all(|w| match (w[0].updated, w[1].updated) {
         (Some(a), Some(b)) => a <= b,
         _ => true,
@@ -1351,6 +1384,8 @@ fn split_batch(batch: Batch, size: usize) -> Vec<Batch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kaiten_client::Record;
+    use serde_json::json;
 
     fn card(id: i64, updated_ms: Option<i64>) -> Card {
         let updated = updated_ms.map(|ms| {

@@ -7,8 +7,9 @@
 //! - [`Store`] is what a database must do; [`MemoryStore`] is always here, `kaiten-store-sqlite`
 //!   and `kaiten-store-postgres` are the real ones. The `conformance` feature holds the suite every
 //!   store passes (`store_conformance_tests!`, `engine_conformance_tests!`, `webhook_conformance_tests!`).
-//! - [`webhook`] authenticates and applies Kaiten webhook deliveries ([`WebhookHandler`]): order
-//!   safe, idempotent, logged in `sync_logs` as runs of kind `webhook`.
+//! - [`webhook`] takes Kaiten webhook deliveries as notifications ([`WebhookHandler`]): recorded
+//!   durably in the store's inbox, then each entity is fetched from Kaiten and stored through the
+//!   same page path and parent handling as a sync; logged in `sync_logs` per drained batch.
 //! - [`schema`] defines the tables and typed columns once for every store.
 //!
 //! ```no_run
@@ -34,6 +35,7 @@ pub mod engine;
 pub mod error;
 pub mod inbox;
 pub mod memory;
+mod parents;
 pub mod progress;
 pub mod schema;
 pub mod store;
@@ -54,5 +56,6 @@ pub use store::{
     Store, StoreError, StoredRecord, TableCount,
 };
 pub use webhook::{
-    constant_time_eq, EventAction, WebhookAuth, WebhookError, WebhookEvent, WebhookHandler, WebhookOutcome,
+    constant_time_eq, DrainReport, WebhookAuth, WebhookError, WebhookEvent, WebhookHandler, WebhookOptions,
+    WebhookOutcome,
 };

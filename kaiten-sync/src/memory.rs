@@ -350,9 +350,11 @@ impl Store for MemoryStore {
     async fn interrupt_webhook_runs(&self, started_before: DateTime<Utc>, reason: &str) -> Result<u64, StoreError> {
         let mut inner = self.inner.lock().unwrap();
         let mut n = 0;
-        for run in inner.runs.iter_mut().filter(|r| {
-            r.kind == RunKind::Webhook && r.status == RunStatus::Running && r.started_at < started_before
-        }) {
+        for run in inner
+            .runs
+            .iter_mut()
+            .filter(|r| r.kind == RunKind::Webhook && r.status == RunStatus::Running && r.started_at < started_before)
+        {
             run.status = RunStatus::Interrupted;
             run.error = Some(reason.to_owned());
             n += 1;
@@ -376,8 +378,7 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().unwrap();
         for n in notifications {
-            let existing =
-                inner.inbox.values_mut().find(|e| e.kind == n.kind && e.entity_id == n.entity_id);
+            let existing = inner.inbox.values_mut().find(|e| e.kind == n.kind && e.entity_id == n.entity_id);
             match existing {
                 Some(entry) => {
                     entry.seq += 1;

@@ -168,7 +168,7 @@ pub static TABLES: [TableDef; 10] = [
     TableDef {
         name: "users",
         columns: cols!["uid": Text, "full_name": Text, "username": Text, "email": Text, "activated": Bool,
-                       "is_virtual": Bool, "created": Timestamp, "updated": Timestamp],
+                       "is_virtual": Bool, "role": BigInt, "created": Timestamp, "updated": Timestamp],
         scope_column: None,
     },
     TableDef {
@@ -346,6 +346,7 @@ impl ToRow for User {
             (&self.email).into(),
             self.activated.into(),
             self.is_virtual.into(),
+            self.role.into(),
             self.created.into(),
             self.updated.into(),
         ]
@@ -397,6 +398,18 @@ impl ToRow for PropertyDefinition {
     }
 }
 
+/// A select value's `condition` column: 1 active, 2 inactive (no longer offered), 3 removed
+/// (`deleted: true`). Removed values stay live rows (no `deleted_at`) while Kaiten still lists them,
+/// because cards keep holding them; `deleted_at` is set only when a complete listing of every
+/// condition no longer has the value.
+fn select_value_condition(value: &SelectValue) -> SqlValue {
+    if value.is_removed() {
+        SqlValue::Int(Condition::Deleted.code())
+    } else {
+        value.condition.into()
+    }
+}
+
 impl ToRow for SelectValue {
     const KIND: EntityKind = EntityKind::SelectValues;
     fn values(&self) -> Vec<SqlValue> {
@@ -405,15 +418,11 @@ impl ToRow for SelectValue {
             self.custom_property_id.into(),
             (&self.value).into(),
             self.color.into(),
-            self.condition.into(),
+            select_value_condition(self),
             self.sort_order.into(),
             self.created.into(),
             self.updated.into(),
         ]
-    }
-    fn is_deleted(&self) -> bool {
-        self.condition == Some(Condition::Deleted)
-            || self.raw.get("deleted").and_then(serde_json::Value::as_bool) == Some(true)
     }
 }
 
@@ -530,6 +539,25 @@ mod tests {
         assert_eq!(card.values().len(), EntityKind::Cards.table().columns.len());
         let space = Space::from_value(serde_json::json!({"id": 1})).unwrap();
         assert_eq!(space.values().len(), EntityKind::Spaces.table().columns.len());
+    }
+
+    #[test]
+    fn select_value_conditions_and_user_roles_are_typed() {
+        let condition = |raw: serde_json::Value| {
+            let value = SelectValue::from_value(raw).unwrap();
+            assert!(!value.is_deleted(), "a value Kaiten lists is never a deleted row");
+            value.values()[4].clone()
+        };
+        assert_eq!(condition(serde_json::json!({"id": 1, "condition": "active"})), SqlValue::Int(1));
+        assert_eq!(condition(serde_json::json!({"id": 1, "condition": "inactive"})), SqlValue::Int(2));
+        assert_eq!(condition(serde_json::json!({"id": 1, "condition": "inactive", "deleted": true})), SqlValue::Int(3));
+        assert_eq!(condition(serde_json::json!({"id": 1})), SqlValue::Null);
+        let user = User::from_value(serde_json::json!({"id": 1, "role": 3, "activated": false})).unwrap();
+        let columns = EntityKind::Users.table().columns;
+        let at = |name: &str| columns.iter().position(|c| c.name == name).unwrap();
+        assert_eq!(user.values()[at("role")], SqlValue::Int(3));
+        assert_eq!(user.values()[at("activated")], SqlValue::Bool(false));
+        assert_eq!(user.values().len(), columns.len());
     }
 
     #[test]

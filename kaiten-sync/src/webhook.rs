@@ -1,24 +1,42 @@
-//! Kaiten webhooks: authenticate a delivery, parse it, and apply it to the [`Store`].
+//! Kaiten webhooks: a delivery is a notification that an entity changed, never data to store.
 //!
 //! Kaiten posts `{"event": "card:update", "data": {...}}` to one URL per space, signs nothing,
-//! retries nothing and promises no order (`kaiten-api.md`). So:
+//! retries nothing, promises no order, and sends partial payloads (a `card:add` carries a handful
+//! of fields; a `card:update` the changed keys only). So a delivery is handled in two steps:
 //!
-//! - a delivery is authenticated by a secret in its URL (`/webhooks/kaiten/<secret>`), compared in
-//!   constant time ([`constant_time_eq`]), and optionally by an HMAC-SHA256 header added by a
-//!   signing proxy ([`WebhookAuth::with_hmac_header`]); anything else is
-//!   [`WebhookError::Unauthorized`] and nothing is parsed or stored;
-//! - applying is one order-safe upsert ([`Store::apply_page`]): a delivery older than what is
-//!   stored (by `updated`, then `version`) changes nothing and is reported as
-//!   [`WebhookOutcome::stale`]; a repeated delivery is a no-op;
-//! - a card whose board, column or lane is not stored yet gets them first (listed from Kaiten, or
-//!   stored as placeholders the next sync fills in), so no reference ever dangles;
-//! - every applied delivery is a run of kind [`RunKind::Webhook`] in `sync_logs`; events about things
-//!   the mirror does not store (comments, members, files, time logs, blockers) are accepted and
-//!   ignored.
+//! 1. **Accept** ([`WebhookHandler::handle`]): authenticate it by the secret in its URL
+//!    (`/api/webhooks/kaiten/<secret>`, compared in constant time, [`constant_time_eq`]) and
+//!    optionally an HMAC-SHA256 header from a signing proxy ([`WebhookAuth::with_hmac_header`]);
+//!    parse the envelope into "entity X changed" ([`Notification`]); record it durably in the
+//!    store's inbox ([`Store::inbox_push`]); answer. Nothing is fetched on this path, so it stays
+//!    fast, and a delivery acknowledged is never lost, even if the process dies right after.
+//! 2. **Apply** ([`WebhookHandler::drain`], or the loop of [`WebhookHandler::run_worker`]): claim due
+//!    inbox entries, fetch each entity from Kaiten through the client's rate limit, and store what
+//!    Kaiten returns through the engine's page path and parent handling (the same code a sync
+//!    uses: a card's space, board, column and lane are made to exist first; newer wins). A fetch
+//!    that answers 404 marks the entity deleted if it is stored, and creates nothing.
 //!
-//! Webhooks never take the sync lock: upserts are order-safe, so a delivery and a running sync
-//! interleave safely. Whatever a webhook misses (Kaiten does not retry), the next incremental sync
-//! repairs.
+//! What each event refetches:
+//!
+//! | event | refetch |
+//! |---|---|
+//! | `card:*` | the card, `GET /cards/{id}` (with its members) |
+//! | `comment:*`, `card_member:*`, `file:*`, `block:*`, `card_time_log:*`, `checklist*:*`, and `tag:*` naming a `card_id` | that card |
+//! | `board:*` (and `column:*`/`lane:*` aliases naming a `board_id`) | the board through its space's listing (`GET /spaces/{id}/boards`, never `GET /boards/{id}`, which returns every card), its columns and lanes |
+//! | `space:*` | `GET /spaces` |
+//! | `tag:*` without a card | `GET /tags`; a tag missing from it is left alone: no delivery deletes a tag |
+//!
+//! Deliveries for one entity coalesce: an entry becomes due [`WebhookOptions::debounce`] after its
+//! first delivery, and everything delivered meanwhile costs one fetch (a delivery arriving while
+//! the fetch runs costs one more). A batch naming at least [`WebhookOptions::bulk_listing_min`]
+//! cards (a bulk move) is fetched with one incremental card listing instead of one request per
+//! card. Failures are retried with exponential backoff, and after [`WebhookOptions::max_attempts`]
+//! kept in the inbox as failed ([`Store::inbox_entries`]) until a new delivery or an operator
+//! ([`Store::inbox_retry_failed`]) revives them. Each drained batch is one run of kind
+//! [`RunKind::Webhook`] in `sync_logs`; old runs are pruned ([`WebhookOptions::run_retention`]).
+//!
+//! Webhooks never take the sync lock: writes are order-safe, so a batch and a running sync
+//! interleave safely. Whatever a webhook misses (Kaiten does not retry), the next sync repairs.
 //!
 //! The HTTP part is a thin adapter; with axum:
 //!
@@ -46,28 +64,37 @@
 //! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
 //! let secret = std::env::var("KAITEN_WEBHOOK_SECRET")?;
 //! let handler = WebhookHandler::new(KaitenClient::from_env()?, store, WebhookAuth::new(secret));
+//! // Applies accepted deliveries in the background until the process ends.
+//! let worker = handler.clone();
+//! tokio::spawn(async move { worker.run_worker(std::future::pending()).await });
 //! let app = axum::Router::new()
-//!     .route("/webhooks/kaiten/{secret}", axum::routing::post(kaiten_webhook))
+//!     .route("/api/webhooks/kaiten/{secret}", axum::routing::post(kaiten_webhook))
 //!     .with_state(handler);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use hmac::{Hmac, Mac};
-use kaiten_client::{Board, Card, Column, KaitenClient, Lane, Record, Secret, Space, Tag};
-use serde_json::{json, Map, Value};
+use kaiten_client::{Card, CardQuery, Condition, KaitenClient, OrderDirection, PageRequest, Secret};
+use serde_json::{Map, Value};
 use sha2::Sha256;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::schema::{EntityKind, SqlValue};
-use crate::store::{
-    now_millis, Batch, EntityStats, Page, PageOutcome, RunKind, RunRecord, RunStatus, Store, StoreError,
-};
+use crate::engine::{next_position, WalkPos};
+use crate::error::SyncError;
+use crate::inbox::{InboxEntry, InboxResult, Notification};
+use crate::parents::{ParentCache, Parents};
+use crate::schema::EntityKind;
+use crate::store::{now_millis, Batch, Page, RunKind, RunRecord, RunStatus, Store, StoreError};
 
 /// Compares two byte strings in time that depends only on the length of `presented`, never on
 /// where the contents differ: every byte is xor-folded into one accumulator, with no early exit.
@@ -159,31 +186,37 @@ impl WebhookAuth {
     }
 }
 
-/// What an event does to its record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum EventAction {
-    /// `*:add` (aliases `*.create`, `*.created`).
-    Add,
-    /// `*:update` (aliases `*.update`, `*.move`, `*.updated`, `*.moved`).
-    Update,
-    /// `*:remove` (aliases `*.delete`, `*.deleted`, `*.removed`).
-    Remove,
-}
-
 /// A parsed delivery.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WebhookEvent {
     /// The event name as sent (`card:update`, or an alias such as `card.move`).
     pub name: String,
-    /// The kind and action, for events about records the mirror stores; `None` for events it
-    /// ignores (comments, card members, files, time logs, blockers, anything unknown).
-    pub target: Option<(EntityKind, EventAction)>,
-    /// The record as it is after the event (for an update: `data.old` with `data.changes` merged
-    /// over its top-level keys; `author` removed). `Null` for ignored events.
-    pub record: Value,
+    /// The entity to refetch; `None` for events the mirror ignores (unknown entities, or an event
+    /// about a card's comment, file, ... that does not say which card).
+    pub notification: Option<Notification>,
 }
+
+/// Events about something attached to a card: they change the card (counters, members,
+/// `blocked`), so the card is refetched.
+const CARD_CHILDREN: &[&str] = &[
+    "comment",
+    "card_member",
+    "member",
+    "file",
+    "card_file",
+    "block",
+    "blocker",
+    "card_blocker",
+    "card_time_log",
+    "time_log",
+    "checklist",
+    "checklist_item",
+    "card_tag",
+    "card_property",
+    "card_child",
+    "card_parent",
+];
 
 impl WebhookEvent {
     /// Parses a delivery body. Fails with [`WebhookError::Malformed`] naming what is wrong.
@@ -211,119 +244,136 @@ impl WebhookEvent {
             Some(Value::Null) | None => {
                 return Err(WebhookError::Malformed(format!("{name} delivery has no \"data\" field")))
             }
-            Some(data) => data,
-        };
-        let Some(target) = classify(&name) else {
-            return Ok(Self { name, target: None, record: Value::Null });
-        };
-        let Value::Object(data) = data else {
-            return Err(WebhookError::Malformed(format!(
-                "{name} \"data\" is {}, not a JSON object",
-                kaiten_client::models::json_kind(&data)
-            )));
-        };
-        let (record, id_path) = build_record(data);
-        match record.get("id") {
-            Some(Value::Number(n)) if n.as_i64().is_some_and(|id| id > 0) => {}
-            Some(Value::Number(n)) => {
-                return Err(WebhookError::Malformed(format!("{name} has {id_path} {n}, not a positive integer id")))
-            }
+            Some(Value::Object(data)) => data,
             Some(other) => {
                 return Err(WebhookError::Malformed(format!(
-                    "{name} has {id_path} as {}, not an integer",
-                    kaiten_client::models::json_kind(other)
+                    "{name} \"data\" is {}, not a JSON object",
+                    kaiten_client::models::json_kind(&other)
                 )))
             }
-            None => return Err(WebhookError::Malformed(format!("{name} without {id_path}"))),
-        }
-        Ok(Self { name, target: Some(target), record: Value::Object(record) })
-    }
-
-    /// The kind of record the event is about, unless ignored.
-    pub fn kind(&self) -> Option<EntityKind> {
-        self.target.map(|(kind, _)| kind)
-    }
-
-    /// What the event does, unless ignored.
-    pub fn action(&self) -> Option<EventAction> {
-        self.target.map(|(_, action)| action)
-    }
-
-    /// The record's id, unless ignored.
-    pub fn id(&self) -> Option<i64> {
-        self.record.get("id").and_then(Value::as_i64)
+        };
+        let notification = notification(&name, &data).map_err(WebhookError::Malformed)?;
+        Ok(Self { name, notification })
     }
 
     /// Whether the mirror ignores this event.
     pub fn is_ignored(&self) -> bool {
-        self.target.is_none()
+        self.notification.is_none()
     }
 }
 
-/// `card:update`, `card.move`, ... → (kind, action); `None` for what the mirror does not store.
-fn classify(name: &str) -> Option<(EntityKind, EventAction)> {
-    let lower = name.to_ascii_lowercase();
-    let (entity, verb) = lower.split_once([':', '.'])?;
-    let kind = match entity {
-        "card" => EntityKind::Cards,
-        "board" => EntityKind::Boards,
-        "space" => EntityKind::Spaces,
-        "tag" => EntityKind::Tags,
-        "column" => EntityKind::Columns,
-        "lane" => EntityKind::Lanes,
-        _ => return None,
-    };
-    let action = match verb {
-        "add" | "create" | "created" | "added" => EventAction::Add,
-        "update" | "updated" | "move" | "moved" | "change" | "changed" => EventAction::Update,
-        "remove" | "removed" | "delete" | "deleted" => EventAction::Remove,
-        _ => return None,
-    };
-    Some((kind, action))
+/// Where a field of the delivery is: the new value (`changes`), the record (`data`), or the old
+/// value (`old`), in that order.
+struct Fields<'a> {
+    data: &'a Map<String, Value>,
+    old: Option<&'a Map<String, Value>>,
+    changes: Option<&'a Map<String, Value>>,
 }
 
-/// The record of an event's data: `old` merged with `changes` when the data has `old` (an update),
-/// else the data itself; `author` dropped. Also returns where the id should have been, for errors.
-fn build_record(mut data: Map<String, Value>) -> (Map<String, Value>, &'static str) {
-    data.remove("author");
-    match data.remove("old") {
-        Some(Value::Object(mut old)) => {
-            if let Some(Value::Object(changes)) = data.remove("changes") {
-                for (key, value) in changes {
-                    old.insert(key, value);
-                }
+impl<'a> Fields<'a> {
+    fn new(data: &'a Map<String, Value>) -> Self {
+        Self {
+            data,
+            old: data.get("old").and_then(Value::as_object),
+            changes: data.get("changes").and_then(Value::as_object),
+        }
+    }
+
+    /// The value of `key` and the path it was found at.
+    fn get(&self, key: &str) -> Option<(&'a Value, String)> {
+        if let Some(v) = self.changes.and_then(|c| c.get(key)).filter(|v| !v.is_null()) {
+            return Some((v, format!("data.changes.{key}")));
+        }
+        if let Some(v) = self.data.get(key).filter(|v| !v.is_null()) {
+            return Some((v, format!("data.{key}")));
+        }
+        self.old.and_then(|o| o.get(key)).filter(|v| !v.is_null()).map(|v| (v, format!("data.old.{key}")))
+    }
+
+    /// A positive integer id at `key`; `Ok(None)` when absent, an error naming the path when it is
+    /// there but not an id.
+    fn id(&self, key: &str) -> Result<Option<i64>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some((Value::Number(n), path)) => match n.as_i64() {
+                Some(id) if id > 0 => Ok(Some(id)),
+                _ => Err(format!("{path} is {n}, not a positive integer id")),
+            },
+            Some((other, path)) => {
+                Err(format!("{path} is {}, not an integer id", kaiten_client::models::json_kind(other)))
             }
-            old.remove("author");
-            (old, "data.old.id")
         }
-        Some(other) => {
-            // Not an update shape after all; keep what was sent and look for the id in data.
-            data.insert("old".to_owned(), other);
-            let path = if data.contains_key("id") { "data.id" } else { "data.old.id" };
-            (data, path)
+    }
+
+    /// Where the entity's own id should have been, for errors.
+    fn id_path(&self) -> &'static str {
+        if self.old.is_some() || self.changes.is_some() {
+            "data.old.id"
+        } else {
+            "data.id"
         }
-        None if data.contains_key("changes") && !data.contains_key("id") => (data, "data.old.id"),
-        None => (data, "data.id"),
     }
 }
 
-/// What a delivery did.
+/// The entity a delivery names, by Kaiten's `entity:verb` event names (dot-style aliases such as
+/// `card.move` accepted); `Ok(None)` for what the mirror does not follow.
+fn notification(name: &str, data: &Map<String, Value>) -> Result<Option<Notification>, String> {
+    let lower = name.to_ascii_lowercase();
+    let Some((entity, _verb)) = lower.split_once([':', '.']) else {
+        return Ok(None);
+    };
+    let fields = Fields::new(data);
+    let own_id = |what: &str| -> Result<i64, String> {
+        fields.id("id")?.ok_or_else(|| format!("{name} without {} (the {what}'s id)", fields.id_path()))
+    };
+    let note = |kind: EntityKind, entity_id: i64, parent_id: Option<i64>| {
+        Some(Notification { kind, entity_id, parent_id, event: name.to_owned() })
+    };
+    let card_of_child = || -> Result<Option<i64>, String> {
+        if let Some(card) = fields.id("card_id")? {
+            return Ok(Some(card));
+        }
+        match data.get("card").and_then(|c| c.get("id")) {
+            Some(Value::Number(n)) => Ok(n.as_i64().filter(|id| *id > 0)),
+            _ => Ok(None),
+        }
+    };
+    Ok(match entity {
+        "card" => note(EntityKind::Cards, own_id("card")?, None),
+        "board" => note(EntityKind::Boards, own_id("board")?, fields.id("space_id")?),
+        "space" => note(EntityKind::Spaces, own_id("space")?, None),
+        "tag" => match card_of_child()? {
+            Some(card) => note(EntityKind::Cards, card, None),
+            None => note(EntityKind::Tags, own_id("tag")?, None),
+        },
+        "column" | "subcolumn" | "lane" => {
+            fields.id("board_id")?.and_then(|board| note(EntityKind::Boards, board, None))
+        }
+        child if CARD_CHILDREN.contains(&child) => {
+            card_of_child()?.and_then(|card| note(EntityKind::Cards, card, None))
+        }
+        _ => None,
+    })
+}
+
+/// What the acceptance of a delivery did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WebhookOutcome {
     /// The event name as sent.
     pub event: String,
-    /// Whether the record was written (inserted, changed, or marked deleted).
-    pub applied: bool,
-    /// Whether the delivery was older than the stored record and so changed nothing.
-    pub stale: bool,
-    /// Whether the event is about something the mirror does not store.
-    pub ignored: bool,
-    /// The delivery's run in `sync_logs` (`None` for ignored events).
-    pub run_id: Option<i64>,
+    /// The entity recorded in the inbox, to be refetched; `None` when the event is ignored.
+    pub queued: Option<Notification>,
 }
 
-/// Why a delivery was refused or failed. Never contains the secret.
+impl WebhookOutcome {
+    /// Whether the mirror ignores this event (nothing was queued).
+    pub fn ignored(&self) -> bool {
+        self.queued.is_none()
+    }
+}
+
+/// Why a delivery was refused, or a batch failed. Never contains the secret.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookError {
@@ -333,28 +383,149 @@ pub enum WebhookError {
     /// The body is not a delivery the mirror understands: nothing was stored.
     #[error("{0}")]
     Malformed(String),
-    /// The database failed.
-    #[error("database error while applying a webhook: {0}")]
-    Store(#[from] StoreError),
-    /// Kaiten failed while fetching a record the delivery refers to (a card's board, columns, lanes).
-    #[error("Kaiten API error while applying a webhook: {0}")]
-    Api(#[from] kaiten_client::Error),
+    /// The database failed: the delivery was not recorded (Kaiten does not retry; the next sync
+    /// repairs what it missed).
+    #[error("database error while handling a webhook")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for WebhookError {
+    fn from(e: StoreError) -> Self {
+        WebhookError::Store(e)
+    }
 }
 
 impl WebhookError {
-    /// The HTTP status to answer with: 401, 400, 503 (database) or 502 (Kaiten).
+    /// The HTTP status to answer with: 401, 400 or 503 (database).
     pub fn status(&self) -> u16 {
         match self {
             WebhookError::Unauthorized => 401,
             WebhookError::Malformed(_) => 400,
             WebhookError::Store(_) => 503,
-            WebhookError::Api(_) => 502,
         }
     }
 }
 
-/// Authenticates and applies webhook deliveries. Cheap to clone (clones share the client and the
-/// store), so it can be an axum state directly.
+/// Tuning of webhook processing. `Default` is what `serve` uses.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebhookOptions {
+    /// An entry becomes due this long after its first delivery, so a burst for one entity costs
+    /// one fetch.
+    pub debounce: Duration,
+    /// Entries claimed (and logged as one run) at a time.
+    pub batch_size: usize,
+    /// How long a claim holds: a worker that dies loses its entries after this, and a webhook run
+    /// still `running` after this is marked interrupted.
+    pub lease: Duration,
+    /// Attempts before an entry is kept as failed.
+    pub max_attempts: u32,
+    /// Backoff after the first failure, doubled at each next one.
+    pub retry_base: Duration,
+    /// Longest backoff.
+    pub retry_max: Duration,
+    /// A batch naming at least this many cards fetches them with one incremental listing
+    /// (100 cards a request) instead of one request per card.
+    pub bulk_listing_min: usize,
+    /// The incremental listing of a bulk batch starts this long before its first delivery.
+    pub listing_overlap: Duration,
+    /// Requests in flight at once for single-card fetches (the client's limiter still applies).
+    pub concurrency: usize,
+    /// How often an idle worker looks at the inbox (deliveries accepted by other processes, due
+    /// retries).
+    pub poll_every: Duration,
+    /// Finished runs older than this are deleted from `sync_logs` (`None` keeps them all).
+    pub run_retention: Option<Duration>,
+    /// The newest runs kept whatever their age.
+    pub keep_runs: usize,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_secs(1),
+            batch_size: 200,
+            lease: Duration::from_secs(300),
+            max_attempts: 8,
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+            bulk_listing_min: 100,
+            listing_overlap: Duration::from_secs(60),
+            concurrency: 4,
+            poll_every: Duration::from_secs(2),
+            run_retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            keep_runs: 1000,
+        }
+    }
+}
+
+impl WebhookOptions {
+    /// Sets [`WebhookOptions::debounce`].
+    pub fn with_debounce(mut self, debounce: Duration) -> Self {
+        self.debounce = debounce;
+        self
+    }
+
+    /// Sets [`WebhookOptions::lease`].
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets [`WebhookOptions::max_attempts`] and the backoff.
+    pub fn with_retries(mut self, max_attempts: u32, base: Duration, max: Duration) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self.retry_base = base;
+        self.retry_max = max;
+        self
+    }
+
+    /// Sets [`WebhookOptions::bulk_listing_min`].
+    pub fn with_bulk_listing_min(mut self, cards: usize) -> Self {
+        self.bulk_listing_min = cards.max(1);
+        self
+    }
+
+    /// Sets [`WebhookOptions::poll_every`].
+    pub fn with_poll_every(mut self, every: Duration) -> Self {
+        self.poll_every = every;
+        self
+    }
+
+    /// Sets [`WebhookOptions::run_retention`] and [`WebhookOptions::keep_runs`].
+    pub fn with_run_retention(mut self, retention: Option<Duration>, keep_runs: usize) -> Self {
+        self.run_retention = retention;
+        self.keep_runs = keep_runs;
+        self
+    }
+
+    /// The backoff before attempt `attempts + 1`.
+    fn backoff(&self, attempts: i64) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.clamp(0, 30) as u32);
+        self.retry_base.saturating_mul(factor).min(self.retry_max)
+    }
+}
+
+/// What [`WebhookHandler::drain`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DrainReport {
+    /// Batches drained (runs written to `sync_logs`).
+    pub batches: u64,
+    /// Entries claimed.
+    pub entries: u64,
+    /// Entries applied and removed from the inbox.
+    pub applied: u64,
+    /// Entries that failed (to be retried, or given up).
+    pub failed: u64,
+    /// Requests to Kaiten.
+    pub requests: u64,
+    /// The runs, oldest first.
+    pub run_ids: Vec<i64>,
+}
+
+/// Accepts webhook deliveries into the inbox and applies them. Cheap to clone (clones share the
+/// client, the store and the worker's wake-up signal), so it can be an axum state directly.
 #[derive(Clone)]
 pub struct WebhookHandler {
     inner: Arc<Inner>,
@@ -364,6 +535,9 @@ struct Inner {
     client: KaitenClient,
     store: Arc<dyn Store>,
     auth: WebhookAuth,
+    options: WebhookOptions,
+    worker_id: String,
+    wake: tokio::sync::Notify,
 }
 
 impl fmt::Debug for WebhookHandler {
@@ -372,17 +546,42 @@ impl fmt::Debug for WebhookHandler {
             .field("client", &self.inner.client)
             .field("store", &self.inner.store)
             .field("auth", &self.inner.auth)
+            .field("options", &self.inner.options)
+            .field("worker_id", &self.inner.worker_id)
             .finish()
     }
 }
 
+fn worker_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    format!("webhooks:{}:{:08x}", std::process::id(), hasher.finish() as u32)
+}
+
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
 impl WebhookHandler {
-    /// A handler writing to `store`, fetching missing parents through `client`.
+    /// A handler with default options, writing to `store`, fetching through `client`.
     pub fn new(client: KaitenClient, store: Arc<dyn Store>, auth: WebhookAuth) -> Self {
+        Self::with_options(client, store, auth, WebhookOptions::default())
+    }
+
+    /// A handler with these options.
+    pub fn with_options(
+        client: KaitenClient,
+        store: Arc<dyn Store>,
+        auth: WebhookAuth,
+        options: WebhookOptions,
+    ) -> Self {
         if auth.secret.is_empty() {
             warn!("the webhook secret is empty: every delivery will be refused");
         }
-        Self { inner: Arc::new(Inner { client, store, auth }) }
+        let inner = Inner { client, store, auth, options, worker_id: worker_id(), wake: tokio::sync::Notify::new() };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The header the adapter should pass as `signature`, when signatures are required.
@@ -390,13 +589,20 @@ impl WebhookHandler {
         self.inner.auth.hmac_header.as_deref()
     }
 
-    /// The store deliveries are written to.
+    /// The store deliveries are recorded in.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
-    /// Handles one delivery: `path_secret` is the last segment of the URL, `signature` the value of
-    /// the [`WebhookHandler::hmac_header`] header if the request had one, `body` the raw body.
+    /// The options in force.
+    pub fn options(&self) -> &WebhookOptions {
+        &self.inner.options
+    }
+
+    /// Accepts one delivery: `path_secret` is the last segment of the URL, `signature` the value
+    /// of the [`WebhookHandler::hmac_header`] header if the request had one, `body` the raw body.
+    /// On `Ok` the entity it names is recorded in the inbox (or the event is ignored), and the
+    /// caller should answer 2xx; nothing is fetched here.
     pub async fn handle(
         &self,
         path_secret: &str,
@@ -404,422 +610,411 @@ impl WebhookHandler {
         body: &[u8],
     ) -> Result<WebhookOutcome, WebhookError> {
         if !self.inner.auth.verify(path_secret, signature, body) {
-            warn!(bytes = body.len(), "webhook delivery refused: not authenticated");
+            debug!(bytes = body.len(), "webhook delivery refused: not authenticated");
             return Err(WebhookError::Unauthorized);
         }
-        let event = WebhookEvent::parse(body).inspect_err(|e| warn!(error = %e, "malformed webhook delivery"))?;
-        self.apply(event).await
+        let event = WebhookEvent::parse(body).inspect_err(|e| debug!(error = %e, "malformed webhook delivery"))?;
+        self.accept(event).await
     }
 
-    /// Applies an event that the caller has already authenticated.
-    pub async fn apply(&self, event: WebhookEvent) -> Result<WebhookOutcome, WebhookError> {
-        let Some((kind, action)) = event.target else {
-            info!(event = %event.name, "webhook event ignored: the mirror does not store it");
-            return Ok(WebhookOutcome { event: event.name, applied: false, stale: false, ignored: true, run_id: None });
+    /// Records an event that the caller has already authenticated.
+    pub async fn accept(&self, event: WebhookEvent) -> Result<WebhookOutcome, WebhookError> {
+        let Some(note) = event.notification else {
+            debug!(event = %event.name, "webhook event ignored: it names nothing the mirror follows");
+            return Ok(WebhookOutcome { event: event.name, queued: None });
         };
-        let id = event.id().unwrap_or_default();
-        let mut scope = format!("{} {} {id}", event.name, singular(kind));
-        if let Some(title) = event.record.get("title").or_else(|| event.record.get("name")).and_then(Value::as_str) {
-            let short: String = title.chars().take(80).collect();
-            let ellipsis = if short.len() < title.len() { "…" } else { "" };
-            scope.push_str(&format!(" \"{short}{ellipsis}\""));
-        }
-        let mut run = RunRecord::start(RunKind::Webhook, vec![kind], Some(scope), now_millis());
-        run.id = self.inner.store.start_run(&run).await?;
-        let mut apply =
-            Apply { client: &self.inner.client, store: &*self.inner.store, run, refreshed: BTreeSet::new() };
-        let result = apply.event(kind, action, event.record).await;
-        let mut run = apply.run;
-        run.finished_at = Some(now_millis());
-        run.entities = run.stats.keys().copied().collect();
-        if !run.entities.contains(&kind) {
-            run.entities.push(kind);
-        }
-        run.status = if result.is_ok() { RunStatus::Succeeded } else { RunStatus::Failed };
-        run.error = result.as_ref().err().map(ToString::to_string);
-        if let Err(e) = self.inner.store.update_run(&run).await {
-            warn!(run_id = run.id, error = %e, "could not record the end of a webhook run in sync_logs");
-            if result.is_ok() {
-                return Err(e.into());
-            }
-        }
-        match result {
-            Ok(written) => {
-                info!(event = %event.name, id, run_id = run.id, applied = written.applied, stale = written.stale,
-                      "webhook applied");
-                Ok(WebhookOutcome {
-                    event: event.name,
-                    applied: written.applied,
-                    stale: written.stale,
-                    ignored: false,
-                    run_id: Some(run.id),
-                })
-            }
-            Err(e) => {
-                warn!(event = %event.name, id, run_id = run.id, error = %e, "webhook delivery failed");
-                Err(e)
-            }
-        }
-    }
-}
-
-fn singular(kind: EntityKind) -> &'static str {
-    match kind {
-        EntityKind::Spaces => "space",
-        EntityKind::Users => "user",
-        EntityKind::CardTypes => "card type",
-        EntityKind::Tags => "tag",
-        EntityKind::PropertyDefinitions => "property",
-        EntityKind::SelectValues => "select value",
-        EntityKind::Boards => "board",
-        EntityKind::Columns => "column",
-        EntityKind::Lanes => "lane",
-        EntityKind::Cards => "card",
-    }
-}
-
-struct Written {
-    applied: bool,
-    stale: bool,
-}
-
-/// One delivery being applied.
-struct Apply<'a> {
-    client: &'a KaitenClient,
-    store: &'a dyn Store,
-    run: RunRecord,
-    /// Boards whose columns and lanes were listed for this delivery.
-    refreshed: BTreeSet<i64>,
-}
-
-impl Apply<'_> {
-    fn stats(&mut self, kind: EntityKind) -> &mut EntityStats {
-        self.run.stats.entry(kind).or_default()
+        let now = now_millis();
+        self.inner.store.inbox_push(std::slice::from_ref(&note), now, after(now, self.inner.options.debounce)).await?;
+        debug!(event = %event.name, kind = note.kind.as_str(), id = note.entity_id, "webhook delivery queued");
+        self.inner.wake.notify_one();
+        Ok(WebhookOutcome { event: event.name, queued: Some(note) })
     }
 
-    fn request(&mut self) {
-        self.run.api_requests += 1;
+    /// Applies every due inbox entry now, batch after batch, and returns what it did. A batch that
+    /// fails as a whole (the database is down) stops the drain with the error; entries that fail
+    /// on their own are retried later.
+    pub async fn drain(&self) -> Result<DrainReport, SyncError> {
+        let mut report = DrainReport::default();
+        // Entries due when the drain started: one that fails is not retried within the same drain.
+        let started = now_millis();
+        loop {
+            let options = &self.inner.options;
+            let lease_until = after(now_millis(), options.lease);
+            let entries = self
+                .inner
+                .store
+                .inbox_claim(&self.inner.worker_id, options.batch_size.max(1), started, lease_until)
+                .await?;
+            if entries.is_empty() {
+                return Ok(report);
+            }
+            let batch = self.apply_batch(entries).await?;
+            report.batches += 1;
+            report.entries += batch.entries;
+            report.applied += batch.applied;
+            report.failed += batch.failed;
+            report.requests += batch.requests;
+            report.run_ids.push(batch.run_id);
+        }
     }
 
-    async fn event(
-        &mut self,
-        kind: EntityKind,
-        action: EventAction,
-        mut record: Value,
-    ) -> Result<Written, WebhookError> {
-        let malformed =
-            |e: serde_json::Error| WebhookError::Malformed(format!("{} record does not parse: {e}", singular(kind)));
-        if action == EventAction::Remove && kind != EntityKind::Cards {
-            return self.remove(kind, record).await;
-        }
-        if action == EventAction::Remove && record.get("updated").is_none_or(Value::is_null) {
-            // A bare `{"id": ..}` cannot be ordered against what is stored: mark the stored card
-            // deleted rather than overwrite it with the stub.
-            let id = record.get("id").and_then(Value::as_i64).unwrap_or_default();
-            if !self.store.existing_ids(kind, &[id]).await?.is_empty() {
-                return self.remove(kind, record).await;
+    /// Applies deliveries until `shutdown` completes: drains the inbox when a delivery arrives
+    /// (after [`WebhookOptions::debounce`]) and every [`WebhookOptions::poll_every`]; marks webhook
+    /// runs of dead processes interrupted and prunes old runs. Several workers (in one process
+    /// or several sharing a database) may run at once.
+    pub async fn run_worker(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let options = self.inner.options.clone();
+        let mut last_upkeep: Option<std::time::Instant> = None;
+        loop {
+            if last_upkeep.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                self.upkeep().await;
+                last_upkeep = Some(std::time::Instant::now());
             }
-        }
-        let batch = match kind {
-            EntityKind::Cards => {
-                if action == EventAction::Remove {
-                    // Kaiten soft-deletes cards: condition 3 makes the store set `deleted_at`, and the
-                    // upsert stays order-safe (a later restore with a newer `updated` wins).
-                    if let Some(fields) = record.as_object_mut() {
-                        fields.insert("condition".to_owned(), json!(3));
+            match self.drain().await {
+                Ok(report) if report.entries > 0 => {
+                    debug!(
+                        entries = report.entries,
+                        applied = report.applied,
+                        failed = report.failed,
+                        "webhook inbox drained"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "webhook inbox: applying deliveries failed; retrying"),
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.inner.wake.notified() => {
+                    // Let the burst this delivery belongs to gather (its entry is due then).
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(options.debounce) => {}
                     }
                 }
-                let mut card = Card::from_value(record.clone()).map_err(malformed)?;
-                self.prepare_card(&mut card).await?;
-                Batch::Cards(vec![card])
-            }
-            EntityKind::Boards => {
-                let mut board = Board::from_value(record.clone()).map_err(malformed)?;
-                let known = !self.store.existing_ids(EntityKind::Boards, &[board.id]).await?.is_empty();
-                if board.space_id.is_none() {
-                    board.space_id = self.board_space(board.id).await?;
-                }
-                if let Some(space_id) = board.space_id {
-                    self.ensure_space(space_id).await?;
-                }
-                if !known || action == EventAction::Add {
-                    // A new board: no events exist for columns and lanes, so list them now (before
-                    // the board is written, so a failure leaves nothing half-done).
-                    let structure = self.list_structure(board.id).await?;
-                    let outcome = self.write(Batch::Boards(vec![board])).await?;
-                    self.write_structure(structure).await?;
-                    return self.written(kind, outcome, &record).await;
-                }
-                Batch::Boards(vec![board])
-            }
-            EntityKind::Spaces => Batch::Spaces(vec![Space::from_value(record.clone()).map_err(malformed)?]),
-            EntityKind::Tags => Batch::Tags(vec![Tag::from_value(record.clone()).map_err(malformed)?]),
-            EntityKind::Columns => {
-                let column = Column::from_value(record.clone()).map_err(malformed)?;
-                let mut columns = vec![column.clone()];
-                columns.extend(column.subcolumns());
-                Batch::Columns(columns)
-            }
-            EntityKind::Lanes => Batch::Lanes(vec![Lane::from_value(record.clone()).map_err(malformed)?]),
-            other => return Err(WebhookError::Malformed(format!("events about {other} are not supported"))),
-        };
-        let outcome = self.write(batch).await?;
-        self.written(kind, outcome, &record).await
-    }
-
-    /// Writes the delivery's page and counts it as the kind's one fetched record.
-    async fn write(&mut self, batch: Batch) -> Result<PageOutcome, WebhookError> {
-        let kind = batch.kind();
-        let page = Page { batch, sweep: None, state: None, synced_at: now_millis() };
-        let outcome = self.store.apply_page(&page).await?;
-        self.stats(kind).add_page(1, outcome);
-        Ok(outcome)
-    }
-
-    /// Whether the page wrote the record; if it did not, whether the stored record is a different
-    /// (newer) one, i.e. the delivery was stale rather than a duplicate.
-    async fn written(
-        &mut self,
-        kind: EntityKind,
-        outcome: PageOutcome,
-        record: &Value,
-    ) -> Result<Written, WebhookError> {
-        if outcome.inserted + outcome.updated > 0 {
-            return Ok(Written { applied: true, stale: false });
-        }
-        let id = record.get("id").and_then(Value::as_i64).unwrap_or_default();
-        let stored = self.store.get(kind, id).await?;
-        let stale = stored.is_some_and(|s| s.raw != *record);
-        Ok(Written { applied: false, stale })
-    }
-
-    /// `tag:remove` and the like: the record is marked deleted (stored first if it never was).
-    async fn remove(&mut self, kind: EntityKind, record: Value) -> Result<Written, WebhookError> {
-        let id = record.get("id").and_then(Value::as_i64).unwrap_or_default();
-        if self.store.existing_ids(kind, &[id]).await?.is_empty() {
-            let batch = match kind {
-                EntityKind::Cards => Card::from_value(record).map(|c| Batch::Cards(vec![c])),
-                EntityKind::Boards => Board::from_value(record).map(|b| Batch::Boards(vec![b])),
-                EntityKind::Spaces => Space::from_value(record).map(|s| Batch::Spaces(vec![s])),
-                EntityKind::Tags => Tag::from_value(record).map(|t| Batch::Tags(vec![t])),
-                EntityKind::Columns => Column::from_value(record).map(|c| Batch::Columns(vec![c])),
-                _ => Lane::from_value(record).map(|l| Batch::Lanes(vec![l])),
-            }
-            .map_err(|e| WebhookError::Malformed(format!("{} record does not parse: {e}", singular(kind))))?;
-            self.write(batch).await?;
-        } else {
-            self.stats(kind).fetched += 1;
-        }
-        let deleted = self.store.mark_deleted(kind, &[id], now_millis()).await?;
-        self.stats(kind).deleted += deleted;
-        Ok(Written { applied: deleted > 0, stale: false })
-    }
-
-    /// Makes sure the card's board, column and lane are stored, and fills `space_id` from its board.
-    async fn prepare_card(&mut self, card: &mut Card) -> Result<(), WebhookError> {
-        if let Some(board) = card.board_id {
-            if self.store.existing_ids(EntityKind::Boards, &[board]).await?.is_empty() {
-                self.fetch_board(board, card).await?;
-            }
-            if card.space_id.is_none() {
-                card.space_id = self.stored_board_space(board).await?;
+                () = tokio::time::sleep(options.poll_every) => {}
             }
         }
-        let column_missing = match card.column_id {
-            Some(c) => self.store.existing_ids(EntityKind::Columns, &[c]).await?.is_empty(),
-            None => false,
+    }
+
+    /// Marks webhook runs left `running` by dead processes interrupted, and prunes old runs.
+    async fn upkeep(&self) {
+        let store = &self.inner.store;
+        let options = &self.inner.options;
+        let cutoff = now_millis() - chrono::Duration::from_std(options.lease).unwrap_or(chrono::Duration::MAX);
+        match store.interrupt_webhook_runs(cutoff, "interrupted: the process applying these webhooks stopped").await {
+            Ok(0) => {}
+            Ok(n) => info!(runs = n, "marked webhook runs of a stopped process as interrupted"),
+            Err(e) => warn!(error = %e, "could not mark stale webhook runs interrupted"),
+        }
+        if let Some(retention) = options.run_retention {
+            let before = now_millis() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+            match store.prune_runs(before, options.keep_runs).await {
+                Ok(0) => {}
+                Ok(n) => info!(runs = n, "pruned old runs from sync_logs"),
+                Err(e) => warn!(error = %e, "could not prune old runs from sync_logs"),
+            }
+        }
+    }
+
+    /// Applies one claimed batch as one webhook run.
+    async fn apply_batch(&self, entries: Vec<InboxEntry>) -> Result<BatchDone, SyncError> {
+        let store = &*self.inner.store;
+        let mut kinds: BTreeMap<EntityKind, u64> = BTreeMap::new();
+        for e in &entries {
+            *kinds.entry(e.kind).or_default() += 1;
+        }
+        let scope = format!(
+            "{} notification{}: {}",
+            entries.len(),
+            if entries.len() == 1 { "" } else { "s" },
+            kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut record = RunRecord::start(RunKind::Webhook, kinds.keys().copied().collect(), Some(scope), now_millis());
+        record.id = store.start_run(&record).await?;
+        let mut cache = ParentCache::default();
+        let mut batch = Batch_ { handler: self, cache: &mut cache, record: &mut record, outcomes: HashMap::new() };
+        let result = batch.apply(&entries).await;
+        let outcomes = std::mem::take(&mut batch.outcomes);
+        // Entries without an outcome (the batch failed before reaching them) fail with its error.
+        let batch_error = result.as_ref().err().map(ToString::to_string);
+        let now = now_millis();
+        let options = &self.inner.options;
+        let mut results = Vec::with_capacity(entries.len());
+        let (mut applied, mut failed) = (0, 0);
+        let mut errors = Vec::new();
+        for e in &entries {
+            let outcome = match outcomes.get(&(e.kind, e.entity_id)) {
+                Some(outcome) => outcome.clone(),
+                None => Err(batch_error.clone().unwrap_or_else(|| "not applied".to_owned())),
+            };
+            match outcome {
+                Ok(()) => {
+                    applied += 1;
+                    results.push(InboxResult::Done { id: e.id, seq: e.seq, again_at: after(now, options.debounce) })
+                }
+                Err(error) => {
+                    failed += 1;
+                    let give_up = e.attempts + 1 >= i64::from(options.max_attempts);
+                    let retry_at = (!give_up).then(|| after(now, options.backoff(e.attempts)));
+                    warn!(kind = e.kind.as_str(), id = e.entity_id, attempts = e.attempts + 1, give_up, %error,
+                          "webhook entry failed");
+                    errors.push(format!("{} {}: {error}", e.kind, e.entity_id));
+                    results.push(InboxResult::Failed { id: e.id, error, retry_at });
+                }
+            }
+        }
+        let finished = store.inbox_finish(&results, now).await;
+        record.finished_at = Some(now_millis());
+        record.status = if failed == 0 && finished.is_ok() { RunStatus::Succeeded } else { RunStatus::Failed };
+        if let Err(e) = &finished {
+            errors.push(format!("recording the outcome in the inbox failed: {e}"));
+        }
+        record.error = (!errors.is_empty()).then(|| {
+            let shown: Vec<&str> = errors.iter().take(10).map(String::as_str).collect();
+            let more = errors.len().saturating_sub(shown.len());
+            let tail = if more > 0 { format!("; and {more} more") } else { String::new() };
+            format!("{}{tail}", shown.join("; "))
+        });
+        if let Err(e) = store.update_run(&record).await {
+            warn!(run_id = record.id, error = %e, "could not record the end of a webhook run in sync_logs");
+        }
+        finished?;
+        info!(
+            run_id = record.id,
+            entries = entries.len(),
+            applied,
+            failed,
+            requests = record.api_requests,
+            "webhook batch applied"
+        );
+        Ok(BatchDone {
+            run_id: record.id,
+            entries: entries.len() as u64,
+            applied,
+            failed,
+            requests: record.api_requests,
+        })
+    }
+}
+
+struct BatchDone {
+    run_id: i64,
+    entries: u64,
+    applied: u64,
+    failed: u64,
+    requests: u64,
+}
+
+/// One batch being applied: its outcome per entity.
+#[allow(non_camel_case_types)]
+struct Batch_<'a> {
+    handler: &'a WebhookHandler,
+    cache: &'a mut ParentCache,
+    record: &'a mut RunRecord,
+    outcomes: HashMap<(EntityKind, i64), Result<(), String>>,
+}
+
+impl Batch_<'_> {
+    fn client(&self) -> &KaitenClient {
+        &self.handler.inner.client
+    }
+
+    fn store(&self) -> &dyn Store {
+        &*self.handler.inner.store
+    }
+
+    fn parents(&mut self) -> Parents<'_> {
+        Parents {
+            client: &self.handler.inner.client,
+            store: &*self.handler.inner.store,
+            cache: self.cache,
+            record: self.record,
+        }
+    }
+
+    fn settle(&mut self, kind: EntityKind, ids: impl IntoIterator<Item = i64>, outcome: &Result<(), SyncError>) {
+        for id in ids {
+            self.outcomes.insert((kind, id), outcome.as_ref().map(|_| ()).map_err(ToString::to_string));
+        }
+    }
+
+    async fn apply(&mut self, entries: &[InboxEntry]) -> Result<(), SyncError> {
+        let ids = |kind: EntityKind| -> BTreeSet<i64> {
+            entries.iter().filter(|e| e.kind == kind).map(|e| e.entity_id).collect()
         };
-        let lane_missing = match card.lane_id {
-            Some(l) => self.store.existing_ids(EntityKind::Lanes, &[l]).await?.is_empty(),
-            None => false,
-        };
-        if !column_missing && !lane_missing {
+        let spaces = ids(EntityKind::Spaces);
+        if !spaces.is_empty() {
+            let outcome = self.refresh_spaces(&spaces).await;
+            self.settle(EntityKind::Spaces, spaces, &outcome);
+        }
+        let boards = ids(EntityKind::Boards);
+        if !boards.is_empty() {
+            let hints: HashMap<i64, i64> = entries
+                .iter()
+                .filter(|e| e.kind == EntityKind::Boards)
+                .filter_map(|e| e.parent_id.map(|p| (e.entity_id, p)))
+                .collect();
+            let outcome = self.refresh_boards(&boards, &hints).await;
+            self.settle(EntityKind::Boards, boards, &outcome);
+        }
+        let tags = ids(EntityKind::Tags);
+        if !tags.is_empty() {
+            let outcome = self.refresh_tags(&tags).await;
+            self.settle(EntityKind::Tags, tags, &outcome);
+        }
+        let cards: Vec<&InboxEntry> = entries.iter().filter(|e| e.kind == EntityKind::Cards).collect();
+        if !cards.is_empty() {
+            self.refresh_cards(&cards).await?;
+        }
+        Ok(())
+    }
+
+    async fn refresh_spaces(&mut self, wanted: &BTreeSet<i64>) -> Result<(), SyncError> {
+        let listed = self.parents().list_spaces(true).await?;
+        let found: Vec<_> = listed.into_iter().filter(|s| wanted.contains(&s.id)).collect();
+        let gone: Vec<i64> = wanted.iter().copied().filter(|id| !found.iter().any(|s| s.id == *id)).collect();
+        self.write(Batch::Spaces(found)).await?;
+        self.mark_gone(EntityKind::Spaces, &gone).await
+    }
+
+    async fn refresh_boards(&mut self, wanted: &BTreeSet<i64>, hints: &HashMap<i64, i64>) -> Result<(), SyncError> {
+        let gone: Vec<i64> = self.parents().refresh_boards(wanted, hints).await?.into_iter().collect();
+        self.mark_gone(EntityKind::Boards, &gone).await
+    }
+
+    /// Tags are listed whole; a tag missing from `/tags` is left alone (a tag on no card is not
+    /// listed, and tags cannot be deleted through the API).
+    async fn refresh_tags(&mut self, wanted: &BTreeSet<i64>) -> Result<(), SyncError> {
+        let before = self.client().stats().requests;
+        let tags = self.client().tags().await;
+        self.record.api_requests += self.client().stats().requests.saturating_sub(before).max(1);
+        let found: Vec<_> = tags?.into_iter().filter(|t| wanted.contains(&t.id)).collect();
+        self.write(Batch::Tags(found)).await
+    }
+
+    /// Writes records of the batch's own kinds (not parents), counting them as fetched.
+    async fn write(&mut self, batch: Batch) -> Result<(), SyncError> {
+        if batch.is_empty() {
             return Ok(());
         }
-        if let Some(board) = card.board_id.filter(|b| !self.refreshed.contains(b)) {
-            let structure = self.list_structure(board).await?;
-            self.write_structure(structure).await?;
-        }
-        // Whatever Kaiten did not list gets a placeholder, so the card's references never dangle.
-        if let Some(column) = card.column_id.filter(|_| column_missing) {
-            if self.store.existing_ids(EntityKind::Columns, &[column]).await?.is_empty() {
-                warn!(
-                    column,
-                    card = card.id,
-                    "a webhook card points to a column Kaiten does not list; storing a placeholder"
-                );
-                let placeholder = Column::from_value(placeholder(column, card.board_id))
-                    .map_err(|e| WebhookError::Malformed(format!("column placeholder does not parse: {e}")))?;
-                self.write_parent(Batch::Columns(vec![placeholder])).await?;
-            }
-        }
-        if let Some(lane) = card.lane_id.filter(|_| lane_missing) {
-            if self.store.existing_ids(EntityKind::Lanes, &[lane]).await?.is_empty() {
-                warn!(
-                    lane,
-                    card = card.id,
-                    "a webhook card points to a lane Kaiten does not list; storing a placeholder"
-                );
-                let placeholder = Lane::from_value(placeholder(lane, card.board_id))
-                    .map_err(|e| WebhookError::Malformed(format!("lane placeholder does not parse: {e}")))?;
-                self.write_parent(Batch::Lanes(vec![placeholder])).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A board's space is not stored: store it from `GET /spaces` (a placeholder when Kaiten does
-    /// not list it), so the board never points to a missing row.
-    async fn ensure_space(&mut self, space_id: i64) -> Result<(), WebhookError> {
-        if !self.store.existing_ids(EntityKind::Spaces, &[space_id]).await?.is_empty() {
-            return Ok(());
-        }
-        self.request();
-        let space = match self.client.spaces().await?.into_iter().find(|s| s.id == space_id) {
-            Some(space) => space,
-            None => {
-                warn!(
-                    space = space_id,
-                    "a webhook board belongs to a space Kaiten does not list; storing a placeholder"
-                );
-                Space::from_value(json!({"id": space_id, "placeholder": true}))
-                    .map_err(|e| WebhookError::Malformed(format!("space placeholder does not parse: {e}")))?
-            }
-        };
-        self.write_parent(Batch::Spaces(vec![space])).await
-    }
-
-    /// A board a card points to is not stored: find it through `GET /spaces` and
-    /// `GET /spaces/{id}/boards`, store its space, the board, its columns and lanes (a placeholder
-    /// board when Kaiten does not list it).
-    async fn fetch_board(&mut self, board_id: i64, card: &Card) -> Result<(), WebhookError> {
-        info!(board = board_id, card = card.id, "a webhook card points to a board not stored yet; fetching it");
-        self.request();
-        let spaces = self.client.spaces().await?;
-        // Spaces embedding the board first; if none does (Kaiten left `boards` out), every space.
-        let mut candidates: Vec<&Space> =
-            spaces.iter().filter(|s| s.embedded_board_ids().contains(&board_id)).collect();
-        if candidates.is_empty() {
-            candidates = spaces.iter().filter(|s| s.raw.get("boards").is_none()).collect();
-        }
-        let mut found: Option<(Space, Board)> = None;
-        for space in candidates {
-            self.request();
-            let boards = self.client.boards(space.id).await?;
-            if let Some(mut board) = boards.into_iter().find(|b| b.id == board_id) {
-                board.space_id = board.space_id.or(Some(space.id));
-                found = Some((space.clone(), board));
-                break;
-            }
-        }
-        match found {
-            Some((space, board)) => {
-                let structure = self.list_structure(board_id).await?;
-                self.write_parent(Batch::Spaces(vec![space])).await?;
-                self.write_parent(Batch::Boards(vec![board])).await?;
-                self.write_structure(structure).await?;
-            }
-            None => {
-                // Nothing to list under a board Kaiten does not know: its columns and lanes get
-                // placeholders too.
-                self.refreshed.insert(board_id);
-                warn!(
-                    board = board_id,
-                    card = card.id,
-                    "a webhook card points to a board Kaiten does not list; storing a placeholder"
-                );
-                let board = Board::from_value(json!({"id": board_id, "placeholder": true}))
-                    .map_err(|e| WebhookError::Malformed(format!("board placeholder does not parse: {e}")))?;
-                self.write_parent(Batch::Boards(vec![board])).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Lists a board's columns (top-level then subcolumns) and lanes.
-    async fn list_structure(&mut self, board_id: i64) -> Result<(Vec<Column>, Vec<Lane>), WebhookError> {
-        self.refreshed.insert(board_id);
-        // A board gone (404) or out of the token's reach (403) has nothing to list: what cards
-        // point to gets placeholders.
-        let gone = |e: &kaiten_client::Error| matches!(e.status(), Some(403 | 404));
-        self.request();
-        let top = match self.client.columns(board_id).await {
-            Err(e) if gone(&e) => {
-                warn!(board = board_id, error = %e, "cannot list the columns of a board a webhook refers to");
-                Vec::new()
-            }
-            other => other?,
-        };
-        self.request();
-        let lanes = match self.client.lanes(board_id).await {
-            Err(e) if gone(&e) => {
-                warn!(board = board_id, error = %e, "cannot list the lanes of a board a webhook refers to");
-                Vec::new()
-            }
-            other => other?,
-        };
-        let mut columns = Vec::with_capacity(top.len() * 2);
-        let mut subcolumns = Vec::new();
-        for mut column in top {
-            column.board_id = column.board_id.or(Some(board_id));
-            subcolumns.extend(column.subcolumns());
-            columns.push(column);
-        }
-        columns.extend(subcolumns);
-        let lanes = lanes
-            .into_iter()
-            .map(|mut lane| {
-                lane.board_id = lane.board_id.or(Some(board_id));
-                lane
-            })
-            .collect();
-        Ok((columns, lanes))
-    }
-
-    async fn write_structure(&mut self, (columns, lanes): (Vec<Column>, Vec<Lane>)) -> Result<(), WebhookError> {
-        if !columns.is_empty() {
-            self.write_parent(Batch::Columns(columns)).await?;
-        }
-        if !lanes.is_empty() {
-            self.write_parent(Batch::Lanes(lanes)).await?;
-        }
-        Ok(())
-    }
-
-    /// Writes records fetched (or made up) so that the delivery's record has its parents.
-    async fn write_parent(&mut self, batch: Batch) -> Result<(), WebhookError> {
         let kind = batch.kind();
         let fetched = batch.len();
         let page = Page { batch, sweep: None, state: None, synced_at: now_millis() };
-        let outcome = self.store.apply_page(&page).await?;
-        self.stats(kind).add_page(fetched, outcome);
+        let outcome = self.store().apply_page(&page).await?;
+        self.record.stats.entry(kind).or_default().add_page(fetched, outcome);
         Ok(())
     }
 
-    /// The space of a board as stored.
-    async fn stored_board_space(&self, board_id: i64) -> Result<Option<i64>, WebhookError> {
-        Ok(self.store.get(EntityKind::Boards, board_id).await?.and_then(|b| {
-            match b.value(EntityKind::Boards, "space_id") {
-                Some(SqlValue::Int(space)) => Some(*space),
-                _ => None,
-            }
-        }))
-    }
-
-    /// The space of a board event that did not say: as stored, else the space embedding it in
-    /// `GET /spaces`.
-    async fn board_space(&mut self, board_id: i64) -> Result<Option<i64>, WebhookError> {
-        if let Some(space) = self.stored_board_space(board_id).await? {
-            return Ok(Some(space));
+    /// Kaiten no longer has these: mark the stored ones deleted (creating nothing).
+    async fn mark_gone(&mut self, kind: EntityKind, ids: &[i64]) -> Result<(), SyncError> {
+        if ids.is_empty() {
+            return Ok(());
         }
-        self.request();
-        let spaces = self.client.spaces().await?;
-        Ok(spaces.iter().find(|s| s.embedded_board_ids().contains(&board_id)).map(|s| s.id))
+        let deleted = self.store().mark_deleted(kind, ids, now_millis()).await?;
+        if deleted > 0 {
+            info!(kind = kind.as_str(), ids = ?ids, deleted, "webhook: Kaiten no longer has these; marked deleted");
+        }
+        self.record.stats.entry(kind).or_default().deleted += deleted;
+        Ok(())
     }
-}
 
-fn placeholder(id: i64, board_id: Option<i64>) -> Value {
-    json!({"id": id, "board_id": board_id, "placeholder": true})
+    /// Fetches the cards: one incremental listing for a bulk batch, then one request per card not
+    /// covered; writes them through the parent resolver; marks those Kaiten answers 404 for deleted.
+    async fn refresh_cards(&mut self, entries: &[&InboxEntry]) -> Result<(), SyncError> {
+        let options = self.handler.inner.options.clone();
+        let wanted: BTreeSet<i64> = entries.iter().map(|e| e.entity_id).collect();
+        let mut fetched: Vec<Card> = Vec::new();
+        let mut covered: BTreeSet<i64> = BTreeSet::new();
+        if wanted.len() >= options.bulk_listing_min {
+            let since = entries.iter().map(|e| e.received_at).min().unwrap_or_else(now_millis)
+                - chrono::Duration::from_std(options.listing_overlap).unwrap_or_default();
+            // Never spend more requests on the listing than fetching each card would cost.
+            let budget = wanted.len() as u64;
+            let listed = self.list_changed_cards(since, budget).await?;
+            for card in listed {
+                covered.insert(card.id);
+                fetched.push(card);
+            }
+            info!(
+                cards = wanted.len(),
+                listed = fetched.len(),
+                "webhook: bulk change fetched with an incremental listing"
+            );
+        }
+        let single: Vec<i64> = wanted.iter().copied().filter(|id| !covered.contains(id)).collect();
+        let client = self.client().clone();
+        let mut results = futures::stream::iter(single)
+            .map(|id| {
+                let client = client.clone();
+                async move { (id, client.card(id).await) }
+            })
+            .buffer_unordered(options.concurrency.max(1));
+        let mut gone = Vec::new();
+        let mut failed: Vec<(i64, SyncError)> = Vec::new();
+        while let Some((id, result)) = results.next().await {
+            self.record.api_requests += 1;
+            match result {
+                Ok(card) => fetched.push(card),
+                Err(kaiten_client::Error::NotFound { .. }) => gone.push(id),
+                Err(e) => failed.push((id, e.into())),
+            }
+        }
+        drop(results);
+        for (id, e) in failed {
+            self.settle(EntityKind::Cards, [id], &Err(e));
+        }
+        // A fetched card may be deleted (`condition` 3): the store marks it so.
+        let ids: Vec<i64> = fetched.iter().map(|c| c.id).collect();
+        let written = async {
+            let cards = self.parents().prepare_cards(fetched).await?;
+            for chunk in cards.chunks(KaitenClient::CARDS_PAGE_MAX as usize) {
+                self.write(Batch::Cards(chunk.to_vec())).await?;
+            }
+            self.mark_gone(EntityKind::Cards, &gone).await
+        }
+        .await;
+        let settled: Vec<i64> = ids.into_iter().chain(gone).filter(|id| wanted.contains(id)).collect();
+        self.settle(EntityKind::Cards, settled, &written);
+        written
+    }
+
+    /// Cards changed since `since`, live and archived, ordered by `updated`; stops (returning what
+    /// it has) after `budget` requests.
+    async fn list_changed_cards(&mut self, since: DateTime<Utc>, budget: u64) -> Result<Vec<Card>, SyncError> {
+        let page_size = KaitenClient::CARDS_PAGE_MAX;
+        let mut out = Vec::new();
+        let mut spent = 0;
+        for condition in [Condition::Live, Condition::Archived] {
+            let mut query = CardQuery::new();
+            query.condition = Some(condition);
+            query.order_by = Some("updated".to_owned());
+            query.order_direction = Some(OrderDirection::Asc);
+            query.additional_card_fields = vec!["description".to_owned()];
+            let mut pos = WalkPos { after: Some(since), offset: 0, offset_only: false };
+            loop {
+                if spent >= budget {
+                    warn!(budget, "webhook: the bulk listing reached its request budget; fetching the rest one by one");
+                    return Ok(out);
+                }
+                let mut q = query.clone();
+                if !pos.offset_only {
+                    q.updated_after = pos.after;
+                }
+                spent += 1;
+                self.record.api_requests += 1;
+                let page = self.client().cards_page(&q, PageRequest { limit: page_size, offset: pos.offset }).await?;
+                let full = page.len() >= page_size as usize;
+                let next = next_position(pos, &page);
+                out.extend(page);
+                if !full || next == pos {
+                    break;
+                }
+                pos = next;
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -866,28 +1061,69 @@ mod tests {
         assert!(!WebhookAuth::new("").verify("", None, b"{}"));
     }
 
-    #[test]
-    fn event_names_and_aliases() {
-        assert_eq!(classify("card:add"), Some((EntityKind::Cards, EventAction::Add)));
-        assert_eq!(classify("card.create"), Some((EntityKind::Cards, EventAction::Add)));
-        assert_eq!(classify("card.move"), Some((EntityKind::Cards, EventAction::Update)));
-        assert_eq!(classify("card.delete"), Some((EntityKind::Cards, EventAction::Remove)));
-        assert_eq!(classify("Tag:Remove"), Some((EntityKind::Tags, EventAction::Remove)));
-        assert_eq!(classify("space:update"), Some((EntityKind::Spaces, EventAction::Update)));
-        assert_eq!(classify("comment:add"), None);
-        assert_eq!(classify("card_member:add"), None);
-        assert_eq!(classify("card"), None);
+    fn parsed(body: serde_json::Value) -> Option<(EntityKind, i64, Option<i64>)> {
+        let event = WebhookEvent::parse(body.to_string().as_bytes()).unwrap();
+        event.notification.map(|n| (n.kind, n.entity_id, n.parent_id))
     }
 
     #[test]
-    fn update_merges_old_and_changes_without_author() {
-        let body = br#"{"event":"card:update","data":{"old":{"id":5,"title":"a","version":1},
-            "changes":{"title":"b","version":2},"author":{"id":1}}}"#;
-        let event = WebhookEvent::parse(body).unwrap();
-        assert_eq!(event.record, json!({"id": 5, "title": "b", "version": 2}));
-        assert_eq!(event.target, Some((EntityKind::Cards, EventAction::Update)));
-        let add = WebhookEvent::parse(br#"{"event":"card:add","data":{"id":6,"author":{"id":1}}}"#).unwrap();
-        assert_eq!(add.record, json!({"id": 6}));
+    fn events_name_the_entity_to_refetch() {
+        use serde_json::json;
+        let author = json!({"id": 1});
+        // card:add carries a few fields; card:update partial old/changes.
+        assert_eq!(
+            parsed(json!({"event": "card:add", "data": {"id": 6, "title": "t", "author": author}})),
+            Some((EntityKind::Cards, 6, None))
+        );
+        assert_eq!(
+            parsed(
+                json!({"event": "card:update", "data": {"old": {"id": 5, "title": "a"}, "changes": {"title": "b"}}})
+            ),
+            Some((EntityKind::Cards, 5, None))
+        );
+        assert_eq!(parsed(json!({"event": "card.move", "data": {"id": 5}})), Some((EntityKind::Cards, 5, None)));
+        // Board: the space named in the delivery is a hint where to look it up.
+        assert_eq!(
+            parsed(
+                json!({"event": "board:update", "data": {"old": {"id": 9, "space_id": 2}, "changes": {"title": "x"}}})
+            ),
+            Some((EntityKind::Boards, 9, Some(2)))
+        );
+        assert_eq!(
+            parsed(json!({"event": "space:update", "data": {"old": {"id": 3}}})),
+            Some((EntityKind::Spaces, 3, None))
+        );
+        // A tag put on or taken off a card refetches the card; a tag on its own the tag.
+        assert_eq!(
+            parsed(json!({"event": "tag:remove", "data": {"id": 40, "card_id": 77}})),
+            Some((EntityKind::Cards, 77, None))
+        );
+        assert_eq!(
+            parsed(json!({"event": "Tag:Add", "data": {"id": 40, "name": "x"}})),
+            Some((EntityKind::Tags, 40, None))
+        );
+        // Things attached to a card refetch the card.
+        for name in ["comment:add", "card_member:remove", "file:add", "block:update", "card_time_log:add"] {
+            assert_eq!(
+                parsed(json!({"event": name, "data": {"id": 1, "card_id": 12}})),
+                Some((EntityKind::Cards, 12, None))
+            );
+        }
+        assert_eq!(
+            parsed(
+                json!({"event": "comment:update", "data": {"old": {"id": 1, "card_id": 13}, "changes": {"text": "x"}}})
+            ),
+            Some((EntityKind::Cards, 13, None))
+        );
+        // Columns and lanes have no events in Kaiten; aliases refresh their board.
+        assert_eq!(
+            parsed(json!({"event": "column:update", "data": {"id": 1, "board_id": 9}})),
+            Some((EntityKind::Boards, 9, None))
+        );
+        // Ignored: unknown entities, a comment that names no card, names without a verb.
+        assert_eq!(parsed(json!({"event": "automation:run", "data": {"id": 1}})), None);
+        assert_eq!(parsed(json!({"event": "comment:add", "data": {"id": 1}})), None);
+        assert_eq!(parsed(json!({"event": "card", "data": {"id": 1}})), None);
     }
 
     #[test]
@@ -899,13 +1135,14 @@ mod tests {
         assert_eq!(msg(br#"{"event":"card:add"}"#), "card:add delivery has no \"data\" field");
         assert_eq!(
             msg(br#"{"event":"card:update","data":{"old":{"title":"x"},"changes":{}}}"#),
-            "card:update without data.old.id"
+            "card:update without data.old.id (the card's id)"
         );
-        assert_eq!(msg(br#"{"event":"card:update","data":{"changes":{}}}"#), "card:update without data.old.id");
-        assert_eq!(msg(br#"{"event":"card:add","data":{"title":"x"}}"#), "card:add without data.id");
+        assert_eq!(msg(br#"{"event":"card:add","data":{"title":"x"}}"#), "card:add without data.id (the card's id)");
+        assert_eq!(msg(br#"{"event":"card:add","data":{"id":"7"}}"#), "data.id is a string, not an integer id");
+        assert_eq!(msg(br#"{"event":"card:add","data":{"id":-3}}"#), "data.id is -3, not a positive integer id");
         assert_eq!(
-            msg(br#"{"event":"card:add","data":{"id":"7"}}"#),
-            "card:add has data.id as a string, not an integer"
+            msg(br#"{"event":"comment:add","data":{"id":1,"card_id":true}}"#),
+            "data.card_id is a boolean, not an integer id"
         );
         assert_eq!(msg(br#"{"event":"tag:add","data":[1]}"#), "tag:add \"data\" is an array, not a JSON object");
         assert_eq!(msg(b"[1]"), "webhook body is an array, not a JSON object");
@@ -916,10 +1153,19 @@ mod tests {
     }
 
     #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let o = WebhookOptions::default().with_retries(5, Duration::from_secs(2), Duration::from_secs(20));
+        let got: Vec<u64> = (0..6).map(|a| o.backoff(a).as_secs()).collect();
+        assert_eq!(got, vec![2, 4, 8, 16, 20, 20]);
+    }
+
+    #[test]
     fn errors_map_to_statuses_and_hide_the_secret() {
         assert_eq!(WebhookError::Unauthorized.status(), 401);
         assert_eq!(WebhookError::Malformed("x".into()).status(), 400);
         assert_eq!(WebhookError::Store(StoreError::NotMigrated).status(), 503);
+        let err = WebhookError::Store(StoreError::NotMigrated);
+        assert!(std::error::Error::source(&err).is_some(), "the store error is kept as the source, not printed twice");
         let auth = WebhookAuth::new("very-secret-value-123");
         assert!(!format!("{auth:?}").contains("very-secret"));
     }

@@ -242,6 +242,105 @@ pub async fn incremental_with_nothing_changed_writes_nothing(store: Arc<dyn Stor
     assert_eq!(store.recent_runs(10).await.unwrap().len(), 2);
 }
 
+/// `GET /cards/{id}` requests the simulator received (not the `GET /cards?...` listings).
+fn card_detail_requests(sim: &Simulator) -> Vec<String> {
+    sim.request_log()
+        .into_iter()
+        .filter(|r| r.split_once("/cards/").is_some_and(|(_, rest)| rest.starts_with(|c: char| c.is_ascii_digit())))
+        .collect()
+}
+
+/// The members `GET /cards/{id}` serves for a card, as `Store::card_members` returns them.
+fn served_members(sim: &Simulator, id: i64) -> Vec<(i64, i64)> {
+    let detail = sim.card_detail_json(id).unwrap_or_else(|| panic!("card {id} is served"));
+    let mut members: Vec<(i64, i64)> = detail["members"]
+        .as_array()
+        .expect("a detail card has members")
+        .iter()
+        .map(|m| (m["user_id"].as_i64().unwrap(), m["type"].as_i64().unwrap()))
+        .collect();
+    members.sort_unstable();
+    members
+}
+
+fn live_links(counts: &[TableCount], table: &str) -> i64 {
+    counts.iter().find(|c| c.table == table).unwrap_or_else(|| panic!("counts() lacks {table}")).live
+}
+
+/// Card members: without the backfill an incremental run asks for no card by itself and stores no
+/// members; with it, one `GET /cards/{id}` per changed card (none for unchanged or deleted cards,
+/// none in a full sync) stores each changed card as that request returns it, members included,
+/// and a later change of the card replaces them.
+pub async fn incremental_backfill_stores_members_of_changed_cards(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let plain = engine(&sim, &store);
+    let backfill = engine(&sim, &store).with_options(SyncOptions::default().with_card_members_backfill(true));
+    backfill.sync_all().await.expect("full sync");
+    assert_eq!(card_detail_requests(&sim), Vec::<String>::new(), "a full sync never fetches cards one by one");
+    assert_eq!(live_links(&store.counts().await.unwrap(), "card_members"), 0);
+
+    let boards = sim.board_ids();
+    let ids = sim.card_ids();
+    // Off (the default): the changes are stored from the listing, without members.
+    sim.update_card(ids[0], json!({"title": "Renamed without members"}));
+    sim.create_card(boards[0], "Created without members");
+    sim.reset_request_log();
+    let report = plain.sync_incremental().await.expect("incremental sync without the backfill");
+    assert_eq!(report.stats(EntityKind::Cards).inserted + report.stats(EntityKind::Cards).updated, 2);
+    assert_eq!(card_detail_requests(&sim), Vec::<String>::new(), "no card is fetched by itself when off");
+    assert_eq!(live_links(&store.counts().await.unwrap(), "card_members"), 0);
+
+    // On: created, edited, moved and archived cards are fetched one by one; a deleted one is not.
+    let created = sim.create_card(boards[0], "Fresh card")["id"].as_i64().unwrap();
+    sim.update_card(ids[1], json!({"title": "Renamed"}));
+    let target_column = *sim.column_ids(boards[1]).last().unwrap();
+    sim.move_card(ids[2], target_column, None);
+    sim.archive_card(ids[3]);
+    sim.delete_card(ids[4]);
+    let changed = [created, ids[1], ids[2], ids[3]];
+    sim.reset_request_log();
+    let report = backfill.sync_incremental().await.expect("incremental sync with the backfill");
+    let mut asked: Vec<i64> = card_detail_requests(&sim)
+        .iter()
+        .map(|r| r.rsplit_once("/cards/").unwrap().1.split(['?', '/']).next().unwrap().parse().unwrap())
+        .collect();
+    asked.sort_unstable();
+    let mut expected = changed.to_vec();
+    expected.sort_unstable();
+    assert_eq!(asked, expected, "one request per changed card, none for the deleted one");
+    assert!(report.run.api_requests as usize >= changed.len(), "the requests count in the run log");
+    let mut links = 0;
+    for id in changed {
+        let row = stored(&*store, EntityKind::Cards, id).await;
+        assert_eq!(row.raw, sim.card_detail_json(id).unwrap(), "card {id} is stored as GET /cards/{{id}} serves it");
+        let members = served_members(&sim, id);
+        assert!(members.contains(&(sim.card_json(id).unwrap()["owner_id"].as_i64().unwrap(), 2)), "{members:?}");
+        assert_eq!(store.card_members(id).await.unwrap(), members, "card {id}: members");
+        links += members.len() as i64;
+    }
+    assert!(store.card_members(ids[0]).await.unwrap().is_empty(), "a card unchanged since stays as it was");
+    assert_eq!(live_links(&store.counts().await.unwrap(), "card_members"), links);
+
+    // Nothing changed: the cards the listing's overlap returns again are not fetched again.
+    sim.reset_request_log();
+    backfill.sync_incremental().await.expect("incremental sync, nothing changed");
+    assert_eq!(card_detail_requests(&sim), Vec::<String>::new(), "unchanged cards are not fetched again");
+    assert_eq!(store.card_members(ids[1]).await.unwrap(), served_members(&sim, ids[1]), "listing keeps members");
+
+    // A change that changes the members replaces them.
+    let before = store.card_members(ids[1]).await.unwrap();
+    let mut edits = 0;
+    while served_members(&sim, ids[1]) == before {
+        edits += 1;
+        assert!(edits < 20, "the simulator's members of card {} never change", ids[1]);
+        sim.update_card(ids[1], json!({"title": format!("Edit {edits}")}));
+    }
+    let now = served_members(&sim, ids[1]);
+    assert!(before.len() > 1 || now.len() > 1, "ordinary members (type 1) too: {before:?}, then {now:?}");
+    backfill.sync_incremental().await.expect("incremental sync after the members changed");
+    assert_eq!(store.card_members(ids[1]).await.unwrap(), now);
+}
+
 /// A full sync marks cards, boards, columns and lanes that disappeared as deleted, and keeps them.
 pub async fn full_sync_marks_missing_records_deleted(store: Arc<dyn Store>) {
     let sim = start_sim(SimConfig::small()).await;
@@ -313,12 +412,18 @@ pub async fn selective_sync_touches_only_the_selection(store: Arc<dyn Store>) {
 pub struct FlakyStore {
     inner: Arc<dyn Store>,
     card_pages_left: AtomicUsize,
+    inbox_fails: std::sync::atomic::AtomicBool,
 }
 
 impl FlakyStore {
     /// Wraps `inner`; card pages after the first `pages` fail.
     pub fn new(inner: Arc<dyn Store>, pages: usize) -> Self {
-        Self { inner, card_pages_left: AtomicUsize::new(pages) }
+        Self { inner, card_pages_left: AtomicUsize::new(pages), inbox_fails: Default::default() }
+    }
+
+    /// Makes recording webhook deliveries in the inbox fail (or work again).
+    pub fn fail_inbox(&self, fail: bool) {
+        self.inbox_fails.store(fail, Ordering::SeqCst);
     }
 }
 
@@ -404,7 +509,19 @@ impl Store for FlakyStore {
     async fn prune_runs(&self, before: DateTime<Utc>, keep: usize) -> Result<u64, StoreError> {
         self.inner.prune_runs(before, keep).await
     }
-    async fn inbox_push(&self, notes: &[Notification], now: DateTime<Utc>, due: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn inbox_push(
+        &self,
+        notes: &[Notification],
+        now: DateTime<Utc>,
+        due: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if self.inbox_fails.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend {
+                backend: "flaky",
+                message: "injected failure recording a webhook".into(),
+                source: None,
+            });
+        }
         self.inner.inbox_push(notes, now, due).await
     }
     async fn inbox_claim(
@@ -602,6 +719,7 @@ macro_rules! engine_conformance_tests {
             full_sync_mirrors_the_simulator,
             incremental_picks_up_exactly_the_changes,
             incremental_with_nothing_changed_writes_nothing,
+            incremental_backfill_stores_members_of_changed_cards,
             full_sync_marks_missing_records_deleted,
             selective_sync_touches_only_the_selection,
             failed_run_resumes_and_loses_nothing,
