@@ -92,6 +92,10 @@ struct SyncArgs {
     /// Seconds to wait for another sync on the same database to finish (0 = fail at once).
     #[arg(long, default_value_t = 0)]
     lock_wait: u64,
+    /// Incremental runs: fetch every changed card on its own (`GET /cards/{id}`, one request per
+    /// changed card) to store its members in `card_members`. No effect on full listings.
+    #[arg(long, env = "KAITEN_CARD_MEMBERS")]
+    members: bool,
     #[command(flatten)]
     kaiten: KaitenArgs,
     #[command(flatten)]
@@ -179,7 +183,12 @@ async fn sync(args: SyncArgs) -> Result<()> {
     let client = args.kaiten.client()?;
     let store = stores::open(&args.db).await?;
     store.migrate().await.context("migration failed")?;
-    let options = SyncOptions::default().with_lock_wait(Duration::from_secs(args.lock_wait));
+    let options = SyncOptions::default()
+        .with_lock_wait(Duration::from_secs(args.lock_wait))
+        .with_card_members_backfill(args.members);
+    if args.members && mode == Mode::Full {
+        tracing::warn!("--members fetches card members in incremental runs only; this full listing ignores it");
+    }
     let progress = output::Progress::new();
     let engine = SyncEngine::new(client, store.clone()).with_options(options).on_progress({
         let progress = progress.clone();

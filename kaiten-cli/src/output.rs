@@ -206,13 +206,21 @@ fn run_row(run: &RunRecord) -> Vec<String> {
     ]
 }
 
-/// `status`: counts, per-entity state and recent runs.
+/// `status`: counts, per-entity state, when deletions were last reconciled, and recent runs.
 pub async fn print_status(store: &dyn Store, json: bool, runs: usize) -> Result<()> {
     let counts = store.counts().await?;
     let states = store.entity_states().await?;
     let recent = store.recent_runs(runs).await?;
+    // Deleted cards vanish from Kaiten's listings: only a complete listing of every card (a full
+    // sync) marks them deleted, so the end of the last one bounds how stale `deleted_at` is.
+    let reconciled = states.iter().find(|s| s.kind == EntityKind::Cards).and_then(|s| s.last_full_sync_at);
     if json {
-        let value = serde_json::json!({"tables": counts, "entities": states, "runs": recent});
+        let value = serde_json::json!({
+            "tables": counts,
+            "entities": states,
+            "deletions_reconciled_at": reconciled,
+            "runs": recent,
+        });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
@@ -232,6 +240,15 @@ pub async fn print_status(store: &dyn Store, json: bool, runs: usize) -> Result<
         })
         .collect();
     println!("{}\n", table(&["entity", "last full sync", "last incremental", "cursor", "unfinished"], &rows));
+    match reconciled {
+        Some(at) => println!(
+            "deleted cards last reconciled: {} UTC, by the last complete full sync of cards (between full syncs, only a webhook refetch that answers 404 marks a card deleted)\n",
+            when(Some(at))
+        ),
+        None => println!(
+            "deleted cards last reconciled: never (run `sync full`: only a complete listing of every card finds deletions)\n"
+        ),
+    }
     let rows: Vec<Vec<String>> = recent.iter().map(run_row).collect();
     println!(
         "{}",

@@ -1,13 +1,14 @@
 //! `kaiten-sync serve`: Kaiten webhooks, an admin page and scheduled syncs in one process.
 //!
-//! - `POST /webhooks/kaiten/{secret}`: a delivery, applied inline (one order-safe upsert); 401 for a
-//!   wrong secret, 400 for a malformed body, 413 above 1 MiB, 502/503 when Kaiten or the database
-//!   fails.
-//! - `GET /`: the admin page (counts, per-entity state, recent runs, schedule, buttons);
-//!   `GET /status.json`: what `kaiten-sync status --json` prints; `POST /sync/incremental`,
-//!   `POST /sync/full`: start a run in the background. Served to loopback clients only, unless
-//!   `KAITEN_ADMIN_TOKEN` is set, which is then required from everyone (and required to listen on
-//!   anything but loopback).
+//! - `POST /api/webhooks/kaiten/{secret}` (alias `/webhooks/kaiten/{secret}`): a delivery, recorded
+//!   in the store's webhook inbox and answered at once (200); a background worker then fetches
+//!   the entity it names from Kaiten and stores it. 401 for a wrong secret, 400 for a malformed
+//!   body, 413 above 1 MiB, 503 when the database cannot record it.
+//! - `GET /admin/sync` (alias `/`): the admin page (counts, per-entity state, recent runs,
+//!   schedule, buttons); `GET /admin/sync/status.json`: what `kaiten-sync status --json` prints;
+//!   `POST /admin/sync/incremental`, `POST /admin/sync/full`: start a run in the background.
+//!   Served to loopback clients only, unless `KAITEN_ADMIN_TOKEN` is set, which is then required
+//!   from everyone (and required to listen on anything but loopback).
 //! - `GET /healthz`: `ok` when the database answers.
 //! - A scheduler: an incremental sync at start and every `--incremental-every` seconds, a full sync
 //!   daily at `--full-at` (UTC) or every `--full-every` seconds.
@@ -31,7 +32,7 @@ use clap::Args;
 use kaiten_client::{KaitenClient, Secret};
 use kaiten_sync::{
     constant_time_eq, EntityState, RunRecord, Store, SyncEngine, SyncError, SyncReport, TableCount, WebhookAuth,
-    WebhookHandler,
+    WebhookHandler, WebhookOptions,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -44,6 +45,12 @@ pub const ENV_WEBHOOK_SECRET: &str = "KAITEN_WEBHOOK_SECRET";
 pub const ENV_ADMIN_TOKEN: &str = "KAITEN_ADMIN_TOKEN";
 /// Shortest secret or token accepted.
 pub const MIN_SECRET_CHARS: usize = 16;
+/// Where Kaiten posts deliveries: `POST {WEBHOOK_PATH}/<secret>` (`/webhooks/kaiten/<secret>` too).
+pub const WEBHOOK_PATH: &str = "/api/webhooks/kaiten";
+
+/// The admin page (`/` too).
+pub const ADMIN_PATH: &str = "/admin/sync";
+
 /// Largest webhook body accepted (413 above).
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 /// Runs shown on the admin page.
@@ -251,6 +258,8 @@ pub struct ServeConfig {
     pub admin_token: Option<Secret>,
     /// When syncs run.
     pub schedule: Schedule,
+    /// How webhook deliveries are applied.
+    pub webhook_options: WebhookOptions,
 }
 
 /// The server's shared state. Cheap to clone.
@@ -278,7 +287,8 @@ impl AppState {
         if let Some(header) = config.hmac_header.filter(|h| !h.trim().is_empty()) {
             auth = auth.with_hmac_header(header.trim());
         }
-        let webhooks = WebhookHandler::new(config.client.clone(), config.store.clone(), auth);
+        let webhooks =
+            WebhookHandler::with_options(config.client.clone(), config.store.clone(), auth, config.webhook_options);
         let engine = SyncEngine::new(config.client, config.store.clone());
         Self(Arc::new(Inner {
             store: config.store,
@@ -515,12 +525,18 @@ fn cross_site(headers: &HeaderMap) -> bool {
 /// The app: webhooks, health, and the guarded admin routes.
 pub fn router(state: AppState) -> Router {
     let admin = Router::new()
+        .route(ADMIN_PATH, get(admin_page))
+        .route(&format!("{ADMIN_PATH}/status.json"), get(status_json))
+        .route(&format!("{ADMIN_PATH}/incremental"), post(sync_incremental))
+        .route(&format!("{ADMIN_PATH}/full"), post(sync_full))
+        // Earlier paths, kept as aliases.
         .route("/", get(admin_page))
         .route("/status.json", get(status_json))
         .route("/sync/incremental", post(sync_incremental))
         .route("/sync/full", post(sync_full))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin_guard));
     let webhooks = Router::new()
+        .route(&format!("{WEBHOOK_PATH}/{{secret}}"), post(webhook))
         .route("/webhooks/kaiten/{secret}", post(webhook))
         .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT));
     Router::new().merge(admin).merge(webhooks).route("/healthz", get(healthz)).with_state(state)
@@ -548,10 +564,8 @@ async fn webhook(
         Ok(outcome) => Json(json!({
             "ok": true,
             "event": outcome.event,
-            "applied": outcome.applied,
-            "stale": outcome.stale,
-            "ignored": outcome.ignored,
-            "run_id": outcome.run_id,
+            "ignored": outcome.ignored(),
+            "queued": outcome.queued.map(|n| json!({"kind": n.kind, "id": n.entity_id})),
         }))
         .into_response(),
         Err(error) => {
@@ -570,12 +584,12 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 async fn sync_incremental(State(state): State<AppState>, Extension(link): Extension<AdminLink>) -> Redirect {
     state.start_sync(SyncKind::Incremental, "admin page");
-    Redirect::to(&link.path("/"))
+    Redirect::to(&link.path(ADMIN_PATH))
 }
 
 async fn sync_full(State(state): State<AppState>, Extension(link): Extension<AdminLink>) -> Redirect {
     state.start_sync(SyncKind::Full, "admin page");
-    Redirect::to(&link.path("/"))
+    Redirect::to(&link.path(ADMIN_PATH))
 }
 
 async fn status_json(State(state): State<AppState>) -> Response {
@@ -721,8 +735,8 @@ impl Page {
             html,
             "<form method=\"post\" action=\"{}\"><button class=\"primary\" type=\"submit\">Run incremental sync</button></form>\
              <form method=\"post\" action=\"{}\"><button type=\"submit\">Run full sync</button></form>\n<dl>",
-            esc(&self.link.path("/sync/incremental")),
-            esc(&self.link.path("/sync/full"))
+            esc(&self.link.path(&format!("{ADMIN_PATH}/incremental"))),
+            esc(&self.link.path(&format!("{ADMIN_PATH}/full")))
         );
         match &self.current {
             Some(c) => {
@@ -898,20 +912,30 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         hmac_header: args.hmac_header.clone(),
         admin_token,
         schedule: schedule.clone(),
+        webhook_options: WebhookOptions::default(),
     });
 
     println!("kaiten-sync serve on http://{addr} ({})", args.db.describe());
-    println!("  webhooks:   POST http://{addr}/webhooks/kaiten/<{ENV_WEBHOOK_SECRET}>");
-    println!("              (in Kaiten: space settings → webhooks → https://your-host/webhooks/kaiten/<secret>)");
+    println!("  webhooks:   POST http://{addr}{WEBHOOK_PATH}/<{ENV_WEBHOOK_SECRET}>");
+    println!("              (in Kaiten: space settings → webhooks → https://your-host{WEBHOOK_PATH}/<secret>)");
     println!(
-        "  admin page: http://{addr}/ ({})",
+        "  admin page: http://{addr}{ADMIN_PATH} ({})",
         if protected { "requires KAITEN_ADMIN_TOKEN" } else { "this machine only" }
     );
     println!("  schedule:   {}", schedule.describe());
     println!("Ctrl-C stops.");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(scheduler(state.clone(), stop_rx));
+    let scheduler = tokio::spawn(scheduler(state.clone(), stop_rx.clone()));
+    let webhooks = state.0.webhooks.clone();
+    let mut webhook_stop = stop_rx;
+    let worker = tokio::spawn(async move {
+        webhooks
+            .run_worker(async move {
+                let _ = webhook_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -922,6 +946,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .context("the HTTP server failed")?;
     let _ = scheduler.await;
+    let _ = worker.await;
     if state.sync_running() {
         println!("waiting for the running sync to finish (Ctrl-C again stops it now; the next run resumes it)");
         tokio::select! {
@@ -965,6 +990,7 @@ mod tests {
             hmac_header: None,
             admin_token: admin_token.map(Secret::new),
             schedule: Schedule::default(),
+            webhook_options: WebhookOptions::default().with_debounce(Duration::ZERO),
         });
         Fixture { sim, store, state }
     }
@@ -1007,15 +1033,22 @@ mod tests {
     async fn webhook_route_answers_200_401_400_413() {
         let f = fixture(None).await;
         let card = f.sim.create_card(f.sim.board_ids()[0], "Via the route");
-        let uri = format!("/webhooks/kaiten/{SECRET}");
+        let id = card["id"].as_i64().unwrap();
+        let uri = format!("{WEBHOOK_PATH}/{SECRET}");
         // The webhook route is not the admin page: any client may post (Kaiten is not loopback).
         let remote: SocketAddr = "203.0.113.9:4000".parse().unwrap();
         let (status, _, body) = send(&f.state, post_req(&uri, card_add(&card)), remote).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(answer["applied"], true);
-        assert!(answer["run_id"].is_i64());
-        assert!(f.store.get(EntityKind::Cards, card["id"].as_i64().unwrap()).await.unwrap().is_some());
+        assert_eq!(answer["queued"], json!({"kind": "cards", "id": id}));
+        assert_eq!(answer["ignored"], false);
+        assert!(f.store.get(EntityKind::Cards, id).await.unwrap().is_none(), "acknowledged before it is fetched");
+        assert_eq!(f.state.0.webhooks.drain().await.unwrap().applied, 1);
+        assert!(f.store.get(EntityKind::Cards, id).await.unwrap().is_some());
+        // The earlier path is an alias.
+        let (status, _, _) =
+            send(&f.state, post_req(&format!("/webhooks/kaiten/{SECRET}"), card_add(&card)), remote).await;
+        assert_eq!(status, StatusCode::OK);
 
         let (status, _, body) =
             send(&f.state, post_req("/webhooks/kaiten/wrong-secret-0123456789", card_add(&card)), remote).await;
@@ -1036,7 +1069,7 @@ mod tests {
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
         let (status, _, body) =
-            send(&f.state, post_req(&uri, r#"{"event":"comment:add","data":{"id":1,"card_id":2}}"#), remote).await;
+            send(&f.state, post_req(&uri, r#"{"event":"automation:run","data":{"id":1}}"#), remote).await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("\"ignored\":true"), "{body}");
     }
@@ -1046,32 +1079,30 @@ mod tests {
         let f = fixture(None).await;
         let card = f.sim.create_card(f.sim.board_ids()[0], "<script>alert('card')</script>");
         let (status, _, _) =
-            send(&f.state, post_req(&format!("/webhooks/kaiten/{SECRET}"), card_add(&card)), loopback()).await;
+            send(&f.state, post_req(&format!("{WEBHOOK_PATH}/{SECRET}"), card_add(&card)), loopback()).await;
         assert_eq!(status, StatusCode::OK);
+        f.state.0.webhooks.drain().await.unwrap();
         let mut failed = RunRecord::start(RunKind::Incremental, vec![EntityKind::Cards], None, Utc::now());
         failed.id = f.store.start_run(&failed).await.unwrap();
         failed.status = RunStatus::Failed;
         failed.error = Some("<script>alert(\"error\")</script> & more".into());
         f.store.update_run(&failed).await.unwrap();
 
-        let (status, headers, html) = send(&f.state, get_req("/"), loopback()).await;
+        let (status, headers, html) = send(&f.state, get_req(ADMIN_PATH), loopback()).await;
         assert_eq!(status, StatusCode::OK);
         assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+        assert_eq!(send(&f.state, get_req("/"), loopback()).await.0, StatusCode::OK, "/ is an alias");
         assert!(!html.contains("<script"), "nothing from the database reaches the page unescaped");
         assert!(html.contains("&lt;script&gt;alert(&quot;error&quot;)&lt;/script&gt; &amp; more"), "{html}");
-        assert!(
-            html.contains("&lt;script&gt;alert(&#39;card&#39;)&lt;/script&gt;"),
-            "the card title in the run's scope"
-        );
         // Counts: one card, its board, columns and lanes fetched as parents.
         assert!(html.contains("<tr><td>cards</td><td class=\"num\">1</td><td class=\"num\">0</td></tr>"), "{html}");
         assert!(html.contains(&format!("id=\"run-{}\"", failed.id)));
         assert!(html.contains("<span class=\"badge failed\">failed</span>"));
         assert!(html.contains("<span class=\"badge succeeded\">succeeded</span>"));
-        assert!(html.contains("action=\"/sync/incremental\"") && html.contains("action=\"/sync/full\""));
+        assert!(html.contains("action=\"/admin/sync/incremental\"") && html.contains("action=\"/admin/sync/full\""));
         assert!(!html.contains(SECRET), "the webhook secret is never shown");
 
-        let (status, _, json) = send(&f.state, get_req("/status.json"), loopback()).await;
+        let (status, _, json) = send(&f.state, get_req("/admin/sync/status.json"), loopback()).await;
         assert_eq!(status, StatusCode::OK);
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert!(value["tables"].as_array().unwrap().iter().any(|t| t["table"] == "cards" && t["live"] == 1));
@@ -1082,9 +1113,9 @@ mod tests {
     #[tokio::test]
     async fn sync_buttons_start_a_run_in_the_background_and_redirect() {
         let f = fixture(None).await;
-        let (status, headers, _) = send(&f.state, post_req("/sync/incremental", ""), loopback()).await;
+        let (status, headers, _) = send(&f.state, post_req("/admin/sync/incremental", ""), loopback()).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
-        assert_eq!(headers[header::LOCATION], "/");
+        assert_eq!(headers[header::LOCATION], ADMIN_PATH);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let runs = f.store.recent_runs(5).await.unwrap();
@@ -1102,7 +1133,7 @@ mod tests {
         // A second press while a run is going is skipped, not queued.
         f.sim.set_latency(Duration::from_millis(30));
         let (status, _, _) = send(&f.state, post_req("/sync/full", ""), loopback()).await;
-        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(status, StatusCode::SEE_OTHER, "the earlier path is an alias");
         assert!(f.state.sync_running());
         send(&f.state, post_req("/sync/incremental", ""), loopback()).await;
         let log = f.state.0.log.lock().unwrap().clone();
@@ -1116,7 +1147,7 @@ mod tests {
     async fn admin_routes_are_for_loopback_or_the_token() {
         let f = fixture(None).await;
         let remote: SocketAddr = "198.51.100.7:5000".parse().unwrap();
-        for uri in ["/", "/status.json"] {
+        for uri in ["/", "/status.json", ADMIN_PATH, "/admin/sync/status.json"] {
             let (status, _, body) = send(&f.state, get_req(uri), remote).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{uri}");
             assert!(body.contains(ENV_ADMIN_TOKEN));
@@ -1154,11 +1185,11 @@ mod tests {
         assert_eq!(send(&f.state, wrong, remote).await.0, StatusCode::UNAUTHORIZED);
         let (status, _, html) = send(&f.state, get_req(&format!("/?token={TOKEN}")), remote).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(html.contains(&format!("action=\"/sync/full?token={TOKEN}\"")), "the forms carry the token");
+        assert!(html.contains(&format!("action=\"/admin/sync/full?token={TOKEN}\"")), "the forms carry the token");
         let (status, headers, _) =
-            send(&f.state, post_req(&format!("/sync/incremental?token={TOKEN}"), ""), remote).await;
+            send(&f.state, post_req(&format!("/admin/sync/incremental?token={TOKEN}"), ""), remote).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
-        assert_eq!(headers[header::LOCATION], format!("/?token={TOKEN}"));
+        assert_eq!(headers[header::LOCATION], format!("/admin/sync?token={TOKEN}"));
         f.state.wait_idle().await;
     }
 

@@ -195,5 +195,69 @@ async fn the_quick_demo_runs() {
     let db = format!("sqlite://{}", dir.path().join("demo.db").display());
     let out = kaiten_sync(dir.path(), &[], &["demo", "--quick", "--database-url", &db]).await;
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("found 3 new and 6 changed cards"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("found 3 new and 5 changed cards"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("marked 1 card deleted"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("deleted cards last reconciled: 2"), "{}", stdout(&out));
+}
+
+/// `--board` or `--space` naming something Kaiten does not have: a clear error naming the id, a
+/// non-zero exit, and nothing stored (no placeholder board, no lanes).
+#[tokio::test]
+async fn an_unknown_board_or_space_is_an_error_and_stores_nothing() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kaiten.db");
+    let url = sim.base_url();
+    let db_url = format!("sqlite://{}", db.display());
+    let env = [
+        ("KAITEN_API_URL", url.as_str()),
+        ("KAITEN_API_TOKEN", "sim-token"),
+        ("KAITEN_RATE_LIMIT", "0"),
+        ("DATABASE_URL", db_url.as_str()),
+    ];
+    let out = kaiten_sync(dir.path(), &env, &["sync", "--only", "lanes", "--board", "424242", "--full"]).await;
+    assert_fails_with(&out, "Kaiten has no board 424242");
+    let board = sim.board_ids()[0].to_string();
+    let out = kaiten_sync(dir.path(), &env, &["sync", "--only", "cards", "--board", &board, "--board", "7"]).await;
+    assert_fails_with(&out, "Kaiten has no board 7");
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full", "--space", "5", "--space", "6"]).await;
+    assert_fails_with(&out, "Kaiten has no spaces 5,6");
+    let store = SqliteStore::open(&db).unwrap();
+    for table in store.counts().await.unwrap() {
+        assert_eq!((table.live, table.deleted), (0, 0), "{} holds nothing", table.table);
+    }
+    // A known board works.
+    let out = kaiten_sync(dir.path(), &env, &["sync", "--only", "lanes", "--board", &board, "--full"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `status` says when deletions were last reconciled: never before a full sync, then its time.
+#[tokio::test]
+async fn status_shows_when_deletions_were_last_reconciled() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = sim.base_url();
+    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "sim-token"), ("KAITEN_RATE_LIMIT", "0")];
+    let out = kaiten_sync(
+        dir.path(),
+        &env,
+        &["sync", "--only", "cards", "--board", &sim.board_ids()[0].to_string(), "--full"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = kaiten_sync(dir.path(), &env, &["status"]).await;
+    assert!(
+        stdout(&out).contains("deleted cards last reconciled: never"),
+        "a board's full sync is not all cards: {}",
+        stdout(&out)
+    );
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = kaiten_sync(dir.path(), &env, &["status"]).await;
+    assert!(stdout(&out).contains("deleted cards last reconciled: 2"), "{}", stdout(&out));
+    let out = kaiten_sync(dir.path(), &env, &["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cards = status["entities"].as_array().unwrap().iter().find(|e| e["kind"] == "cards").unwrap();
+    assert_eq!(status["deletions_reconciled_at"], cards["last_full_sync_at"]);
+    assert!(status["deletions_reconciled_at"].is_string());
 }

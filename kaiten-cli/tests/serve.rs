@@ -67,6 +67,154 @@ async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut check
     }
 }
 
+/// A running `serve` process, killed when dropped.
+struct Serve {
+    child: tokio::process::Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Serve {
+    async fn start(dir: &Path, env: &[(&str, &str)]) -> Serve {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let child = command(dir, env, &["serve", "--listen", &listen, "--no-schedule"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("serve starts");
+        let base = format!("http://{listen}");
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap();
+        let serve = Serve { child, base, http };
+        wait_until("/healthz", || async {
+            matches!(serve.http.get(format!("{}/healthz", serve.base)).send().await, Ok(r) if r.status() == 200)
+        })
+        .await;
+        serve
+    }
+
+    /// Posts a delivery to the webhook path; returns the status.
+    async fn deliver(&self, body: &Value) -> u16 {
+        let url = format!("{}/api/webhooks/kaiten/{SECRET}", self.base);
+        self.http.post(url).json(body).send().await.expect("delivery posted").status().as_u16()
+    }
+
+    /// `kill -9`.
+    fn kill_hard(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    }
+}
+
+fn card_update(id: i64, title: &str) -> Value {
+    json!({"event": "card:update", "data": {"old": {"id": id}, "changes": {"title": title}, "author": {"id": 1}}})
+}
+
+/// `kill -9` right after `serve` acknowledged a delivery and before it applied it: the delivery is
+/// in the inbox, and the next `serve` applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_acknowledged_before_kill_9_is_applied_after_restart() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let db_url = format!("sqlite://{}", db.display());
+    let (url, token) = (sim.base_url(), sim.token());
+    let env = [
+        ("KAITEN_API_URL", url.as_str()),
+        ("KAITEN_API_TOKEN", token.as_str()),
+        ("KAITEN_RATE_LIMIT", "0"),
+        ("DATABASE_URL", db_url.as_str()),
+        ("KAITEN_WEBHOOK_SECRET", SECRET),
+    ];
+    let out = run(dir.path(), &env, &["sync", "full"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let card = sim.create_card(sim.board_ids()[0], "Acknowledged, then killed");
+    let id = card["id"].as_i64().unwrap();
+
+    let first = Serve::start(dir.path(), &env).await;
+    let add =
+        json!({"event": "card:add", "data": {"id": id, "title": "Acknowledged, then killed", "author": {"id": 1}}});
+    assert_eq!(first.deliver(&add).await, 200);
+    // Applying waits for the coalescing window (1 s): the process dies before.
+    first.kill_hard();
+    let store = SqliteStore::open(&db).unwrap();
+    assert!(store.get(EntityKind::Cards, id).await.unwrap().is_none(), "killed before applying");
+    let pending = store.inbox_entries(false, 10).await.unwrap();
+    assert_eq!(pending.iter().map(|e| e.entity_id).collect::<Vec<_>>(), vec![id], "the acknowledged delivery is kept");
+    drop(first);
+
+    let _second = Serve::start(dir.path(), &env).await;
+    wait_until("the delivery applied after the restart", || async {
+        store.get(EntityKind::Cards, id).await.unwrap().is_some()
+    })
+    .await;
+    assert_eq!(store.get(EntityKind::Cards, id).await.unwrap().unwrap().raw, sim.card_detail_json(id).unwrap());
+    wait_until("the inbox emptied", || async { store.inbox_stats().await.unwrap().pending == 0 }).await;
+}
+
+/// Two `serve` processes sharing one Postgres database share its inbox: every delivery is applied
+/// once, whichever process took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_share_a_postgres_inbox() {
+    use kaiten_store_postgres::{PgStore, PgStoreOptions};
+    let url = std::env::var("KAITEN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("kaiten_test_serve_{}_{}", std::process::id(), free_port());
+    let mut options = PgStoreOptions::new(url.clone());
+    options.schema = schema.clone();
+    let store = match PgStore::connect_with(options).await {
+        Ok(store) => store,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            println!("SKIPPED: PostgreSQL at {url} is not reachable ({e}); set KAITEN_TEST_DATABASE_URL");
+            return;
+        }
+        Err(e) => panic!("PostgreSQL is required in CI: {e}"),
+    };
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (api, token) = (sim.base_url(), sim.token());
+    let env = [
+        ("KAITEN_API_URL", api.as_str()),
+        ("KAITEN_API_TOKEN", token.as_str()),
+        ("KAITEN_RATE_LIMIT", "0"),
+        ("DATABASE_URL", url.as_str()),
+        ("KAITEN_DB_SCHEMA", schema.as_str()),
+        ("KAITEN_WEBHOOK_SECRET", SECRET),
+    ];
+    let result = async {
+        let out = run(dir.path(), &env, &["sync", "full"]).await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let a = Serve::start(dir.path(), &env).await;
+        let b = Serve::start(dir.path(), &env).await;
+        let ids: Vec<i64> = sim.card_ids().into_iter().take(60).collect();
+        for id in &ids {
+            sim.update_card(*id, json!({"title": format!("Shared inbox {id}")}));
+        }
+        sim.reset_request_log();
+        // Every card is delivered to both processes (two spaces' webhooks, say).
+        for id in &ids {
+            let body = card_update(*id, "x");
+            assert_eq!(a.deliver(&body).await, 200);
+            assert_eq!(b.deliver(&body).await, 200);
+        }
+        wait_until("both processes drained the inbox", || async { store.inbox_stats().await.unwrap().pending == 0 })
+            .await;
+        let log = sim.request_log();
+        for id in &ids {
+            let fetches = log
+                .iter()
+                .filter(|r| r.split('?').next().unwrap_or_default().ends_with(&format!("/cards/{id}")))
+                .count();
+            assert_eq!(fetches, 1, "card {id} was fetched {fetches} times");
+            let row = store.get(EntityKind::Cards, *id).await.unwrap().unwrap();
+            assert_eq!(row.raw["title"], format!("Shared inbox {id}"));
+        }
+    }
+    .await;
+    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(store.pool()).await;
+    result
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_applies_webhooks_runs_syncs_and_stops_on_ctrl_c() {
     let sim = Simulator::start(SimConfig::small()).await.unwrap();
@@ -98,31 +246,36 @@ async fn serve_applies_webhooks_runs_syncs_and_stops_on_ctrl_c() {
     .await;
 
     // The button: a full sync in the background, 303 back to the page.
-    let response = http.post(format!("{base}/sync/full")).send().await.unwrap();
+    let response = http.post(format!("{base}/admin/sync/full")).send().await.unwrap();
     assert_eq!(response.status(), 303);
-    assert_eq!(response.headers()["location"], "/");
+    assert_eq!(response.headers()["location"], "/admin/sync");
     wait_until("the full sync", || async {
-        let status: Value = http.get(format!("{base}/status.json")).send().await.unwrap().json().await.unwrap();
+        let status: Value =
+            http.get(format!("{base}/admin/sync/status.json")).send().await.unwrap().json().await.unwrap();
         status["runs"].as_array().unwrap().iter().any(|r| r["kind"] == "full" && r["status"] == "succeeded")
     })
     .await;
 
     // Webhooks from the simulator.
-    sim.set_webhook_url(Some(format!("{base}/webhooks/kaiten/{SECRET}")));
+    sim.set_webhook_url(Some(format!("{base}/api/webhooks/kaiten/{SECRET}")));
     let card = sim.create_card(sim.board_ids()[0], "Delivered to serve");
     let id = card["id"].as_i64().unwrap();
-    let updated = sim.update_card(id, json!({"title": "Updated through serve"}));
+    sim.update_card(id, json!({"title": "Updated through serve"}));
     assert!(sim.flush_webhooks(Duration::from_secs(10)).await);
     let store = SqliteStore::open(&db).unwrap();
-    assert_eq!(store.get(EntityKind::Cards, id).await.unwrap().expect("stored").raw, updated);
+    let detail = sim.card_detail_json(id).unwrap();
+    wait_until("the deliveries applied", || async {
+        store.get(EntityKind::Cards, id).await.unwrap().is_some_and(|row| row.raw == detail)
+    })
+    .await;
     let wrong = http.post(format!("{base}/webhooks/kaiten/not-the-secret-0123456")).body("{}").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
 
     // The admin page from this machine.
-    let page = http.get(format!("{base}/")).send().await.unwrap();
+    let page = http.get(format!("{base}/admin/sync")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains("card:update card") && html.contains("Updated through serve"), "{html}");
+    assert!(html.contains("1 notification: cards 1"), "one webhook run for both deliveries: {html}");
 
     // Ctrl-C: finishes and exits 0.
     let pid = child.id().expect("running").to_string();

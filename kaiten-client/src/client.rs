@@ -278,6 +278,14 @@ fn parse_many<T: Record>(value: Value) -> Result<Vec<T>, String> {
     parse_list(value).map_err(|err| err.to_string())
 }
 
+/// `v2_select_search=true` and `conditions[]=` every condition (the bracket form: Kaiten ignores a
+/// bare `conditions` on some list routes).
+fn select_value_params() -> Vec<(&'static str, String)> {
+    let mut params = vec![("v2_select_search", "true".to_owned())];
+    params.extend(KaitenClient::SELECT_VALUE_CONDITIONS.iter().map(|c| ("conditions[]", (*c).to_owned())));
+    params
+}
+
 fn page_params(page: PageRequest, max: u32) -> Vec<(&'static str, String)> {
     vec![("limit", page.limit.clamp(1, max).to_string()), ("offset", page.offset.to_string())]
 }
@@ -333,6 +341,8 @@ impl KaitenClient {
     pub const PROPERTY_DEFINITIONS_PAGE_MAX: u32 = 500;
     /// Max page size of `GET /company/custom-properties/{id}/select-values` (100).
     pub const SELECT_VALUES_PAGE_MAX: u32 = 100;
+    /// The select value conditions Kaiten documents; the select value listings ask for all of them.
+    pub const SELECT_VALUE_CONDITIONS: [&'static str; 2] = ["active", "inactive"];
 
     /// A builder with the defaults: 5 requests/s, 4 concurrent requests, 30 s / 10 s timeouts,
     /// [`RetryPolicy::default`], user agent `kaiten-sync/<version>`.
@@ -419,19 +429,23 @@ impl KaitenClient {
         self.get_list(&format!("/boards/{board_id}/lanes"), &[]).await
     }
 
-    /// One page of `GET /users` (limit clamped to 100).
+    /// One page of `GET /users?include_inactive=true` (limit clamped to 100): deactivated users
+    /// included, since cards keep naming them.
     pub async fn users_page(&self, page: PageRequest) -> Result<Vec<User>> {
-        self.get_list("/users", &page_params(page, Self::USERS_PAGE_MAX)).await
+        let mut query = vec![("include_inactive", "true".to_owned())];
+        query.extend(page_params(page, Self::USERS_PAGE_MAX));
+        self.get_list("/users", &query).await
     }
 
-    /// Every user the token sees.
+    /// Every user the token sees, deactivated ones included (`include_inactive=true`; without it
+    /// Kaiten leaves them out while cards still name them as owner, member or property value).
     pub async fn users(&self) -> Result<Vec<User>> {
         self.users_stream().try_collect().await
     }
 
-    /// Every user the token sees, page by page.
+    /// Every user the token sees, deactivated ones included, page by page.
     pub fn users_stream(&self) -> BoxStream<'static, Result<User>> {
-        self.paged("/users".into(), Self::USERS_PAGE_MAX, Vec::new())
+        self.paged("/users".into(), Self::USERS_PAGE_MAX, vec![("include_inactive", "true".to_owned())])
     }
 
     /// One page of `GET /card-types` (limit clamped to 100).
@@ -479,25 +493,28 @@ impl KaitenClient {
         self.paged("/company/custom-properties".into(), Self::PROPERTY_DEFINITIONS_PAGE_MAX, Vec::new())
     }
 
-    /// One page of `GET /company/custom-properties/{property_id}/select-values` (with
-    /// `v2_select_search=true`, without which Kaiten ignores the limit; limit clamped to 100).
+    /// One page of `GET /company/custom-properties/{property_id}/select-values` in every condition
+    /// (with `v2_select_search=true`, without which Kaiten ignores the limit and filters, and
+    /// `conditions[]` for each of [`SELECT_VALUE_CONDITIONS`](Self::SELECT_VALUE_CONDITIONS),
+    /// without which only active values come back; limit clamped to 100).
     pub async fn select_values_page(&self, property_id: i64, page: PageRequest) -> Result<Vec<SelectValue>> {
-        let mut query = vec![("v2_select_search", "true".to_owned())];
+        let mut query = select_value_params();
         query.extend(page_params(page, Self::SELECT_VALUES_PAGE_MAX));
         self.get_list(&format!("/company/custom-properties/{property_id}/select-values"), &query).await
     }
 
-    /// Every value of a select-type custom property (all pages).
+    /// Every value of a select-type custom property, inactive and removed ones included, since
+    /// cards keep holding them (all pages).
     pub async fn select_values(&self, property_id: i64) -> Result<Vec<SelectValue>> {
         self.select_values_stream(property_id).try_collect().await
     }
 
-    /// Every value of a select-type custom property, page by page.
+    /// Every value of a select-type custom property in every condition, page by page.
     pub fn select_values_stream(&self, property_id: i64) -> BoxStream<'static, Result<SelectValue>> {
         self.paged(
             format!("/company/custom-properties/{property_id}/select-values"),
             Self::SELECT_VALUES_PAGE_MAX,
-            vec![("v2_select_search", "true".to_owned())],
+            select_value_params(),
         )
     }
 

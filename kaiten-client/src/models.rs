@@ -2,12 +2,14 @@
 //!
 //! Every model is tolerant: unknown fields are ignored (and kept in [`Record::raw`]), missing or `null`
 //! fields become `None`, enums have an `Unknown` fallback, and a timestamp that does not parse becomes
-//! `None` rather than failing the whole page. The JSON exactly as Kaiten sent it is always kept in
+//! `None` rather than failing the whole page. Timestamps parse in every form Kaiten sends (see
+//! [`parse_timestamp`]): ISO 8601 with an offset, without one, and date-only (`"2024-12-31"`, as some
+//! clients write `due_date`). The JSON exactly as Kaiten sent it is always kept in
 //! `raw`, so a store can persist everything, including fields this crate does not know yet.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -114,13 +116,43 @@ int_enum! {
         Deleted = 3 }
 }
 
+/// Parses a timestamp in any form Kaiten sends: RFC 3339 / ISO 8601 with an offset
+/// (`2024-10-14T10:48:16.594Z`, `...+03:00`), without one (`2024-10-14T10:48:16`, `2024-10-14 10:48`,
+/// read as UTC), or a date alone (`2024-12-31`, midnight UTC). `None` for anything else.
+///
+/// ```
+/// use kaiten_client::models::parse_timestamp;
+/// assert_eq!(parse_timestamp("2024-12-31").unwrap().to_rfc3339(), "2024-12-31T00:00:00+00:00");
+/// assert_eq!(parse_timestamp("2024-10-14T13:48:16.594+03:00").unwrap().timestamp_millis(), 1_728_902_896_594);
+/// assert_eq!(parse_timestamp("yesterday"), None);
+/// ```
+pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    // ISO 8601 offsets without a colon (`+0300`), and a space instead of `T`.
+    for format in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%:z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    let naive = text.strip_suffix('Z').unwrap_or(text);
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(naive, format) {
+            return Some(t.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(naive, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
+}
+
 /// Lenient optional deserializers: a wrong type or an unparseable value becomes `None`.
 pub(crate) mod lenient {
     use super::*;
 
     pub(crate) fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         Ok(match Option::<Value>::deserialize(d)? {
-            Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc)),
+            Some(Value::String(s)) => parse_timestamp(&s),
             _ => None,
         })
     }
@@ -402,6 +434,9 @@ pub struct User {
     /// Whether this is a virtual (non-login) user.
     #[serde(default, rename = "virtual", deserialize_with = "lenient::boolean")]
     pub is_virtual: Option<bool>,
+    /// The user's role in the company: 1 owner, 2 user, 3 deactivated.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub role: Option<i64>,
     /// Creation time.
     #[serde(default, deserialize_with = "lenient::timestamp")]
     pub created: Option<DateTime<Utc>>,
@@ -538,7 +573,9 @@ pub struct SelectValue {
     /// Colour code.
     #[serde(default, deserialize_with = "lenient::int")]
     pub color: Option<i64>,
-    /// Live or deleted.
+    /// Kaiten sends a string: `"active"` ([`Condition::Live`]) or `"inactive"` (no longer offered:
+    /// [`Condition::Archived`]); integer codes are read as such. A removed value also says
+    /// `deleted: true` (see [`SelectValue::is_removed`]).
     #[serde(default, deserialize_with = "lenient::condition")]
     pub condition: Option<Condition>,
     /// Position in the list.
@@ -555,6 +592,14 @@ pub struct SelectValue {
     pub raw: Value,
 }
 record!(SelectValue, "select value");
+
+impl SelectValue {
+    /// Whether Kaiten says the value was removed (`deleted: true`, or a `deleted`/`removed`
+    /// condition). Cards may still hold a removed value.
+    pub fn is_removed(&self) -> bool {
+        self.condition == Some(Condition::Deleted) || self.raw.get("deleted").and_then(Value::as_bool) == Some(true)
+    }
+}
 
 /// A card (list shape of `GET /cards`; `GET /cards/{id}` parses into the same type).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -727,6 +772,38 @@ mod tests {
         assert_eq!(value.condition, None);
         let lane = Lane::from_value(json!({"id": 4, "condition": 3})).unwrap();
         assert_eq!(lane.condition, Some(Condition::Deleted));
+    }
+
+    #[test]
+    fn timestamps_parse_in_every_form_kaiten_sends() {
+        let ms = |s: &str| parse_timestamp(s).map(|t| t.timestamp_millis());
+        let z = Some(1_728_902_896_594);
+        assert_eq!(ms("2024-10-14T10:48:16.594Z"), z);
+        assert_eq!(ms("2024-10-14T13:48:16.594+03:00"), z);
+        assert_eq!(ms("2024-10-14T13:48:16.594+0300"), z);
+        assert_eq!(ms("2024-10-14T10:48:16.594"), z);
+        assert_eq!(ms("2024-10-14 10:48:16.594"), z);
+        assert_eq!(ms(" 2024-10-14T10:48:16.594Z "), z);
+        assert_eq!(ms("2024-10-14T10:48"), Some(1_728_902_880_000));
+        assert_eq!(parse_timestamp("2024-12-31").unwrap().to_rfc3339(), "2024-12-31T00:00:00+00:00");
+        for bad in ["", "yesterday", "2024-13-01", "2024-12-31T25:00:00Z", "31.12.2024"] {
+            assert_eq!(parse_timestamp(bad), None, "{bad:?}");
+        }
+        // In a model: a date-only due date is a date, not NULL.
+        let card = Card::from_value(json!({"id": 1, "due_date": "2024-12-31", "created": "2024-01-02"})).unwrap();
+        assert_eq!(card.due_date.unwrap().to_rfc3339(), "2024-12-31T00:00:00+00:00");
+        assert_eq!(card.created.unwrap().to_rfc3339(), "2024-01-02T00:00:00+00:00");
+    }
+
+    #[test]
+    fn users_keep_their_role_and_select_values_say_when_removed() {
+        let user = User::from_value(json!({"id": 1, "role": 3, "activated": false})).unwrap();
+        assert_eq!((user.role, user.activated), (Some(3), Some(false)));
+        let removed = SelectValue::from_value(json!({"id": 2, "condition": "inactive", "deleted": true})).unwrap();
+        assert!(removed.is_removed());
+        assert_eq!(removed.condition, Some(Condition::Archived));
+        let inactive = SelectValue::from_value(json!({"id": 3, "condition": "inactive", "deleted": false})).unwrap();
+        assert!(!inactive.is_removed());
     }
 
     #[test]

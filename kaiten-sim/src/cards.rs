@@ -177,9 +177,14 @@ impl CardFilter {
         {
             return false;
         }
-        match self.condition {
-            Some(c) if m.condition != c => return false,
-            None if m.condition == 3 => return false,
+        // Deleted cards vanish from every listing, `condition=3` included (which lists nothing, as
+        // on tenants where it is not refused). Without `condition` or `archived`, only live cards.
+        if m.condition == 3 {
+            return false;
+        }
+        match (self.condition, self.archived) {
+            (Some(c), _) if m.condition != c => return false,
+            (None, None) if m.condition != 1 => return false,
             _ => {}
         }
         if self.archived.is_some_and(|a| a != m.archived) {
@@ -325,6 +330,11 @@ impl CardStore {
     /// Cards not deleted, by id, as JSON objects with `description`.
     pub(crate) fn all(&self) -> Vec<Obj> {
         (0..self.metas.len()).filter(|&s| self.metas[s].condition != 3).map(|s| self.decode(s)).collect()
+    }
+
+    /// Tags on at least one card that is not deleted.
+    pub(crate) fn used_tag_ids(&self) -> std::collections::HashSet<i64> {
+        self.metas.iter().filter(|m| m.condition != 3).flat_map(|m| m.tag_ids.iter().copied()).collect()
     }
 
     /// The greatest `updated` of any card (ms).

@@ -608,7 +608,8 @@ impl Company {
             let title = format!("{} {}{}", pick(rng, &VERBS), pick(rng, &OBJECTS), pick(rng, &QUALIFIERS));
             // Every tenth card (from the sixth) belongs to a deactivated user and names one in its
             // user-type properties; every tenth (from the eighth) holds inactive select values.
-            let deactivated_user = (i % 10 == 5 && !deactivated.is_empty()).then(|| deactivated[(i / 10) % deactivated.len()]);
+            let deactivated_user =
+                (i % 10 == 5 && !deactivated.is_empty()).then(|| deactivated[(i / 10) % deactivated.len()]);
             let inactive_values = i % 10 == 7;
             let owner_id = *pick(rng, &user_ids);
             let owner_id = deactivated_user.unwrap_or(owner_id);
@@ -891,6 +892,33 @@ impl Company {
         self.columns.iter().find(|c| int(c, "id") == Some(id))
     }
 
+    fn lane_mut(&mut self, id: i64) -> &mut Obj {
+        self.lanes
+            .iter_mut()
+            .find(|l| int(l, "id") == Some(id))
+            .unwrap_or_else(|| panic!("kaiten-sim: unknown lane id {id}"))
+    }
+
+    /// Ids of a board's live lanes (where cards go), by position.
+    fn live_lane_ids(&self, board_id: i64) -> Vec<i64> {
+        self.lanes_json(board_id)
+            .iter()
+            .filter(|l| l["condition"].as_i64().unwrap_or(1) == 1)
+            .filter_map(|l| l["id"].as_i64())
+            .collect()
+    }
+
+    /// Users as `GET /users` serves them: without deactivated ones unless `include_inactive`.
+    pub(crate) fn users_listed(&self, include_inactive: bool) -> Vec<&Obj> {
+        self.users.iter().filter(|u| include_inactive || u.get("activated") != Some(&Value::Bool(false))).collect()
+    }
+
+    /// Tags as `GET /tags` serves them: only those on at least one card (live or archived).
+    pub(crate) fn tags_listed(&self) -> Vec<&Obj> {
+        let used = self.cards.used_tag_ids();
+        self.tags.iter().filter(|t| int(t, "id").is_some_and(|id| used.contains(&id))).collect()
+    }
+
     /// The token's own user.
     pub(crate) fn current_user(&self) -> Value {
         Value::Object(self.users[0].clone())
@@ -989,13 +1017,25 @@ impl Company {
             .cloned()
             .map(Value::Object)
             .collect();
-        let members: Vec<Value> = owner
-            .iter()
-            .map(|o| {
+        // The owner is responsible (type 2). About two cards in three also have one or two
+        // ordinary members (type 1), picked from the card's id and version: an edit of the card
+        // may change them, as adding or removing a member changes the card in Kaiten.
+        let version = card.get("version").and_then(Value::as_i64).unwrap_or(0);
+        let pick = id.wrapping_mul(31).wrapping_add(version.wrapping_mul(17)).unsigned_abs() as usize;
+        let mut listed: Vec<(&Obj, i64)> = owner.iter().map(|o| (o, 2)).collect();
+        for k in 0..pick % 3 {
+            let Some(user) = self.users.get((pick / 3 + k * 7) % self.users.len().max(1)) else { break };
+            if !listed.iter().any(|(u, _)| int(u, "id") == int(user, "id")) {
+                listed.push((user, 1));
+            }
+        }
+        let members: Vec<Value> = listed
+            .into_iter()
+            .map(|(o, kind)| {
                 let mut m = o.clone();
                 m.insert("user_id".to_owned(), json!(o.get("id")));
                 m.insert("card_id".to_owned(), json!(id));
-                m.insert("type".to_owned(), json!(2));
+                m.insert("type".to_owned(), json!(kind));
                 Value::Object(m)
             })
             .collect();
@@ -1030,6 +1070,27 @@ impl Company {
         new.iter().filter(|(k, v)| old.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    /// An `<entity>:update` event as Kaiten sends it: `old` holds the id and the previous values of
+    /// the changed keys only, `changes` the new values only (plus whatever noise the caller added).
+    fn update_event(&self, event: &str, id: i64, old: &Obj, changes: Obj) -> Value {
+        let mut before = Obj::new();
+        before.insert("id".to_owned(), json!(id));
+        for key in changes.keys() {
+            if let Some(value) = old.get(key) {
+                before.insert(key.clone(), value.clone());
+            }
+        }
+        let mut data = Obj::new();
+        data.insert("old".to_owned(), Value::Object(before));
+        data.insert("changes".to_owned(), Value::Object(changes));
+        json!({"event": event, "data": self.with_author(data)})
+    }
+
+    /// Picks `keys` out of an object (those it has), for the few fields a notification carries.
+    fn only(obj: &Obj, keys: &[&str]) -> Obj {
+        keys.iter().filter_map(|k| obj.get(*k).map(|v| ((*k).to_owned(), v.clone()))).collect()
+    }
+
     /// Stamps `updated`, bumps `version`, stores the card and returns the `card:update` event.
     fn commit_update(&mut self, old: Obj, mut new: Obj, stamp: i64, force: &[&str]) -> (Obj, Events) {
         new.insert("updated".to_owned(), json!(ts(stamp)));
@@ -1042,10 +1103,10 @@ impl Company {
                 changes.insert((*key).to_owned(), v.clone());
             }
         }
-        let mut data = Obj::new();
-        data.insert("old".to_owned(), Value::Object(old));
-        data.insert("changes".to_owned(), Value::Object(changes));
-        let event = json!({"event": "card:update", "data": self.with_author(data)});
+        // Noise Kaiten adds to every card update.
+        changes.insert("counters_recalculated_at".to_owned(), json!(ts(stamp)));
+        let id = int(&new, "id").unwrap_or(0);
+        let event = self.update_event("card:update", id, &old, changes);
         (new, vec![event])
     }
 
@@ -1062,7 +1123,7 @@ impl Company {
             panic!("kaiten-sim: unknown board id {board_id}");
         }
         let (column_id, state) = self.first_leaf(board_id);
-        let lane_id = self.lanes_json(board_id).first().and_then(|l| l["id"].as_i64());
+        let lane_id = self.live_lane_ids(board_id).first().copied();
         let stamp = self.stamp();
         let id = self.cards.next_id();
         let seed = CardSeed {
@@ -1097,7 +1158,10 @@ impl Company {
         let path = self.path_data(board_id, column_id, lane_id);
         let card = card_object(seed, path);
         self.cards.put(card.clone());
-        let event = json!({"event": "card:add", "data": self.with_author(card.clone())});
+        // A card:add delivery carries a few fields, not the card.
+        let mut data = Self::only(&card, &["id", "created", "title", "description"]);
+        data.insert("files".to_owned(), json!([]));
+        let event = json!({"event": "card:add", "data": self.with_author(data)});
         (card, vec![event])
     }
 
@@ -1129,7 +1193,7 @@ impl Company {
             .unwrap_or(column);
         let column_id = int(&leaf, "id").unwrap_or(column_id);
         let state = int(&leaf, "type").unwrap_or(1);
-        let board_lanes: Vec<i64> = self.lanes_json(board_id).iter().filter_map(|l| l["id"].as_i64()).collect();
+        let board_lanes = self.live_lane_ids(board_id);
         let lane_id = match lane_id {
             Some(l) => {
                 assert!(self.lanes.iter().any(|x| int(x, "id") == Some(l)), "kaiten-sim: unknown lane id {l}");
@@ -1174,6 +1238,7 @@ impl Company {
         self.commit_update(old, new, stamp, &["archived", "condition"])
     }
 
+    /// Kaiten sends no `card:remove`: a deleted card just vanishes (no event).
     pub(crate) fn delete_card(&mut self, id: i64) -> Events {
         let mut card = self.card_or_panic(id);
         let stamp = self.stamp();
@@ -1181,8 +1246,8 @@ impl Company {
         card.insert("updated".to_owned(), json!(ts(stamp)));
         let version = card.get("version").and_then(Value::as_i64).unwrap_or(0) + 1;
         card.insert("version".to_owned(), json!(version));
-        self.cards.put(card.clone());
-        vec![json!({"event": "card:remove", "data": Value::Object(card)})]
+        self.cards.put(card);
+        Vec::new()
     }
 
     pub(crate) fn add_board(&mut self, space_id: i64, title: &str) -> (i64, Events) {
@@ -1197,7 +1262,8 @@ impl Company {
         self.push_column(id, "Queue", 1, None, 1.0, stamp);
         self.push_column(id, "Done", 3, None, 2.0, stamp);
         self.push_lane(id, "Default", 1.0, stamp);
-        let event = json!({"event": "board:add", "data": self.with_author(board)});
+        let data = Self::only(&board, &["id", "created", "title", "description"]);
+        let event = json!({"event": "board:add", "data": self.with_author(data)});
         (id, vec![event])
     }
 
@@ -1250,14 +1316,56 @@ impl Company {
         space.insert("id".to_owned(), json!(id));
         space.insert("updated".to_owned(), json!(ts(stamp)));
         let new = self.space_json(&self.spaces[index]);
-        let changes = match (&old, &new) {
-            (Value::Object(o), Value::Object(n)) => Self::diff(o, n),
-            _ => Obj::new(),
-        };
-        let mut data = Obj::new();
-        data.insert("old".to_owned(), old);
-        data.insert("changes".to_owned(), Value::Object(changes));
-        vec![json!({"event": "space:update", "data": self.with_author(data)})]
+        let (Value::Object(old), Value::Object(new)) = (old, new) else { unreachable!("space_json returns an object") };
+        let changes = Self::diff(&old, &new);
+        vec![self.update_event("space:update", id, &old, changes)]
+    }
+
+    /// Deactivates a user (`activated` false, `role` 3); cards keep naming them. No event.
+    pub(crate) fn deactivate_user(&mut self, id: i64) {
+        let stamp = self.stamp();
+        let user = self
+            .users
+            .iter_mut()
+            .find(|u| int(u, "id") == Some(id))
+            .unwrap_or_else(|| panic!("kaiten-sim: unknown user id {id}"));
+        user.insert("activated".to_owned(), json!(false));
+        user.insert("role".to_owned(), json!(3));
+        user.insert("updated".to_owned(), json!(ts(stamp)));
+    }
+
+    /// Removes a select value the way Kaiten does: it stays, `deleted` and no longer active, and
+    /// cards keep holding it. The property's `updated` does not move. No event.
+    pub(crate) fn remove_select_value(&mut self, property_id: i64, value_id: i64) {
+        let stamp = self.stamp();
+        let value = self
+            .select_values
+            .iter_mut()
+            .find(|v| int(v, "id") == Some(value_id) && int(v, "custom_property_id") == Some(property_id))
+            .unwrap_or_else(|| panic!("kaiten-sim: property {property_id} has no select value {value_id}"));
+        value.insert("condition".to_owned(), json!("inactive"));
+        value.insert("deleted".to_owned(), json!(true));
+        value.insert("updated".to_owned(), json!(ts(stamp)));
+    }
+
+    /// Renames a column or subcolumn. Its board's `updated` does not move; no event.
+    pub(crate) fn rename_column(&mut self, column_id: i64, title: &str) {
+        let stamp = self.stamp();
+        let column = self
+            .columns
+            .iter_mut()
+            .find(|c| int(c, "id") == Some(column_id))
+            .unwrap_or_else(|| panic!("kaiten-sim: unknown column id {column_id}"));
+        column.insert("title".to_owned(), json!(title));
+        column.insert("updated".to_owned(), json!(ts(stamp)));
+    }
+
+    /// Renames a lane. Its board's `updated` does not move; no event.
+    pub(crate) fn rename_lane(&mut self, lane_id: i64, title: &str) {
+        let stamp = self.stamp();
+        let lane = self.lane_mut(lane_id);
+        lane.insert("title".to_owned(), json!(title));
+        lane.insert("updated".to_owned(), json!(ts(stamp)));
     }
 }
 

@@ -7,10 +7,23 @@
 //! 429 and `X-RateLimit-*` headers, optional latency and injected faults (5xx, dropped connections,
 //! truncated bodies, slow responses). Both `/api/latest` and `/api/v1` prefixes work.
 //!
+//! It is at least as strict as the real Kaiten (the traps of `kaiten-api.md`): deleted cards vanish
+//! from every listing (`condition=3` lists nothing) and `GET /cards/{id}` answers 404; `GET /cards`
+//! without `condition` or `archived` lists only live cards; `GET /users` leaves deactivated users out
+//! unless `include_inactive=true`; `GET /tags` leaves out tags on no card; `select-values` with
+//! `v2_select_search=true` lists only active values unless `conditions` asks for others; lanes come
+//! in every condition unless `condition` filters them; some `due_date`s are date-only.
+//!
 //! The handle also mutates the company (create, update, move, archive, delete cards; add boards, columns,
-//! lanes, tags; update spaces). Every mutation stamps a strictly newer `updated` and, when a webhook URL is
-//! set, posts a Kaiten-shaped event (`card:add`, `card:update`, `card:remove`, `board:add`, `tag:add`,
-//! `space:update`) to it.
+//! lanes, tags; update spaces; deactivate users, remove select values, rename columns and lanes). Every
+//! mutation stamps a strictly newer `updated` on what it changes (never on a parent: renaming a column
+//! does not move its board's `updated`) and, when a webhook URL is set, posts the event Kaiten would
+//! send, shaped as Kaiten sends it: `card:add` with only `id, created, title, description, author,
+//! files`; `card:update` with partial `old` (the id and the previous values of the changed keys) and
+//! `changes` (the new values plus noise: `updated`, `version`, `counters_recalculated_at`), archiving
+//! included (`{"archived": true, "condition": 2}`); `board:add` with a few fields; `tag:add`;
+//! partial `space:update`. Deleting a card, deactivating a user, removing a select value and
+//! column or lane changes send nothing (Kaiten has no such events).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -26,7 +39,7 @@
 //!     .json()
 //!     .await
 //!     .unwrap();
-//! assert_eq!(cards.as_array().unwrap().len(), 60);
+//! assert_eq!(cards.as_array().unwrap().len(), 54, "live cards only: 6 of the 60 are archived");
 //!
 //! let board = sim.board_ids()[0];
 //! let card = sim.create_card(board, "Write the release notes");
@@ -35,9 +48,14 @@
 //! ```
 //!
 //! Served shapes, for tests that compare field by field:
+//! - the `*_json` snapshots are the company's truth, which can be more than a default listing
+//!   shows: all users (deactivated too), all tags (on no card too), all select values (inactive
+//!   too), all lanes (archived too);
 //! - cards carry no `space_id` (the real list does not); `path_data` holds the board, column (and
 //!   subcolumn) and lane; `description` is in the list only with `additional_card_fields=description`;
-//! - `GET /cards/{id}` adds expanded `owner`, `type`, `board`, `column`, `lane`, `tags`, `members`;
+//! - `GET /cards/{id}` adds expanded `owner`, `type`, `board`, `column`, `lane`, `tags`, `members`
+//!   (the owner as responsible, `type` 2, and on about two cards in three one or two members of
+//!   `type` 1, which may change whenever the card's `version` does);
 //! - generated timestamps lie in 2025 (before 2026-01-01T00:00:00Z); mutation timestamps use the wall
 //!   clock but are always strictly greater than every timestamp handed out before.
 
@@ -216,7 +234,8 @@ impl Simulator {
         self.shared.read().columns_json(board_id)
     }
 
-    /// The lanes of a board, as `GET /boards/{id}/lanes` serves them.
+    /// The lanes of a board, archived ones included, as `GET /boards/{id}/lanes` serves them
+    /// without a `condition` filter.
     pub fn lanes_json(&self, board_id: i64) -> Vec<Value> {
         self.shared.read().lanes_json(board_id)
     }
@@ -227,9 +246,17 @@ impl Simulator {
         self.shared.read().cards.all().into_iter().map(Value::Object).collect()
     }
 
-    /// One card in the list shape with `description`, deleted cards included.
+    /// One card in the list shape with `description`, deleted cards included (with `condition` 3;
+    /// the API serves them nowhere).
     pub fn card_json(&self, id: i64) -> Option<Value> {
         self.shared.read().cards.get(id).map(Value::Object)
+    }
+
+    /// Ids of deleted cards, ascending.
+    pub fn deleted_card_ids(&self) -> Vec<i64> {
+        let company = self.shared.read();
+        let live: std::collections::HashSet<i64> = company.cards.ids(false).into_iter().collect();
+        company.cards.ids(true).into_iter().filter(|id| !live.contains(id)).collect()
     }
 
     /// One card as `GET /cards/{id}` serves it (expanded objects); `None` when unknown or deleted.
@@ -237,9 +264,15 @@ impl Simulator {
         self.shared.read().card_detail(id)
     }
 
-    /// All users, as `GET /users` serves them.
+    /// All users, deactivated ones included, as `GET /users?include_inactive=true` serves them
+    /// (plain `GET /users` leaves deactivated ones out: see [`Simulator::active_users_json`]).
     pub fn users_json(&self) -> Vec<Value> {
         self.shared.read().users.iter().cloned().map(Value::Object).collect()
+    }
+
+    /// The users plain `GET /users` serves: activated ones only.
+    pub fn active_users_json(&self) -> Vec<Value> {
+        self.shared.read().users_listed(false).into_iter().cloned().map(Value::Object).collect()
     }
 
     /// The token's own user, as `GET /users/current` serves it.
@@ -247,9 +280,15 @@ impl Simulator {
         self.shared.read().current_user()
     }
 
-    /// All tags, as `GET /tags` serves them.
+    /// All tags, those on no card included (which `GET /tags` leaves out: see
+    /// [`Simulator::listed_tags_json`]).
     pub fn tags_json(&self) -> Vec<Value> {
         self.shared.read().tags.iter().cloned().map(Value::Object).collect()
+    }
+
+    /// The tags `GET /tags` serves: those on at least one card that is not deleted.
+    pub fn listed_tags_json(&self) -> Vec<Value> {
+        self.shared.read().tags_listed().into_iter().cloned().map(Value::Object).collect()
     }
 
     /// All card types, as `GET /card-types` serves them.
@@ -262,8 +301,10 @@ impl Simulator {
         self.shared.read().props.iter().cloned().map(Value::Object).collect()
     }
 
-    /// The select values of a custom property, as `.../select-values` serves them (empty for a
-    /// property that is not a select).
+    /// Every select value of a custom property, inactive and removed ones included, as
+    /// `.../select-values?v2_select_search=true&conditions[]=active&conditions[]=inactive` serves
+    /// them (empty for a property that is not a select). Without `conditions` only the values with
+    /// `condition` `"active"` are served.
     pub fn select_values_json(&self, property_id: i64) -> Vec<Value> {
         self.shared.read().select_values_of(property_id)
     }
@@ -284,7 +325,7 @@ impl Simulator {
         self.shared.read().column_ids(board_id)
     }
 
-    /// Ids of the lanes of a board, by position.
+    /// Ids of the lanes of a board (archived ones included), by position.
     pub fn lane_ids(&self, board_id: i64) -> Vec<i64> {
         self.lanes_json(board_id).iter().filter_map(|l| l["id"].as_i64()).collect()
     }
@@ -311,14 +352,14 @@ impl Simulator {
     }
 
     /// Creates a live card on a board, in its first column (first subcolumn if it has any) and first
-    /// lane, owned by the token's user; sends `card:add`. Returns the card (list shape with
-    /// `description`). Panics on an unknown board.
+    /// live lane, owned by the token's user; sends `card:add` (a few fields, not the card). Returns
+    /// the card (list shape with `description`). Panics on an unknown board.
     pub fn create_card(&self, board_id: i64, title: &str) -> Value {
         Value::Object(self.mutate(|c| c.create_card(board_id, title)))
     }
 
     /// Merges `changes` (a JSON object) into the card's top-level fields, then stamps `updated` and bumps
-    /// `version`; sends `card:update` with the old card and the changed fields. Fields are stored as
+    /// `version`; sends `card:update` with the previous and new values of the changed fields only. Fields are stored as
     /// given, except `id`, `updated` and `version` (use [`Simulator::move_card`] to move, so that
     /// `board_id`, `state` and `path_data` follow). Panics on an unknown card or a non-object.
     pub fn update_card(&self, id: i64, changes: Value) -> Value {
@@ -327,7 +368,7 @@ impl Simulator {
 
     /// Moves a card to a column (its first subcolumn if it has subcolumns), possibly on another board:
     /// `board_id` and `state` follow the column. With `lane_id` `None` the card keeps its lane when it
-    /// stays on the board, else goes to the board's first lane. Sends `card:update` whose `changes`
+    /// stays on the board, else goes to the board's first live lane. Sends `card:update` whose `changes`
     /// carry `board_id`, `column_id` and `lane_id`. Panics on an unknown card, column or lane.
     pub fn move_card(&self, id: i64, column_id: i64, lane_id: Option<i64>) -> Value {
         Value::Object(self.mutate(|c| c.move_card(id, column_id, lane_id)))
@@ -338,13 +379,39 @@ impl Simulator {
         Value::Object(self.mutate(|c| c.archive_card(id)))
     }
 
-    /// Soft-deletes a card (`condition` 3, `updated` now): it disappears from the default listings and
-    /// `GET /cards/{id}`, and shows with `condition=3`; sends `card:remove`. Panics on an unknown card.
+    /// Deletes a card: it vanishes from every listing (`condition=3` included) and `GET /cards/{id}`
+    /// answers 404. Like Kaiten, sends no event. [`Simulator::card_json`] still shows it (with
+    /// `condition` 3). Panics on an unknown card.
     pub fn delete_card(&self, id: i64) {
         self.mutate(|c| ((), c.delete_card(id)));
     }
 
-    /// Adds a board to a space with two columns (Queue, Done) and one lane; sends `board:add`. Returns
+    /// Deactivates a user (`activated` false, `role` 3): plain `GET /users` leaves them out, cards
+    /// keep naming them. No event (Kaiten has none for users). Panics on an unknown user.
+    pub fn deactivate_user(&self, id: i64) {
+        self.mutate(|c| (c.deactivate_user(id), Vec::new()));
+    }
+
+    /// Removes a select value as Kaiten does: it stays, with `deleted` true and `condition`
+    /// `"inactive"` (listed only when `conditions` asks for inactive values), and cards keep holding
+    /// it; the property's `updated` does not move. No event. Panics when the property has no such value.
+    pub fn remove_select_value(&self, property_id: i64, value_id: i64) {
+        self.mutate(|c| (c.remove_select_value(property_id, value_id), Vec::new()));
+    }
+
+    /// Renames a column or subcolumn (its own `updated` moves, its board's does not; cards'
+    /// `path_data` keep the title they were last written with). No event. Panics on an unknown column.
+    pub fn rename_column(&self, column_id: i64, title: &str) {
+        self.mutate(|c| (c.rename_column(column_id, title), Vec::new()));
+    }
+
+    /// Renames a lane, like [`Simulator::rename_column`]. No event. Panics on an unknown lane.
+    pub fn rename_lane(&self, lane_id: i64, title: &str) {
+        self.mutate(|c| (c.rename_lane(lane_id, title), Vec::new()));
+    }
+
+    /// Adds a board to a space with two columns (Queue, Done) and one lane; sends `board:add` (its
+    /// `id`, `created`, `title`, `description` and the author). Returns
     /// its id. Panics on an unknown space.
     pub fn add_board(&self, space_id: i64, title: &str) -> i64 {
         self.mutate(|c| c.add_board(space_id, title))
@@ -366,7 +433,8 @@ impl Simulator {
         self.mutate(|c| c.add_tag(name))
     }
 
-    /// Merges `changes` (a JSON object) into a space and stamps its `updated`; sends `space:update`.
+    /// Merges `changes` (a JSON object) into a space and stamps its `updated`; sends `space:update`
+    /// with partial `old` and `changes` (only the changed keys).
     /// Panics on an unknown space or a non-object.
     pub fn update_space(&self, id: i64, changes: Value) {
         self.mutate(|c| ((), c.update_space(id, changes)));

@@ -369,6 +369,19 @@ impl Q {
         Ok(any.then_some(out))
     }
 
+    /// All values given under `name` or `name[]`, each possibly a comma list; `None` when none given.
+    fn strings(&self, name: &str) -> Option<Vec<String>> {
+        let values: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(k, _)| k.strip_suffix("[]").unwrap_or(k) == name)
+            .flat_map(|(_, v)| v.split(','))
+            .map(|part| part.trim().to_ascii_lowercase())
+            .filter(|part| !part.is_empty())
+            .collect();
+        (!values.is_empty()).then_some(values)
+    }
+
     /// A timestamp as microseconds since the Unix epoch.
     fn time(&self, name: &str) -> Result<Option<i64>, String> {
         self.get(name)
@@ -416,13 +429,16 @@ async fn current_user(State(shared): AppState) -> Response<Body> {
     json_value(&shared.read().current_user())
 }
 
+/// `GET /users`: deactivated users only with `include_inactive=true`, like Kaiten.
 async fn users(State(shared): AppState, Query(q): Params) -> Response<Body> {
-    let (limit, offset) = match Q(q).page(100) {
-        Ok(p) => p,
-        Err(e) => return bad_request(e),
+    let q = Q(q);
+    let (limit, offset, include_inactive) = match (q.page(100), q.boolean("include_inactive")) {
+        (Ok((limit, offset)), Ok(inactive)) => (limit, offset, inactive.unwrap_or(false)),
+        (Err(e), _) | (_, Err(e)) => return bad_request(e),
     };
     let company = shared.read();
-    let page: Vec<Value> = page_of(&company.users, limit, offset).iter().cloned().map(Value::Object).collect();
+    let users = company.users_listed(include_inactive);
+    let page: Vec<Value> = page_of(&users, limit, offset).iter().map(|u| Value::Object((*u).clone())).collect();
     json_list(&page)
 }
 
@@ -446,10 +462,21 @@ async fn columns(State(shared): AppState, Path(id): Path<String>) -> Response<Bo
     }
 }
 
-async fn lanes(State(shared): AppState, Path(id): Path<String>) -> Response<Body> {
+/// `GET /boards/{id}/lanes`. Without `condition` every lane comes back with its `condition` (live
+/// and archived alike: what Kaiten's documentation implies, the filter being optional); with
+/// `condition=1|2|3` only the lanes in that condition.
+async fn lanes(State(shared): AppState, Path(id): Path<String>, Query(q): Params) -> Response<Body> {
+    let condition = match Q(q).int("condition") {
+        Ok(Some(c)) if !(1..=3).contains(&c) => return bad_request(format!("condition must be 1, 2 or 3, got {c}")),
+        Ok(c) => c,
+        Err(e) => return bad_request(e),
+    };
     let company = shared.read();
     match path_id(&id).filter(|id| company.board(*id).is_some()) {
-        Some(id) => json_list(&company.lanes_json(id)),
+        Some(id) => {
+            let lanes = company.lanes_json(id);
+            json_list(lanes.iter().filter(|l| condition.is_none_or(|c| l["condition"].as_i64() == Some(c))))
+        }
         None => not_found(),
     }
 }
@@ -468,8 +495,11 @@ async fn card_types(State(shared): AppState, Query(q): Params) -> Response<Body>
     paged_objects(&shared.read().card_types, q, 100)
 }
 
+/// `GET /tags`: like Kaiten, a tag on no card is not in the list.
 async fn tags(State(shared): AppState, Query(q): Params) -> Response<Body> {
-    paged_objects(&shared.read().tags, q, 100)
+    let company = shared.read();
+    let listed: Vec<crate::company::Obj> = company.tags_listed().into_iter().cloned().collect();
+    paged_objects(&listed, q, 100)
 }
 
 async fn custom_properties(State(shared): AppState, Query(q): Params) -> Response<Body> {
@@ -485,13 +515,20 @@ async fn select_values(State(shared): AppState, Path(id): Path<String>, Query(q)
     };
     let values = company.select_values_of(id);
     let q = Q(q);
-    // Without v2_select_search Kaiten ignores limit and offset and returns everything.
+    let condition_of = |v: &Value| v["condition"].as_str().unwrap_or("active").to_owned();
+    // Without v2_select_search Kaiten ignores limit, offset and filters: every active value.
     match q.boolean("v2_select_search") {
-        Ok(Some(true)) => match q.page(100) {
-            Ok((limit, offset)) => json_list(page_of(&values, limit, offset)),
-            Err(e) => bad_request(e),
-        },
-        Ok(_) => json_list(&values),
+        Ok(Some(true)) => {
+            // `conditions` (repeated, comma-separated or `conditions[]`) picks the conditions;
+            // without it, only active values, like a real tenant.
+            let wanted = q.strings("conditions").unwrap_or_else(|| vec!["active".to_owned()]);
+            let values: Vec<Value> = values.into_iter().filter(|v| wanted.contains(&condition_of(v))).collect();
+            match q.page(100) {
+                Ok((limit, offset)) => json_list(page_of(&values, limit, offset)),
+                Err(e) => bad_request(e),
+            }
+        }
+        Ok(_) => json_list(values.iter().filter(|v| condition_of(v) == "active")),
         Err(e) => bad_request(e),
     }
 }

@@ -28,7 +28,8 @@ async fn small_company_has_the_documented_shape() {
     let sim = Simulator::start(SimConfig::small()).await.unwrap();
     assert_eq!(sim.space_ids().len(), 2);
     assert_eq!(sim.board_ids().len(), 4);
-    assert_eq!(sim.users_json().len(), 5);
+    assert_eq!(sim.users_json().len(), 105);
+    assert_eq!(sim.active_users_json().len(), 100);
     assert_eq!(sim.tags_json().len(), 4);
     assert_eq!(sim.card_types_json().len(), 3);
     assert_eq!(sim.card_ids().len(), 60);
@@ -48,7 +49,7 @@ async fn small_company_has_the_documented_shape() {
         assert_eq!(sub["column_id"], with_subs[0]["id"]);
     }
     assert_eq!(sim.column_ids(board).len(), 5);
-    assert_eq!(sim.lane_ids(board).len(), 2);
+    assert_eq!(sim.lane_ids(board).len(), 3, "two live lanes and an archived one");
 
     // Timestamps: ISO 8601 UTC with milliseconds, all in the past.
     for card in sim.cards_json() {
@@ -78,10 +79,10 @@ async fn every_route_serves_its_list() {
     let board = sim.board_ids()[0];
     assert_eq!(get_list(&sim, &format!("/boards/{board}/columns")).await, sim.columns_json(board));
     assert_eq!(get_list(&sim, &format!("/boards/{board}/lanes")).await, sim.lanes_json(board));
-    assert_eq!(get_list(&sim, "/users").await, sim.users_json());
-    assert_eq!(get_list(&sim, "/users?limit=2&offset=4").await.len(), 1);
+    assert_eq!(get_list(&sim, "/users").await, sim.active_users_json()[..100].to_vec(), "limit defaults to 100");
+    assert_eq!(get_list(&sim, "/users?limit=2&offset=99").await.len(), 1);
     assert_eq!(get_list(&sim, "/card-types").await, sim.card_types_json());
-    assert_eq!(get_list(&sim, "/tags?limit=1000").await, sim.tags_json());
+    assert_eq!(get_list(&sim, "/tags?limit=1000").await, sim.listed_tags_json());
     assert_eq!(get_list(&sim, "/company/custom-properties").await, sim.custom_properties_json());
 
     let select = sim.custom_properties_json().into_iter().find(|p| p["type"] == "select").unwrap();
@@ -135,7 +136,8 @@ async fn card_shapes() {
     let with = get_list(&sim, "/cards?limit=5&additional_card_fields=description").await;
     assert!(with.iter().all(|c| c.get("description").is_some()));
     let snapshot = sim.cards_json();
-    assert_eq!(with, snapshot[..5].to_vec(), "cards_json is the list shape with description");
+    let live: Vec<Value> = snapshot.iter().filter(|c| c["condition"] == 1).cloned().collect();
+    assert_eq!(with, live[..5].to_vec(), "cards_json is the list shape with description");
 
     // Property values are typed per property type.
     let props = sim.custom_properties_json();
@@ -181,8 +183,11 @@ async fn paging_clamps_to_100_and_reaches_the_end() {
         }
         offset += page.len();
     }
-    assert_eq!(sizes, [100, 100, 50]);
-    assert_eq!(seen, sim.card_ids(), "default order is id asc, nothing skipped or repeated");
+    // 250 cards, 25 of them archived: the default listing is the 225 live ones.
+    assert_eq!(sizes, [100, 100, 25]);
+    let live: Vec<i64> =
+        sim.cards_json().iter().filter(|c| c["condition"] == 1).map(|c| c["id"].as_i64().unwrap()).collect();
+    assert_eq!(seen, live, "default order is id asc, nothing skipped or repeated");
     assert_eq!(get_list(&sim, "/cards").await.len(), 100, "limit defaults to the maximum");
     assert!(get_list(&sim, "/cards?offset=5000").await.is_empty());
 }
@@ -190,7 +195,9 @@ async fn paging_clamps_to_100_and_reaches_the_end() {
 #[tokio::test]
 async fn filters_and_orders() {
     let sim = Simulator::start(SimConfig { cards: 300, ..SimConfig::small() }).await.unwrap();
-    let cards = sim.cards_json();
+    // Without `condition` or `archived`, the listing holds live cards only.
+    let cards: Vec<Value> = sim.cards_json().into_iter().filter(|c| c["condition"] == 1).collect();
+    assert_eq!(cards.len(), 270);
 
     // updated_after is strict.
     let mut stamps: Vec<i64> = cards.iter().map(updated_ms).collect();
@@ -205,7 +212,7 @@ async fn filters_and_orders() {
 
     // order_by=updated asc / desc, ties by id.
     let asc = all_cards(&sim, "order_by=updated&order_direction=asc").await;
-    assert_eq!(asc.len(), 300);
+    assert_eq!(asc.len(), 270);
     assert!(asc
         .windows(2)
         .all(|w| (updated_ms(&w[0]), w[0]["id"].as_i64()) < (updated_ms(&w[1]), w[1]["id"].as_i64())));
@@ -244,18 +251,9 @@ async fn filters_and_orders() {
     // states.
     let done = all_cards(&sim, "states=3").await;
     assert!(done.iter().all(|c| c["state"] == 3));
-    assert_eq!(all_cards(&sim, "states=1,2,3").await.len(), 300);
-
-    // A deleted card disappears from the default list and shows with condition=3.
-    let id = cards[10]["id"].as_i64().unwrap();
-    sim.delete_card(id);
-    let live = all_cards(&sim, "").await;
-    assert_eq!(live.len(), 299);
-    assert!(!ids(&live).contains(&id));
-    let deleted = all_cards(&sim, "condition=3").await;
-    assert_eq!(ids(&deleted), [id]);
-    assert_eq!(get(&sim, &format!("/cards/{id}")).await.status(), 404);
-    assert_eq!(sim.card_json(id).unwrap()["condition"], 3);
+    assert_eq!(all_cards(&sim, "states=1,2,3").await.len(), 270);
+    assert_eq!(all_cards(&sim, "states=1,2,3&condition=2").await.len(), 30);
+    assert_eq!(all_cards(&sim, "").await.len(), 270);
 }
 
 #[tokio::test]

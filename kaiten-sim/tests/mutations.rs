@@ -67,14 +67,19 @@ async fn each_mutation_is_visible_with_a_newer_updated() {
     let in_archive = all_cards(&sim, &format!("condition=2&updated_after={mark}")).await;
     assert_eq!(ids(&in_archive), [id]);
 
-    // Delete: shows only with condition=3, with a newer updated.
+    // Delete: the card vanishes from every listing, condition=3 included, and from GET /cards/{id}.
     let before_delete = updated_ms(&sim.card_json(id).unwrap());
     sim.delete_card(id);
-    let deleted = all_cards(&sim, "condition=3").await;
-    assert_eq!(ids(&deleted), [id]);
-    assert!(updated_ms(&deleted[0]) > before_delete);
+    for query in ["", "condition=1", "condition=2", "condition=3", "archived=true", "archived=false"] {
+        assert!(!ids(&all_cards(&sim, query).await).contains(&id), "a deleted card is not listed by {query:?}");
+    }
+    assert!(all_cards(&sim, "condition=3").await.is_empty(), "condition=3 lists nothing");
+    assert_eq!(get(&sim, &format!("/cards/{id}")).await.status(), 404);
     assert!(!sim.card_ids().contains(&id));
-    assert_eq!(sim.card_json(id).unwrap()["condition"], 3);
+    assert_eq!(sim.deleted_card_ids(), [id]);
+    let snapshot = sim.card_json(id).unwrap();
+    assert_eq!(snapshot["condition"], 3);
+    assert!(updated_ms(&snapshot) > before_delete);
 }
 
 #[tokio::test]
@@ -120,7 +125,13 @@ async fn structure_mutations() {
     assert_eq!(moved["path_data"]["lane"]["title"], "Expedite");
 
     let tag = sim.add_tag("fresh");
-    assert!(get_list(&sim, "/tags").await.iter().any(|t| t["id"] == tag && t["name"] == "fresh"));
+    assert!(!get_list(&sim, "/tags").await.iter().any(|t| t["id"] == tag), "a tag on no card is not listed");
+    assert!(sim.tags_json().iter().any(|t| t["id"] == tag));
+    sim.update_card(moved["id"].as_i64().unwrap(), json!({"tag_ids": [tag]}));
+    assert!(
+        get_list(&sim, "/tags").await.iter().any(|t| t["id"] == tag && t["name"] == "fresh"),
+        "listed once on a card"
+    );
 
     let before = sim.spaces_json().into_iter().find(|s| s["id"] == space).unwrap();
     sim.update_space(space, json!({"title": "Renamed space"}));
@@ -165,12 +176,17 @@ async fn webhooks_are_kaiten_shaped_and_in_order() {
     let id = card["id"].as_i64().unwrap();
     sim.update_card(id, json!({"title": "Hooked again"}));
     let target = sim.column_ids(sim.board_ids()[2])[0];
+    let before_move = sim.card_json(id).unwrap();
     let moved = sim.move_card(id, target, None);
     sim.archive_card(id);
-    sim.delete_card(id);
+    sim.delete_card(id); // Kaiten sends no card:remove
     let new_board = sim.add_board(sim.space_ids()[0], "Hooked board");
     let tag = sim.add_tag("hooked");
     sim.update_space(sim.space_ids()[0], json!({"title": "Hooked space"}));
+    // Nor anything for users, select values, columns or lanes.
+    sim.deactivate_user(sim.users_json()[3]["id"].as_i64().unwrap());
+    sim.rename_column(target, "Renamed column");
+    sim.rename_lane(sim.lane_ids(board)[0], "Renamed lane");
     assert!(sim.flush_webhooks(Duration::from_secs(5)).await);
 
     let events = received.lock().unwrap().clone();
@@ -179,45 +195,52 @@ async fn webhooks_are_kaiten_shaped_and_in_order() {
     let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        [
-            "card:add",
-            "card:update",
-            "card:update",
-            "card:update",
-            "card:remove",
-            "board:add",
-            "tag:add",
-            "space:update"
-        ]
+        ["card:add", "card:update", "card:update", "card:update", "board:add", "tag:add", "space:update"]
     );
+    let keys = |v: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
 
+    // card:add carries a few fields, not the card.
     let add = &events[0]["data"];
+    assert_eq!(keys(add), ["author", "created", "description", "files", "id", "title"]);
     assert_eq!(add["id"], id);
     assert_eq!(add["title"], "Hooked");
     assert_eq!(add["author"]["id"], sim.users_json()[0]["id"]);
+    assert!(add.get("board_id").is_none() && add.get("column_id").is_none());
 
+    // card:update: partial old and changes, with noise.
     let update = &events[1]["data"];
+    assert_eq!(keys(update), ["author", "changes", "old"]);
     assert_eq!(update["old"]["title"], "Hooked");
+    assert_eq!(update["old"]["id"], id);
     assert_eq!(update["changes"]["title"], "Hooked again");
-    assert!(update["changes"]["updated"].is_string());
-    assert!(update["changes"].get("board_id").is_none(), "only changed fields");
+    assert_eq!(keys(&update["changes"]), ["counters_recalculated_at", "title", "updated", "version"]);
+    assert_eq!(keys(&update["old"]), ["id", "title", "updated", "version"]);
     assert!(update["author"]["id"].is_i64());
 
-    let mv = &events[2]["data"]["changes"];
-    assert_eq!(mv["column_id"], moved["column_id"]);
-    assert_eq!(mv["board_id"], moved["board_id"]);
-    assert!(mv.get("lane_id").is_some());
+    let mv = &events[2]["data"];
+    assert_eq!(mv["changes"]["column_id"], moved["column_id"]);
+    assert_eq!(mv["changes"]["board_id"], moved["board_id"]);
+    assert!(mv["changes"].get("lane_id").is_some());
+    assert_eq!(mv["old"]["column_id"], before_move["column_id"]);
+    assert!(mv["old"].get("title").is_none(), "old holds only the changed keys");
+    assert!(mv["changes"].get("title").is_none(), "changes hold only the changed keys");
 
     let archive = &events[3]["data"]["changes"];
     assert_eq!((archive["archived"].as_bool(), archive["condition"].as_i64()), (Some(true), Some(2)));
+    assert_eq!(events[3]["data"]["old"]["condition"], 1);
 
-    let remove = &events[4]["data"];
-    assert_eq!((remove["id"].as_i64(), remove["condition"].as_i64()), (Some(id), Some(3)));
-
-    assert_eq!(events[5]["data"]["id"], new_board);
-    assert_eq!(events[6]["data"]["id"], tag);
-    assert_eq!(events[7]["data"]["changes"]["title"], "Hooked space");
-    assert!(events[7]["data"]["old"]["title"].is_string());
+    assert_eq!(events[4]["data"]["id"], new_board);
+    assert!(events[4]["data"].get("space_id").is_none(), "board:add is a notification too");
+    assert_eq!(events[5]["data"]["id"], tag);
+    let space = &events[6]["data"];
+    assert_eq!(space["changes"]["title"], "Hooked space");
+    assert!(space["old"]["title"].is_string());
+    assert_eq!(keys(&space["changes"]), ["title", "updated"]);
+    assert_eq!(keys(&space["old"]), ["id", "title", "updated"]);
 }
 
 #[tokio::test]

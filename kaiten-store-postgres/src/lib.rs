@@ -34,7 +34,7 @@
 //!   arrays (`UNNEST`), records whose stored copy has the same hash are settled without parsing or
 //!   locking them, the rest go through `INSERT ... ON CONFLICT DO UPDATE ... WHERE changed AND
 //!   not older`; the same statement marks the sweep, replaces the tag links of the cards it wrote
-//!   and writes the entity state. The server plans the statement once per session and keeps the
+//!   (and their members, for cards that carry their member list) and writes the entity state. The server plans the statement once per session and keeps the
 //!   plan, even behind a pooler (planning it costs about as much as running it); the function
 //!   plans with sequential scans and hash and merge joins off, so a plan cached while a table was
 //!   small stays a primary-key lookup as the table grows. Page transactions commit asynchronously
@@ -63,6 +63,7 @@
 //!   store and of its options hides it too.
 
 mod error;
+mod inbox;
 mod lock;
 pub mod migrate;
 mod sql;
@@ -204,6 +205,8 @@ struct Inner {
     schema: String,
     qschema: String,
     sql: Statements,
+    /// The webhook inbox's statements.
+    inbox: inbox::InboxSql,
     persistent: bool,
     lock_mode: LockMode,
     foreign_keys: bool,
@@ -350,6 +353,7 @@ impl PgStore {
         PgStore {
             inner: Arc::new(Inner {
                 sql: Statements::new(&qschema),
+                inbox: inbox::InboxSql::new(&qschema),
                 lock_key: key(&format!("kaiten-sync:sync-lock:{schema}")),
                 migrate_key: key(&format!("kaiten-sync:migrate:{schema}")),
                 pool,

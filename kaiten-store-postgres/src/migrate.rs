@@ -1,7 +1,8 @@
 //! Embedded migrations and their runner.
 //!
 //! Each migration is a SQL file under `migrations/`, compiled into the crate, with `{schema}`
-//! standing for the (quoted) schema name. `migrate()` applies the missing ones in one transaction
+//! standing for the (quoted) schema name. `migrate()` applies the missing ones (those whose version
+//! is not recorded, in ascending order; versions may skip numbers) in one transaction
 //! under `pg_advisory_xact_lock`, so two processes migrating at once take turns and a failure
 //! leaves nothing half-applied. Applied versions are recorded in `<schema>.schema_migrations`.
 
@@ -23,8 +24,12 @@ pub struct Migration {
 }
 
 /// Every migration this version of the crate knows, in order.
-pub static MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, description: "initial schema", sql: include_str!("../migrations/0001_initial.sql") }];
+pub static MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, description: "initial schema", sql: include_str!("../migrations/0001_initial.sql") },
+    Migration { version: 2, description: "users' role", sql: include_str!("../migrations/0002_users_role.sql") },
+    Migration { version: 3, description: "card members", sql: include_str!("../migrations/0003_card_members.sql") },
+    Migration { version: 4, description: "webhook inbox", sql: include_str!("../migrations/0004_webhook_inbox.sql") },
+];
 
 /// A relationship enforced as a foreign key: `(constraint, table, column, referenced table)`.
 pub type ForeignKey = (&'static str, &'static str, &'static str, &'static str);
@@ -133,7 +138,18 @@ pub(crate) async fn run(mut tx: Transaction<'static, Postgres>, target: Target<'
              upgrade kaiten-sync"
         )));
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+    // Missing means not recorded, whatever the highest recorded version: versions need not be
+    // contiguous, and one that arrives after a higher one was applied (branches merged in another
+    // order) is still applied, in ascending order with the others.
+    let applied: Vec<i64> = sqlx::query(&format!("SELECT version FROM {qschema}.schema_migrations"))
+        .persistent(persistent)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err("read schema_migrations"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         tracing::info!(schema, version = migration.version, "applying migration: {}", migration.description);
         let sql = render(migration, qschema);
         (&mut *tx).execute(sql.as_str()).await.map_err(|e| {

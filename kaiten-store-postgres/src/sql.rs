@@ -50,6 +50,7 @@ pub(crate) struct Statements {
     pub(crate) tables: Vec<TableSql>,
     pub(crate) counts: String,
     pub(crate) card_tag_ids: String,
+    pub(crate) card_members: String,
     pub(crate) state_upsert: String,
     pub(crate) state_get: String,
     pub(crate) states_all: String,
@@ -74,6 +75,9 @@ impl Statements {
             tables: TABLES.iter().map(|t| table_sql(s, t)).collect(),
             counts: counts_sql(s),
             card_tag_ids: format!("SELECT tag_id FROM {s}.card_tags WHERE card_id = $1 ORDER BY tag_id"),
+            card_members: format!(
+                "SELECT user_id, \"type\" FROM {s}.card_members WHERE card_id = $1 ORDER BY user_id"
+            ),
             state_upsert: format!(
                 "INSERT INTO {s}.sync_metadata AS m (entity, cursor, last_full_sync_at, last_incremental_sync_at, \
                  resume, row_count, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now()) \
@@ -187,10 +191,24 @@ impl PageParams {
     pub(crate) fn tag_ids(self) -> usize {
         self.n + 15
     }
+    /// Cards only: the cards whose member list the page carries (their members are replaced).
+    pub(crate) fn member_lists(self) -> usize {
+        self.n + 16
+    }
+    /// Cards only: card ids, user ids and types of the page's members.
+    pub(crate) fn member_cards(self) -> usize {
+        self.n + 17
+    }
+    pub(crate) fn member_users(self) -> usize {
+        self.n + 18
+    }
+    pub(crate) fn member_types(self) -> usize {
+        self.n + 19
+    }
     /// How many parameters the page function of a table takes.
     pub(crate) fn count(self, cards: bool) -> usize {
         if cards {
-            self.tag_ids()
+            self.member_types()
         } else {
             self.async_commit()
         }
@@ -246,6 +264,9 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
     // - cards: the tag links of the cards written are replaced: links no longer listed are
     //   deleted (only cards that existed can have any), the others inserted unless stored (even
     //   for a card inserted now: someone may have deleted a card row by hand and left its links).
+    //   Members likewise, but only for the cards written that carry their member list (a card of
+    //   the list shape keeps its members): rows no longer listed are deleted, the others inserted
+    //   or given their new type.
     //   These never touch the same row either, so their order (unspecified) does not matter.
     // Returns `(id, inserted)` for rows written and `(id, NULL)` for rows that were not candidates.
     let sweep = format!("${}::bigint", p.sweep());
@@ -301,9 +322,24 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
                WHERE c.card_id = ANY (ARRAY(SELECT \"id\" FROM up WHERE NOT inserted)) \
                AND (c.card_id, c.tag_id) NOT IN (SELECT card_id, tag_id FROM links)), \
              added AS (INSERT INTO {s}.card_tags (card_id, tag_id) SELECT card_id, tag_id FROM links \
-               ON CONFLICT DO NOTHING)",
+               ON CONFLICT DO NOTHING), \
+             listed AS MATERIALIZED (SELECT \"id\" FROM up WHERE \"id\" = ANY (${k}::bigint[])), \
+             members AS (SELECT m.card_id, m.user_id, m.member_type \
+               FROM UNNEST(${mc}::bigint[], ${mu}::bigint[], ${mt}::bigint[]) AS m(card_id, user_id, member_type) \
+               WHERE m.card_id = ANY (ARRAY(SELECT \"id\" FROM listed))), \
+             members_gone AS (DELETE FROM {s}.card_members c \
+               WHERE c.card_id = ANY (ARRAY(SELECT \"id\" FROM listed)) \
+               AND (c.card_id, c.user_id) NOT IN (SELECT card_id, user_id FROM members)), \
+             members_added AS (INSERT INTO {s}.card_members AS c (card_id, user_id, \"type\") \
+               SELECT card_id, user_id, member_type FROM members \
+               ON CONFLICT (card_id, user_id) DO UPDATE SET \"type\" = EXCLUDED.\"type\" \
+               WHERE c.\"type\" IS DISTINCT FROM EXCLUDED.\"type\")",
             a = p.tag_cards(),
             b = p.tag_ids(),
+            k = p.member_lists(),
+            mc = p.member_cards(),
+            mu = p.member_users(),
+            mt = p.member_types(),
         ));
     }
     sql.push_str(
@@ -362,6 +398,7 @@ fn page_function(s: &str, t: &TableDef, statement: &str, table: &str, p: PagePar
     types.extend(["text", "timestamptz", "timestamptz", "timestamptz", "text", "bigint", "boolean"]);
     if cards {
         types.extend(["bigint[]", "bigint[]"]);
+        types.extend(["bigint[]", "bigint[]", "bigint[]", "bigint[]"]);
     }
     debug_assert_eq!(types.len(), p.count(cards));
     let args: Vec<String> = types.iter().enumerate().map(|(i, ty)| format!("${}::{ty}", i + 1)).collect();
@@ -420,6 +457,7 @@ fn counts_sql(s: &str) -> String {
         })
         .collect();
     parts.push(format!("SELECT 'card_tags'::text, count(*), 0::bigint FROM {s}.card_tags"));
+    parts.push(format!("SELECT 'card_members'::text, count(*), 0::bigint FROM {s}.card_members"));
     parts.join(" UNION ALL ")
 }
 
@@ -432,11 +470,12 @@ mod tests {
         let st = Statements::new("\"kaiten\"");
         let cards = st.table(EntityKind::Cards);
         let p = PageParams { n: EntityKind::Cards.table().columns.len() };
-        for i in 1..=p.tag_ids() {
+        for i in 1..=p.count(true) {
             assert!(cards.function_ddl.contains(&format!("${i}")), "${i} missing");
             assert!(cards.write_page.contains(&format!("${i}::")), "${i} missing");
         }
-        assert!(!cards.write_page.contains(&format!("${}", p.tag_ids() + 1)));
+        assert!(!cards.write_page.contains(&format!("${}", p.count(true) + 1)));
+        assert!(cards.function_ddl.contains("card_members"));
         assert!(cards.function_ddl.contains("EXCLUDED.\"version\" < t.\"version\""));
         assert!(cards.function_ddl.contains("u.\"version\" < s.\"version\""));
         assert!(!st.table(EntityKind::Boards).function_ddl.contains("version"));
@@ -445,6 +484,8 @@ mod tests {
         assert!(tags_sql.function_ddl.contains(&format!("${}::bigint", tags.state() + 5)));
         assert!(tags_sql.write_page.contains(&format!("${}::boolean)", tags.async_commit())));
         assert!(!tags_sql.write_page.contains(&format!("${}", tags.tag_cards())));
+        assert!(!tags_sql.function_ddl.contains("card_members"));
+        assert!(st.counts.contains("\"kaiten\".card_members"));
         assert!(st.table(EntityKind::Spaces).unseen_scoped.is_none());
         assert!(st.counts.contains("\"kaiten\".\"property_select_values\""));
     }

@@ -56,10 +56,17 @@ impl PgStore {
         let arrays = PageArrays::build(kind, kind.table().columns, rows)?;
         let links: (Vec<i64>, Vec<i64>) =
             if kind == EntityKind::Cards { page.batch.card_tags().into_iter().unzip() } else { Default::default() };
+        let members = page.batch.card_members();
+        let (mut member_cards, mut member_users, mut member_types) = (Vec::new(), Vec::new(), Vec::new());
+        for (card, user, member_type) in &members.links {
+            member_cards.push(*card);
+            member_users.push(*user);
+            member_types.push(*member_type);
+        }
         let state = page.state.as_ref();
 
         // One statement inside an explicit transaction: the table's page function writes the rows,
-        // their tag links, the sweep's marks and the entity state, which commit together. The
+        // their tag links and members, the sweep's marks and the entity state, which commit together. The
         // explicit transaction keeps the statement's protocol messages on one server connection
         // behind a transaction-mode pooler (an implicit one ends at each Sync, where the pooler may
         // switch connections between the statement's parse and its execution).
@@ -82,7 +89,13 @@ impl PgStore {
                 .bind(state.and_then(|s| s.row_count))
                 .bind(self.inner.async_commit);
             if kind == EntityKind::Cards {
-                query = query.bind(links.0.as_slice()).bind(links.1.as_slice());
+                query = query
+                    .bind(links.0.as_slice())
+                    .bind(links.1.as_slice())
+                    .bind(members.cards.as_slice())
+                    .bind(member_cards.as_slice())
+                    .bind(member_users.as_slice())
+                    .bind(member_types.as_slice());
             }
             query
         };
@@ -324,6 +337,22 @@ impl Store for PgStore {
         self.fetch_ids(self.query(&self.inner.sql.card_tag_ids).bind(card_id), ctx).await
     }
 
+    async fn card_members(&self, card_id: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        let ctx = Ctx::kind("read card members", EntityKind::Cards);
+        let mut tx = self.begin(ctx.what).await?;
+        let rows = self
+            .query(&self.inner.sql.card_members)
+            .bind(card_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e, ctx))
+    }
+
     async fn entity_state(&self, kind: EntityKind) -> Result<EntityState, StoreError> {
         let ctx = Ctx::kind("read the entity state", kind);
         let mut tx = self.begin(ctx.what).await?;
@@ -446,6 +475,51 @@ impl Store for PgStore {
             LockMode::Advisory => self.release_advisory(holder).await,
             LockMode::Table => self.release_table(holder).await,
         }
+    }
+
+    // The webhook inbox and the run log's upkeep: see `inbox.rs`.
+
+    async fn interrupt_webhook_runs(&self, started_before: DateTime<Utc>, reason: &str) -> Result<u64, StoreError> {
+        self.interrupt_webhook_runs_impl(started_before, reason).await
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>, keep: usize) -> Result<u64, StoreError> {
+        self.prune_runs_impl(before, keep).await
+    }
+
+    async fn inbox_push(
+        &self,
+        notifications: &[kaiten_sync::Notification],
+        now: DateTime<Utc>,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inbox_push_impl(notifications, now, due_at).await
+    }
+
+    async fn inbox_claim(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<kaiten_sync::InboxEntry>, StoreError> {
+        self.inbox_claim_impl(worker, limit, now, lease_until).await
+    }
+
+    async fn inbox_finish(&self, results: &[kaiten_sync::InboxResult], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inbox_finish_impl(results, now).await
+    }
+
+    async fn inbox_entries(&self, failed_only: bool, limit: usize) -> Result<Vec<kaiten_sync::InboxEntry>, StoreError> {
+        self.inbox_entries_impl(failed_only, limit).await
+    }
+
+    async fn inbox_stats(&self) -> Result<kaiten_sync::InboxStats, StoreError> {
+        self.inbox_stats_impl().await
+    }
+
+    async fn inbox_retry_failed(&self, ids: Option<&[i64]>, due_at: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inbox_retry_failed_impl(ids, due_at).await
     }
 }
 

@@ -220,3 +220,48 @@ async fn concurrent_pages_through_the_pooler_all_land() {
     assert_eq!(store.ids(EntityKind::Spaces, false).await.unwrap().len(), 1 + 6 * 20 * 10);
     assert_eq!(store.ids(EntityKind::Boards, false).await.unwrap().len(), 6 * 20 * 10);
 }
+
+/// The webhook inbox through the pooler: the Store suite's inbox cases, and two stores (two
+/// `serve` processes) claiming from one inbox through a pooler with fewer server connections than
+/// they have clients, so that their `FOR UPDATE SKIP LOCKED` claims share server connections.
+mod inbox {
+    use super::*;
+
+    macro_rules! through_the_pooler {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some((store, _bouncer, _guard)) = pooled_store(6, 2).await else { return };
+                kaiten_sync::conformance::$name(&store).await;
+                store.close().await;
+            }
+        )*};
+    }
+
+    through_the_pooler!(
+        inbox_coalesces_deliveries_per_entity,
+        inbox_claims_due_entries_under_a_lease,
+        inbox_finish_removes_unless_redelivered,
+        inbox_failures_back_off_then_stay_failed,
+        inbox_concurrent_claims_are_disjoint,
+        webhook_runs_are_interrupted_and_old_runs_pruned,
+    );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_claim_every_entry_exactly_once() {
+        let Some((a, bouncer, guard)) = pooled_store(4, 2).await else { return };
+        let b = PgStore::connect_with(PgStoreOptions {
+            schema: guard.schema.clone(),
+            lock_mode: LockMode::Table,
+            max_connections: 4,
+            ..PgStoreOptions::new(bouncer.url(&guard.app))
+        })
+        .await
+        .unwrap();
+        let stores: Vec<Arc<dyn Store>> = vec![Arc::new(a.clone()), Arc::new(b.clone())];
+        let per_store = common::claim_from_a_shared_inbox(stores, 3, 300).await;
+        assert!(per_store.iter().all(|n| *n > 0), "both processes took part: {per_store:?}");
+        a.close().await;
+        b.close().await;
+    }
+}

@@ -57,6 +57,7 @@
 //! [`StoreError::Busy`].
 
 mod error;
+mod inbox;
 mod migrations;
 mod ops;
 mod sql;
@@ -70,13 +71,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use kaiten_sync::{
-    EntityKind, EntityState, LockAttempt, Page, PageOutcome, RunRecord, Scope, Store, StoreError, StoredRecord,
-    TableCount,
+    EntityKind, EntityState, InboxEntry, InboxResult, InboxStats, LockAttempt, Notification, Page, PageOutcome,
+    RunRecord, Scope, Store, StoreError, StoredRecord, TableCount,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use crate::error::{db_err, open_err, BACKEND};
+use crate::inbox::PreparedPush;
 pub use crate::migrations::{latest_version, Migration, MIGRATIONS};
 use crate::ops::PreparedPage;
 
@@ -441,6 +443,60 @@ impl Store for SqliteStore {
     async fn release_lock(&self, holder: &str) -> Result<(), StoreError> {
         let holder = holder.to_owned();
         self.call(move |conn| ops::release_lock(conn, &holder)).await
+    }
+
+    async fn interrupt_webhook_runs(&self, started_before: DateTime<Utc>, reason: &str) -> Result<u64, StoreError> {
+        let reason = reason.to_owned();
+        self.call(move |conn| inbox::interrupt_webhook_runs(conn, started_before, &reason)).await
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>, keep: usize) -> Result<u64, StoreError> {
+        self.call(move |conn| inbox::prune_runs(conn, before, keep)).await
+    }
+
+    async fn inbox_push(
+        &self,
+        notifications: &[Notification],
+        now: DateTime<Utc>,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if notifications.is_empty() {
+            return Ok(());
+        }
+        let push = PreparedPush::new(notifications, now, due_at);
+        self.call(move |conn| inbox::push(conn, &push)).await
+    }
+
+    async fn inbox_claim(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        let worker = worker.to_owned();
+        self.call(move |conn| inbox::claim(conn, &worker, limit, now, lease_until)).await
+    }
+
+    async fn inbox_finish(&self, results: &[InboxResult], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        if results.is_empty() {
+            return Ok(0);
+        }
+        let results = results.to_vec();
+        self.call(move |conn| inbox::finish(conn, &results, now)).await
+    }
+
+    async fn inbox_entries(&self, failed_only: bool, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
+        self.call(move |conn| inbox::entries(conn, failed_only, limit)).await
+    }
+
+    async fn inbox_stats(&self) -> Result<InboxStats, StoreError> {
+        self.call(|conn| inbox::stats(conn)).await
+    }
+
+    async fn inbox_retry_failed(&self, ids: Option<&[i64]>, due_at: DateTime<Utc>) -> Result<u64, StoreError> {
+        let ids = ids.map(<[i64]>::to_vec);
+        self.call(move |conn| inbox::retry_failed(conn, ids.as_deref(), due_at)).await
     }
 }
 

@@ -21,7 +21,9 @@ pub struct Migration {
 /// Every migration this crate knows, in order.
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "0001_initial.sql", sql: include_str!("../migrations/0001_initial.sql") },
+    Migration { version: 2, name: "0002_users_role.sql", sql: include_str!("../migrations/0002_users_role.sql") },
     Migration { version: 3, name: "0003_card_members.sql", sql: include_str!("../migrations/0003_card_members.sql") },
+    Migration { version: 4, name: "0004_webhook_inbox.sql", sql: include_str!("../migrations/0004_webhook_inbox.sql") },
 ];
 
 /// The highest schema version this crate knows.
@@ -43,6 +45,10 @@ pub(crate) fn applied_version(conn: &Connection) -> Result<Option<i64>, StoreErr
 
 /// Applies the missing migrations in one IMMEDIATE transaction (a second process migrating at the
 /// same time waits for it, then finds nothing left to do).
+///
+/// A migration is missing when its version is not recorded, whatever the highest recorded one:
+/// versions need not be contiguous, and one that arrives after a higher one was applied (branches
+/// merged in another order) is still applied, in ascending order with the others.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     tx.execute_batch(
@@ -60,7 +66,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "database schema version {current} is newer than this kaiten-sync (knows up to {latest}): upgrade kaiten-sync"
         )));
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+    let applied: Vec<i64> = tx
+        .prepare("SELECT version FROM schema_migrations")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(db_err)?;
+    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         tx.execute_batch(migration.sql).map_err(|e| match db_err(e) {
             StoreError::Backend { message, .. } | StoreError::Unavailable { message, .. } => {
                 StoreError::Schema(format!("migration {} failed: {message}", migration.name))

@@ -194,6 +194,21 @@ pub(crate) fn fmt_time(t: &DateTime<Utc>) -> String {
     s
 }
 
+/// Formats a timestamp like [`fmt_time`] but always with nine fraction digits
+/// (`2025-01-01T00:00:05.000000000Z`): fixed width, so that text order is exactly time order.
+///
+/// [`fmt_time`]'s text order is time order only to the millisecond: `05.000Z` sorts after
+/// `05.000500Z` ('Z' > '5'). Columns compared against the clock to the instant (the webhook
+/// inbox's) store this spelling; [`parse_time`] reads both.
+pub(crate) fn fmt_time_fixed(t: &DateTime<Utc>) -> String {
+    let mut s = fmt_time(t);
+    if let (Some(dot), true) = (s.rfind('.'), s.ends_with('Z')) {
+        let digits = s.len() - dot - 2;
+        s.insert_str(s.len() - 1, &"000000000"[digits.min(9)..]);
+    }
+    s
+}
+
 fn push_digits(s: &mut String, mut value: u32, width: usize) {
     let mut digits = [b'0'; 10];
     for slot in digits[..width].iter_mut().rev() {
@@ -310,6 +325,34 @@ mod tests {
         assert_eq!(parse_time(&fmt_time(&far)), Some(far));
         let ancient = Utc.with_ymd_and_hms(-44, 3, 15, 12, 0, 0).unwrap();
         assert_eq!(parse_time(&fmt_time(&ancient)), Some(ancient));
+    }
+
+    #[test]
+    fn fixed_width_times_sort_as_text_in_time_order() {
+        let t = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 5).unwrap();
+        assert_eq!(fmt_time_fixed(&t), "2025-01-01T00:00:05.000000000Z");
+        // fmt_time's own order breaks inside a millisecond: the reason for the fixed width.
+        let later = t + chrono::Duration::microseconds(500);
+        assert!(fmt_time(&t) > fmt_time(&later));
+        let mut instants = vec![
+            t,
+            later,
+            t + chrono::Duration::nanoseconds(1),
+            t + chrono::Duration::milliseconds(1),
+            t + chrono::Duration::nanoseconds(999_999),
+            t - chrono::Duration::nanoseconds(1),
+            t + chrono::Duration::seconds(86_400 * 400),
+            Utc::now(),
+        ];
+        instants.sort();
+        let texts: Vec<String> = instants.iter().map(fmt_time_fixed).collect();
+        let mut sorted = texts.clone();
+        sorted.sort();
+        assert_eq!(texts, sorted);
+        for (text, instant) in texts.iter().zip(&instants) {
+            assert_eq!(text.len(), 30, "{text}");
+            assert_eq!(parse_time(text), Some(*instant));
+        }
     }
 
     #[test]

@@ -80,7 +80,7 @@ async fn migrate_twice_and_refuse_a_newer_schema() {
         .with_connection(|c| c.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)))
         .await
         .unwrap();
-    assert_eq!(applied, latest_version());
+    assert_eq!(applied, kaiten_store_sqlite::MIGRATIONS.len() as i64, "every migration once (versions may skip)");
 
     let newer = latest_version() + 41;
     store

@@ -85,14 +85,49 @@ async fn lanes_parse_in_every_condition() {
 }
 
 #[tokio::test]
-async fn users_parse() {
+async fn users_parse_and_include_deactivated_ones() {
     let server = MockServer::start().await;
-    serve(&server, "/users", USERS).await;
+    Mock::given(method("GET"))
+        .and(path(api("/users")))
+        .and(query_param("include_inactive", "true"))
+        .respond_with(json_body(USERS))
+        .expect(1)
+        .mount(&server)
+        .await;
     let users = client(&server).users_page(PageRequest { limit: 100, offset: 0 }).await.unwrap();
     assert_eq!(users.len(), 2);
     assert_eq!(users[0].email.as_deref(), Some("anna@example.com"));
+    assert_eq!(users[0].role, Some(1));
     assert_eq!(users[1].is_virtual, Some(true));
     assert_eq!(users[1].activated, Some(false));
+    assert_eq!(users[1].role, Some(3), "3 = deactivated");
+}
+
+/// Kaiten leaves deactivated users out of `GET /users` unless `include_inactive=true`: every page
+/// of the whole listing asks for them.
+#[tokio::test]
+async fn every_page_of_users_asks_for_deactivated_ones() {
+    let server = MockServer::start().await;
+    let users: Vec<Value> = (1..=150)
+        .map(|id| json!({"id": id, "activated": id % 10 != 0, "role": if id % 10 == 0 { 3 } else { 2 }}))
+        .collect();
+    let active: Vec<Value> = users.iter().filter(|u| u["activated"] == true).cloned().collect();
+    Mock::given(method("GET"))
+        .and(path(api("/users")))
+        .and(query_param("include_inactive", "true"))
+        .respond_with(Paged { items: users, max: 100 })
+        .expect(2)
+        .mount(&server)
+        .await;
+    // A request without the flag would see only active users.
+    Mock::given(method("GET"))
+        .and(path(api("/users")))
+        .respond_with(Paged { items: active, max: 100 })
+        .mount(&server)
+        .await;
+    let listed = client(&server).users().await.unwrap();
+    assert_eq!(listed.len(), 150);
+    assert_eq!(listed.iter().filter(|u| u.activated == Some(false)).count(), 15);
 }
 
 #[tokio::test]
@@ -128,11 +163,13 @@ async fn custom_property_definitions_parse() {
 }
 
 #[tokio::test]
-async fn select_values_parse_and_send_v2_select_search() {
+async fn select_values_parse_and_ask_for_every_condition() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(api("/company/custom-properties/501/select-values")))
         .and(query_param("v2_select_search", "true"))
+        .and(query_param("conditions[]", "active"))
+        .and(query_param("conditions[]", "inactive"))
         .and(query_param("limit", "100"))
         .and(query_param("offset", "0"))
         .respond_with(json_body(SELECT_VALUES))
@@ -143,8 +180,44 @@ async fn select_values_parse_and_send_v2_select_search() {
     let values = client(&server).select_values(501).await.unwrap();
     assert_eq!(values.iter().map(|v| v.id).collect::<Vec<_>>(), vec![701, 702, 703]);
     assert_eq!(values[0].custom_property_id, Some(501));
-    assert_eq!(values[2].condition, Some(Condition::Archived));
+    assert_eq!(values[2].condition, Some(Condition::Archived), "\"inactive\"");
+    assert!(values[2].is_removed(), "deleted: true");
+    assert!(!values[0].is_removed());
     assert_eq!(values[2].sort_order, Some(3.5));
+}
+
+#[tokio::test]
+async fn one_page_of_select_values_asks_for_every_condition_too() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(api("/company/custom-properties/501/select-values")))
+        .and(query_param("v2_select_search", "true"))
+        .and(query_param("conditions[]", "active"))
+        .and(query_param("conditions[]", "inactive"))
+        .and(query_param("limit", "100"))
+        .respond_with(json_body(SELECT_VALUES))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let values = client(&server).select_values_page(501, PageRequest { limit: 500, offset: 0 }).await.unwrap();
+    assert_eq!(values.len(), 3);
+}
+
+/// Date-only dates (`due_date` as some clients write it) parse as midnight UTC instead of `None`.
+#[tokio::test]
+async fn date_only_dates_parse() {
+    let server = MockServer::start().await;
+    serve(
+        &server,
+        "/cards/7",
+        r#"{"id": 7, "due_date": "2024-12-31", "created": "2024-10-14T10:48:16.594Z", "updated": "2024-10-14T13:48:16+03:00", "completed_at": "2024-11-01 09:30:00"}"#,
+    )
+    .await;
+    let card = client(&server).card(7).await.unwrap();
+    assert_eq!(card.due_date.unwrap().to_rfc3339(), "2024-12-31T00:00:00+00:00");
+    assert_eq!(card.updated.unwrap().to_rfc3339(), "2024-10-14T10:48:16+00:00");
+    assert_eq!(card.completed_at.unwrap().to_rfc3339(), "2024-11-01T09:30:00+00:00");
+    assert_eq!(card.created.unwrap().timestamp_millis(), 1_728_902_896_594);
 }
 
 #[tokio::test]

@@ -318,3 +318,62 @@ pub async fn uses_tls(store: PgStore) -> bool {
 pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
+
+/// Several `serve` processes sharing one inbox: `stores` (each with its own pool, as separate
+/// processes have) run `workers` claim loops each, claiming a few due entries at a time and
+/// finishing them, until no claim returns anything. Pushes `entries` notifications first. Panics
+/// unless every entry was claimed exactly once and the inbox ends empty; returns how many entries
+/// each store claimed.
+pub async fn claim_from_a_shared_inbox(stores: Vec<Arc<dyn Store>>, workers: usize, entries: i64) -> Vec<usize> {
+    use kaiten_sync::{EntityKind, InboxResult, Notification};
+
+    let at = |s: i64| kaiten_sync::conformance::fixtures::epoch() + chrono::Duration::seconds(s);
+    let notes: Vec<Notification> = (1..=entries)
+        .map(|id| Notification { kind: EntityKind::Cards, entity_id: id, parent_id: None, event: "card:update".into() })
+        .collect();
+    for chunk in notes.chunks(100) {
+        stores[0].inbox_push(chunk, at(0), at(0)).await.unwrap();
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(stores.len() * workers));
+    let mut tasks = Vec::new();
+    for (s, store) in stores.iter().enumerate() {
+        for w in 0..workers {
+            let (store, start) = (store.clone(), start.clone());
+            tasks.push(tokio::spawn(async move {
+                let worker = format!("store{s}-worker{w}");
+                let mut claimed = Vec::new();
+                start.wait().await;
+                loop {
+                    // The lease outlives the test: an entry is never offered twice.
+                    let batch = store.inbox_claim(&worker, 5, at(1), at(1_000_000)).await.unwrap();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for e in &batch {
+                        assert_eq!(e.claimed_by.as_deref(), Some(worker.as_str()));
+                        claimed.push(e.entity_id);
+                    }
+                    let done: Vec<InboxResult> =
+                        batch.iter().map(|e| InboxResult::Done { id: e.id, seq: e.seq, again_at: at(2) }).collect();
+                    assert_eq!(store.inbox_finish(&done, at(2)).await.unwrap(), batch.len() as u64);
+                }
+                (s, claimed)
+            }));
+        }
+    }
+    let mut per_store = vec![0; stores.len()];
+    let mut seen = std::collections::BTreeMap::new();
+    for task in tasks {
+        let (s, claimed) = task.await.unwrap();
+        per_store[s] += claimed.len();
+        for id in claimed {
+            *seen.entry(id).or_insert(0) += 1;
+        }
+    }
+    let twice: Vec<i64> = seen.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).collect();
+    assert!(twice.is_empty(), "entries claimed more than once: {twice:?}");
+    assert_eq!(seen.len() as i64, entries, "every entry claimed");
+    let stats = stores[1].inbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.failed), (0, 0), "the inbox ends empty");
+    per_store
+}

@@ -1,19 +1,21 @@
 //! End-to-end sync scenarios against the simulated Kaiten, run by every store's tests through
 //! [`crate::engine_conformance_tests!`]. Each takes a fresh, migrated, empty store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use kaiten_client::{KaitenClient, RetryPolicy};
+use kaiten_client::{
+    Board, Card, CardType, Column, KaitenClient, Lane, PropertyDefinition, RetryPolicy, SelectValue, Space, Tag, User,
+};
 use kaiten_sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
 
 use crate::inbox::{InboxEntry, InboxResult, InboxStats, Notification};
-use crate::schema::{EntityKind, SqlValue};
+use crate::schema::{EntityKind, SqlValue, ToRow};
 use crate::store::{
     EntityState, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store, StoreError, StoredRecord,
     TableCount,
@@ -152,8 +154,11 @@ pub async fn full_sync_mirrors_the_simulator(store: Arc<dyn Store>) {
     lane_ids.sort_unstable();
     assert_eq!(store.ids(EntityKind::Columns, false).await.unwrap(), column_ids);
     assert_eq!(store.ids(EntityKind::Lanes, true).await.unwrap(), lane_ids);
+    // Deactivated users too (cards name them), and every tag GET /tags lists (tags on no card it
+    // leaves out).
     assert_eq!(store.ids(EntityKind::Users, false).await.unwrap(), ids_of(&sim.users_json()));
-    assert_eq!(store.ids(EntityKind::Tags, false).await.unwrap(), ids_of(&sim.tags_json()));
+    assert!(sim.users_json().iter().any(|u| u["activated"] == false));
+    assert_eq!(store.ids(EntityKind::Tags, false).await.unwrap(), ids_of(&sim.listed_tags_json()));
     assert_eq!(store.ids(EntityKind::CardTypes, false).await.unwrap(), ids_of(&sim.card_types_json()));
     let props = sim.custom_properties_json();
     assert_eq!(store.ids(EntityKind::PropertyDefinitions, false).await.unwrap(), ids_of(&props));
@@ -180,7 +185,9 @@ pub async fn full_sync_mirrors_the_simulator(store: Arc<dyn Store>) {
     assert_eq!(cards_state.cursor, Some(newest.parse::<DateTime<Utc>>().unwrap()), "cursor = greatest updated");
 }
 
-/// An incremental run picks up created, updated, moved, archived and deleted cards, and only those.
+/// An incremental run picks up created, updated, moved and archived cards, and only those. A
+/// deleted card vanishes from Kaiten's listings (no `condition=3` listing to rely on): the
+/// incremental run cannot see it, the next full sync marks it deleted.
 pub async fn incremental_picks_up_exactly_the_changes(store: Arc<dyn Store>) {
     let sim = start_sim(SimConfig::small()).await;
     let engine = engine(&sim, &store);
@@ -199,7 +206,7 @@ pub async fn incremental_picks_up_exactly_the_changes(store: Arc<dyn Store>) {
     assert_eq!(report.run.kind, RunKind::Incremental);
     let cards = report.stats(EntityKind::Cards);
     assert_eq!(cards.inserted, 1, "one card created: {cards:?}");
-    assert_eq!(cards.updated, 4, "updated, moved, archived, deleted: {cards:?}");
+    assert_eq!(cards.updated, 3, "updated, moved, archived: {cards:?}");
     assert_eq!(cards.deleted, 0, "no sweep in an incremental run");
     for kind in EntityKind::ALL.into_iter().filter(|k| *k != EntityKind::Cards) {
         let s = report.stats(kind);
@@ -214,16 +221,38 @@ pub async fn incremental_picks_up_exactly_the_changes(store: Arc<dyn Store>) {
     assert_eq!(archived.value(EntityKind::Cards, "archived"), Some(&SqlValue::Bool(true)));
     assert_eq!(archived.deleted_at, None);
     let deleted = stored(&*store, EntityKind::Cards, ids[3]).await;
-    assert!(deleted.deleted_at.is_some(), "a deleted card is marked, not dropped");
-    // Three card listings (live, archived, deleted), each a single short page.
-    assert_eq!(requests_to(&sim, "/cards?"), 3, "{:#?}", sim.request_log());
+    assert_eq!(deleted.deleted_at, None, "an incremental listing cannot see a deletion");
+    // Two card listings (live, archived), each a single short page: no `condition=3` by default.
+    assert_eq!(requests_to(&sim, "/cards?"), 2, "{:#?}", sim.request_log());
+    assert_eq!(requests_to(&sim, "condition=3"), 0);
     let mut expected: Vec<i64> = sim.card_ids();
+    expected.push(ids[3]);
     expected.sort_unstable();
     assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), expected);
+
+    // The next full sync marks it deleted (and keeps the row).
+    let report = engine.sync_all().await.expect("full sync");
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 1);
+    assert!(stored(&*store, EntityKind::Cards, ids[3]).await.deleted_at.is_some(), "marked, not dropped");
+    expected.retain(|id| *id != ids[3]);
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), expected);
+
+    // With `incremental_deleted_cards` on, the run asks `condition=3` too; a real tenant (and the
+    // simulator) lists nothing there, so it still finds nothing.
+    let asking = SyncEngine::new(sim_client(&sim), store.clone())
+        .with_options(SyncOptions::default().with_incremental_deleted_cards(true));
+    sim.delete_card(ids[4]);
+    sim.reset_request_log();
+    let report = asking.sync_incremental().await.expect("incremental sync asking for deleted cards");
+    assert_eq!(requests_to(&sim, "condition=3"), 1);
+    assert_eq!(report.stats(EntityKind::Cards).deleted + report.stats(EntityKind::Cards).updated, 0);
+    assert_eq!(stored(&*store, EntityKind::Cards, ids[4]).await.deleted_at, None);
 }
 
 /// An incremental run with nothing changed writes nothing but the run log, with the fewest
-/// requests: one per small list, one boards list per space, three card listings.
+/// requests: one per page of each small list (users take two: 105 of them), one boards list per
+/// space, two card listings (live, archived); no columns, lanes or select values within
+/// `structure_max_age` of the full sync.
 pub async fn incremental_with_nothing_changed_writes_nothing(store: Arc<dyn Store>) {
     let sim = start_sim(SimConfig::small()).await;
     let engine = engine(&sim, &store);
@@ -235,7 +264,9 @@ pub async fn incremental_with_nothing_changed_writes_nothing(store: Arc<dyn Stor
         assert_eq!((s.inserted, s.updated, s.deleted), (0, 0, 0), "{kind}: {s:?}");
     }
     let spaces = sim.space_ids().len();
-    let expected = 5 + spaces + 3;
+    let users_pages = sim.users_json().len().div_ceil(100);
+    assert_eq!(users_pages, 2);
+    let expected = 4 + users_pages + spaces + 2;
     assert_eq!(sim.request_log().len(), expected, "requests: {:#?}", sim.request_log());
     assert_eq!(report.run.api_requests as usize, expected);
     assert_eq!(stored(&*store, EntityKind::Cards, sim.card_ids()[0]).await.synced_at, synced_before);
@@ -369,7 +400,7 @@ pub async fn selective_sync_touches_only_the_selection(store: Arc<dyn Store>) {
     assert_eq!(report.run.kind, RunKind::Selective);
     assert_eq!(report.run.entities, vec![EntityKind::Users, EntityKind::Tags]);
     let counts: BTreeMap<String, i64> = store.counts().await.unwrap().into_iter().map(|c| (c.table, c.live)).collect();
-    assert_eq!(counts["tags"], sim.tags_json().len() as i64);
+    assert_eq!(counts["tags"], sim.listed_tags_json().len() as i64);
     assert_eq!(counts["users"], sim.users_json().len() as i64);
     for table in ["spaces", "boards", "columns", "lanes", "cards", "card_types", "property_definitions"] {
         assert_eq!(counts[table], 0, "{table} untouched");
@@ -710,6 +741,298 @@ pub async fn html_instead_of_json_fails_clearly(store: Arc<dyn Store>) {
     assert_failed_run_logged(&*store, "Maintenance").await;
 }
 
+// ---- The mirror against the simulator's truth (issue 13) ----
+
+/// Moves the last complete listing of columns, lanes and select values `age` into the past, as
+/// if that much time had passed since (what [`SyncOptions::structure_max_age`] measures).
+async fn age_structure_listings(store: &dyn Store, age: Duration) {
+    let age = chrono::Duration::from_std(age).unwrap();
+    for kind in [EntityKind::Columns, EntityKind::Lanes, EntityKind::SelectValues] {
+        let mut state = store.entity_state(kind).await.unwrap();
+        state.last_full_sync_at = Some(state.last_full_sync_at.expect("listed once") - age);
+        store.save_entity_state(&state).await.unwrap();
+    }
+}
+
+/// Asserts a stored row is `expected` (a record as Kaiten serves it): the raw JSON, every typed
+/// column as the engine derives it from that JSON (`fill` sets what the engine adds, such as a
+/// card's `space_id`), and not marked deleted.
+async fn assert_row<T: ToRow>(store: &dyn Store, expected: &Value, fill: impl FnOnce(&mut T)) {
+    let mut record = T::from_value(expected.clone()).expect("the simulator serves valid records");
+    fill(&mut record);
+    let kind = T::KIND;
+    let row = stored(store, kind, record.id()).await;
+    assert_eq!(row.raw, *expected, "{kind} {}: raw JSON", record.id());
+    let want = record.values();
+    for (i, column) in kind.table().columns.iter().enumerate() {
+        assert_eq!(row.values.get(i), Some(&want[i]), "{kind} {}: column {}", record.id(), column.name);
+    }
+    assert_eq!(row.deleted_at, None, "{kind} {} is live", record.id());
+}
+
+/// Asserts the mirror holds exactly what the simulator's company holds, row by row (raw and typed
+/// columns), apart from: cards deleted in Kaiten since the last full sync (`unreconciled`: still
+/// live rows as last listed), and tags Kaiten never listed (`GET /tags` leaves out tags on no card;
+/// the mirror keeps every tag it ever saw, `kept_tags`).
+async fn assert_mirror_is_the_simulator(sim: &Simulator, store: &dyn Store, unreconciled: &[Value], kept_tags: &[i64]) {
+    let sorted = |mut ids: Vec<i64>| {
+        ids.sort_unstable();
+        ids
+    };
+    // Spaces, boards and their space.
+    let spaces = sim.spaces_json();
+    assert_eq!(store.ids(EntityKind::Spaces, false).await.unwrap(), ids_of(&spaces));
+    for space in &spaces {
+        assert_row::<Space>(store, space, |_| {}).await;
+    }
+    let boards = sim.boards_json();
+    assert_eq!(store.ids(EntityKind::Boards, false).await.unwrap(), ids_of(&boards));
+    let mut board_space = BTreeMap::new();
+    for board in &boards {
+        board_space.insert(board["id"].as_i64().unwrap(), board["space_id"].as_i64());
+        assert_row::<Board>(store, board, |_| {}).await;
+    }
+    // Columns (with their subcolumns) and lanes, archived ones included.
+    let (mut columns, mut lanes) = (Vec::new(), Vec::new());
+    for board in sim.board_ids() {
+        for column in sim.columns_json(board) {
+            assert_row::<Column>(store, &column, |c| c.board_id = c.board_id.or(Some(board))).await;
+            for sub in column["subcolumns"].as_array().unwrap() {
+                assert_row::<Column>(store, sub, |_| {}).await;
+                columns.push(sub["id"].as_i64().unwrap());
+            }
+            columns.push(column["id"].as_i64().unwrap());
+        }
+        for lane in sim.lanes_json(board) {
+            assert_row::<Lane>(store, &lane, |_| {}).await;
+            lanes.push(lane["id"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(store.ids(EntityKind::Columns, false).await.unwrap(), sorted(columns));
+    assert_eq!(store.ids(EntityKind::Lanes, false).await.unwrap(), sorted(lanes));
+    // Users, deactivated ones included.
+    let users = sim.users_json();
+    assert_eq!(store.ids(EntityKind::Users, false).await.unwrap(), ids_of(&users));
+    for user in &users {
+        assert_row::<User>(store, user, |_| {}).await;
+    }
+    // Card types, property definitions, select values in every condition.
+    let types = sim.card_types_json();
+    assert_eq!(store.ids(EntityKind::CardTypes, false).await.unwrap(), ids_of(&types));
+    for card_type in &types {
+        assert_row::<CardType>(store, card_type, |_| {}).await;
+    }
+    let props = sim.custom_properties_json();
+    assert_eq!(store.ids(EntityKind::PropertyDefinitions, false).await.unwrap(), ids_of(&props));
+    let mut values = Vec::new();
+    for prop in &props {
+        assert_row::<PropertyDefinition>(store, prop, |_| {}).await;
+        for value in sim.select_values_json(prop["id"].as_i64().unwrap()) {
+            assert_row::<SelectValue>(store, &value, |_| {}).await;
+            values.push(value);
+        }
+    }
+    assert_eq!(store.ids(EntityKind::SelectValues, false).await.unwrap(), ids_of(&values));
+    // Tags: every tag Kaiten lists, as listed, plus the ones it stopped listing (kept, live).
+    let listed = sim.listed_tags_json();
+    for tag in &listed {
+        assert_row::<Tag>(store, tag, |_| {}).await;
+    }
+    let tags: BTreeSet<i64> = ids_of(&listed).into_iter().chain(kept_tags.iter().copied()).collect();
+    let tags: Vec<i64> = tags.into_iter().collect();
+    assert_eq!(store.ids(EntityKind::Tags, false).await.unwrap(), tags, "no tag is deleted for missing from GET /tags");
+    // Cards, live and archived, with their tag links; deleted ones not reconciled yet as last seen.
+    let cards = sim.cards_json();
+    let expected_cards: Vec<Value> = cards.iter().chain(unreconciled).cloned().collect();
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), ids_of(&expected_cards));
+    for card in &expected_cards {
+        let space = board_space.get(&card["board_id"].as_i64().unwrap()).copied().flatten();
+        assert_row::<Card>(store, card, |c| c.space_id = space).await;
+        let mut tags: Vec<i64> = card["tag_ids"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(store.card_tag_ids(card["id"].as_i64().unwrap()).await.unwrap(), tags, "card {}: tags", card["id"]);
+    }
+}
+
+/// The issue's "done when": a full sync; changes of every kind in Kaiten (a card created, edited
+/// with a date-only due date, moved to another board, archived, deleted; a user deactivated; a
+/// select value removed; a column and a lane renamed; a tag taken off its last card); then one
+/// incremental sync an hour later (the structure's staleness bound) leaves the mirror equal to the
+/// simulator's truth, row by row, except for the deletion, which the next full sync reconciles.
+pub async fn one_incremental_sync_mirrors_every_kind_of_change(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let engine = engine(&sim, &store);
+    engine.sync_all().await.expect("full sync");
+    let listed_at_first = ids_of(&sim.listed_tags_json());
+    assert_mirror_is_the_simulator(&sim, &*store, &[], &[]).await;
+
+    let boards = sim.board_ids();
+    let cards = sim.cards_json();
+    let live: Vec<i64> = cards.iter().filter(|c| c["condition"] == 1).map(|c| c["id"].as_i64().unwrap()).collect();
+    // A card: created, edited (with a date-only due date), moved to another board, archived, deleted.
+    let created = sim.create_card(boards[0], "Created after the full sync")["id"].as_i64().unwrap();
+    sim.update_card(live[0], json!({"title": "Edited", "asap": true, "due_date": "2026-03-31"}));
+    let target = *sim.column_ids(boards[3]).last().unwrap();
+    let moved = *live[4..].iter().find(|id| sim.card_json(**id).unwrap()["board_id"] != boards[3]).unwrap();
+    sim.move_card(moved, target, None);
+    sim.archive_card(live[2]);
+    let deleted = live[3];
+    let deleted_as_listed = sim.card_json(deleted).unwrap();
+    sim.delete_card(deleted);
+    // A user who owns a card is deactivated.
+    let owner = cards.iter().find_map(|c| {
+        let owner = c["owner_id"].as_i64()?;
+        sim.users_json().iter().any(|u| u["id"] == owner && u["activated"] == true && u["role"] == 2).then_some(owner)
+    });
+    sim.deactivate_user(owner.expect("a card owned by an active user"));
+    // A select value a card holds is removed.
+    let prop = sim.custom_properties_json().into_iter().find(|p| p["type"] == "select").unwrap();
+    let prop_id = prop["id"].as_i64().unwrap();
+    let key = format!("id_{prop_id}");
+    let held = sim
+        .select_values_json(prop_id)
+        .iter()
+        .filter(|v| v["condition"] == "active")
+        .map(|v| v["id"].as_i64().unwrap())
+        .find(|v| cards.iter().any(|c| c["properties"][&key] == json!([*v])))
+        .expect("a card holds an active value");
+    sim.remove_select_value(prop_id, held);
+    // A column and a lane renamed (their board's `updated` does not move).
+    sim.rename_column(sim.column_ids(boards[1])[0], "Renamed column");
+    sim.rename_lane(sim.lane_ids(boards[2])[0], "Renamed lane");
+    // A tag taken off its last card drops out of GET /tags.
+    let tag = listed_at_first[0];
+    for card in sim.cards_json() {
+        let tags: Vec<i64> = card["tag_ids"].as_array().unwrap().iter().filter_map(Value::as_i64).collect();
+        if tags.contains(&tag) {
+            let rest: Vec<i64> = tags.into_iter().filter(|t| *t != tag).collect();
+            sim.update_card(card["id"].as_i64().unwrap(), json!({"tag_ids": rest}));
+        }
+    }
+    assert!(!ids_of(&sim.listed_tags_json()).contains(&tag));
+
+    // An hour later (past the default `structure_max_age`), one incremental sync.
+    age_structure_listings(&*store, Duration::from_secs(3600)).await;
+    let report = engine.sync_incremental().await.expect("incremental sync");
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 0, "an incremental listing cannot see a deletion");
+    assert_eq!(report.stats(EntityKind::Tags).deleted, 0);
+    let still = stored(&*store, EntityKind::Cards, created).await;
+    assert_eq!(still.value(EntityKind::Cards, "due_date"), Some(&SqlValue::Null), "created without a due date");
+    let edited = stored(&*store, EntityKind::Cards, live[0]).await;
+    assert_eq!(
+        edited.value(EntityKind::Cards, "due_date"),
+        Some(&SqlValue::Time("2026-03-31T00:00:00Z".parse().unwrap())),
+        "a date-only due date is a date, not NULL"
+    );
+    let value = stored(&*store, EntityKind::SelectValues, held).await;
+    assert_eq!(value.value(EntityKind::SelectValues, "condition"), Some(&SqlValue::Int(3)), "removed");
+    assert_mirror_is_the_simulator(&sim, &*store, std::slice::from_ref(&deleted_as_listed), &[tag]).await;
+
+    // The next full sync reconciles the deletion, and still deletes no tag.
+    let report = engine.sync_all().await.expect("full sync");
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 1);
+    assert_eq!(report.stats(EntityKind::Tags).deleted, 0);
+    let row = stored(&*store, EntityKind::Cards, deleted).await;
+    assert!(row.deleted_at.is_some(), "the deleted card is marked");
+    assert_eq!(row.raw, deleted_as_listed, "and keeps what was last listed");
+    assert_mirror_is_the_simulator(&sim, &*store, &[], &[tag]).await;
+    let cards_state = store.entity_state(EntityKind::Cards).await.unwrap();
+    assert!(cards_state.last_full_sync_at >= Some(row.deleted_at.unwrap()), "deletions reconciled then");
+}
+
+/// Columns, lanes and select values change without moving their parent's `updated` and without
+/// webhooks: an incremental run re-lists them all once their last complete listing is older than
+/// `structure_max_age` (and only then: otherwise just the boards whose `updated` moved), which
+/// bounds how stale they get.
+pub async fn structure_is_repolled_within_its_max_age(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let engine = engine(&sim, &store);
+    engine.sync_all().await.expect("full sync");
+    let board = sim.board_ids()[1];
+    let column = sim.column_ids(board)[0];
+    let lane = sim.lane_ids(board)[0];
+    let prop = sim.custom_properties_json().into_iter().find(|p| p["type"] == "select").unwrap()["id"].as_i64().unwrap();
+    let value = sim.select_values_json(prop)[0]["id"].as_i64().unwrap();
+    let old_title = stored(&*store, EntityKind::Columns, column).await.raw["title"].clone();
+    sim.rename_column(column, "Renamed column");
+    sim.rename_lane(lane, "Renamed lane");
+    sim.remove_select_value(prop, value);
+    let title = |kind, id| {
+        let store = store.clone();
+        async move { stored(&*store, kind, id).await.raw["title"].clone() }
+    };
+
+    // Within the bound: nothing re-listed, nothing asked.
+    sim.reset_request_log();
+    engine.sync_incremental().await.expect("incremental sync");
+    assert_eq!(requests_to(&sim, "/columns") + requests_to(&sim, "/lanes") + requests_to(&sim, "/select-values"), 0);
+    assert_eq!(title(EntityKind::Columns, column).await, old_title, "not re-listed yet");
+
+    // Past it: every board's columns and lanes and every select property's values, once.
+    age_structure_listings(&*store, SyncOptions::default().structure_max_age).await;
+    sim.reset_request_log();
+    let report = engine.sync_incremental().await.expect("incremental sync past the bound");
+    let boards = sim.board_ids().len();
+    let selects = sim.custom_properties_json().iter().filter(|p| p["type"] == "select").count();
+    assert_eq!((requests_to(&sim, "/columns"), requests_to(&sim, "/lanes")), (boards, boards), "one request each per board");
+    assert_eq!(requests_to(&sim, "/select-values"), selects);
+    assert_eq!(title(EntityKind::Columns, column).await, "Renamed column");
+    assert_eq!(title(EntityKind::Lanes, lane).await, "Renamed lane");
+    let row = stored(&*store, EntityKind::SelectValues, value).await;
+    assert_eq!(row.value(EntityKind::SelectValues, "condition"), Some(&SqlValue::Int(3)));
+    assert_eq!(row.deleted_at, None, "a removed value Kaiten still lists is not a deleted row");
+    assert_eq!((report.stats(EntityKind::Columns).updated, report.stats(EntityKind::Lanes).updated), (1, 1));
+    for kind in [EntityKind::Columns, EntityKind::Lanes, EntityKind::SelectValues] {
+        let state = store.entity_state(kind).await.unwrap();
+        assert!(state.last_full_sync_at >= Some(report.run.started_at), "{kind}: a complete listing again");
+    }
+
+    // The clock restarted: the next run asks nothing again.
+    sim.reset_request_log();
+    engine.sync_incremental().await.expect("incremental sync");
+    assert_eq!(requests_to(&sim, "/columns") + requests_to(&sim, "/select-values"), 0);
+
+    // With a zero bound, every incremental run re-lists.
+    let always = SyncEngine::new(sim_client(&sim), store.clone())
+        .with_options(SyncOptions::default().with_structure_max_age(Duration::ZERO));
+    sim.rename_column(column, "Renamed again");
+    always.sync_incremental().await.expect("incremental sync");
+    assert_eq!(title(EntityKind::Columns, column).await, "Renamed again");
+}
+
+/// `--board`/`--space` naming something Kaiten does not have: an invalid selection naming the
+/// ids, a failed run in the log, and nothing stored (no placeholder board).
+pub async fn an_unknown_board_or_space_is_refused_before_anything_is_written(store: Arc<dyn Store>) {
+    let sim = start_sim(SimConfig::small()).await;
+    let engine = engine(&sim, &store);
+    let lanes = Selection::kinds(&[EntityKind::Lanes]).in_boards(&[424_242]);
+    let err = engine.sync_selection(&lanes, Mode::Full).await.expect_err("no such board");
+    assert!(matches!(err, SyncError::InvalidSelection(_)), "{err:?}");
+    assert!(err.to_string().contains("Kaiten has no board 424242"), "{err}");
+    let known = sim.board_ids()[0];
+    let some = Selection::kinds(&[EntityKind::Cards]).in_boards(&[known, 7, 8]);
+    let err = engine.sync_selection(&some, Mode::Incremental).await.expect_err("two unknown boards");
+    assert!(err.to_string().contains("boards 7,8"), "{err}");
+    assert!(!err.to_string().contains(&known.to_string()), "only the unknown ones are named: {err}");
+    let spaces = Selection::all().in_spaces(&[5]);
+    let err = engine.sync_selection(&spaces, Mode::Full).await.expect_err("no such space");
+    assert!(err.to_string().contains("Kaiten has no space 5"), "{err}");
+    for table in store.counts().await.unwrap() {
+        assert_eq!((table.live, table.deleted), (0, 0), "{} holds nothing", table.table);
+    }
+    let runs = store.recent_runs(3).await.unwrap();
+    assert!(runs.iter().all(|r| r.status == RunStatus::Failed && r.error.as_deref().unwrap_or("").contains("Kaiten has no")));
+    assert_eq!(requests_to(&sim, "/lanes") + requests_to(&sim, "/cards"), 0, "nothing listed past GET /spaces");
+    // A board Kaiten has works.
+    engine.sync_selection(&Selection::kinds(&[EntityKind::Lanes]).in_boards(&[known]), Mode::Full).await.expect("known board");
+    assert_eq!(store.ids(EntityKind::Lanes, false).await.unwrap(), {
+        let mut lanes = sim.lane_ids(known);
+        lanes.sort_unstable();
+        lanes
+    });
+}
+
 /// Generates one `#[tokio::test]` per end-to-end scenario. `$make` is an async fn returning
 /// `(Arc<dyn Store>, guard)`: a fresh, migrated, empty store and whatever keeps it alive.
 #[macro_export]
@@ -729,6 +1052,9 @@ macro_rules! engine_conformance_tests {
             bad_token_fails_clearly,
             unreachable_kaiten_fails_clearly,
             html_instead_of_json_fails_clearly,
+            one_incremental_sync_mirrors_every_kind_of_change,
+            structure_is_repolled_within_its_max_age,
+            an_unknown_board_or_space_is_refused_before_anything_is_written,
         );
     };
     (@tests $make:path; $($name:ident),* $(,)?) => {
