@@ -2,8 +2,13 @@
 //! limit, no latency) fully synced into SQLite and Postgres, then an incremental run with nothing
 //! changed and one after 100 card changes. Prints wall time, cards/s, API requests and memory growth.
 //!
+//! Then webhook acknowledgement latency with the inbox on each store: 500 deliveries/s from 16
+//! connections for `BENCH_WEBHOOK_SECONDS` (default 10; 2 in a smoke run), p50/p99 printed.
+//!
 //! `cargo run --release -p kaiten-bench` (`BENCH_CARDS=2000` for a smoke run; `BENCH_PG_URL` names
 //! the Postgres server, default `postgres://postgres@127.0.0.1:5432/test`; `BENCH_SKIP_PG=1` skips it).
+
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,9 +86,16 @@ async fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    let seconds = std::env::var("BENCH_WEBHOOK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cards < 10_000 { 2.0 } else { 10.0 });
+    let load = webhooks::Load { rate: 500.0, connections: 16, duration: std::time::Duration::from_secs_f64(seconds) };
+
     let dir = tempfile::tempdir()?;
     let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("bench.db"))?);
-    bench_store("sqlite", &sim, sqlite).await?;
+    bench_store("sqlite", &sim, sqlite.clone()).await?;
+    webhooks::bench_webhooks("sqlite", &sim, sqlite, &load).await?;
 
     if std::env::var("BENCH_SKIP_PG").is_ok() {
         return Ok(());
@@ -95,7 +107,10 @@ async fn main() -> Result<()> {
     let pg = Arc::new(
         PgStore::connect_with(options).await.context("Postgres for the benchmark (BENCH_SKIP_PG=1 skips it)")?,
     );
-    let result = bench_store("postgres", &sim, pg.clone()).await;
+    let mut result = bench_store("postgres", &sim, pg.clone()).await;
+    if result.is_ok() {
+        result = webhooks::bench_webhooks("postgres", &sim, pg.clone(), &load).await;
+    }
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(pg.pool()).await?;
     result
 }

@@ -1,7 +1,10 @@
 //! Kaiten webhooks in your own axum app: `cargo run -p kaiten-examples --bin webhook_axum`
 //! (without `KAITEN_API_URL` it uses a simulated Kaiten, changes a card, shows the webhook arriving
 //! and exits; with `KAITEN_API_URL`, `KAITEN_API_TOKEN` and `KAITEN_WEBHOOK_SECRET` it serves
-//! `POST /webhooks/kaiten/<secret>` on `WEBHOOK_LISTEN` (default 127.0.0.1:3000) until Ctrl-C).
+//! `POST /api/webhooks/kaiten/<secret>` on `WEBHOOK_LISTEN` (default 127.0.0.1:3000) until Ctrl-C).
+//!
+//! A delivery is only a notification: the handler records "card 42 changed" in the store's inbox
+//! and answers at once; the worker fetches card 42 from Kaiten and stores that.
 
 use std::time::Duration;
 
@@ -13,8 +16,8 @@ use axum::Router;
 use kaiten_sync::{EntityKind, SyncEngine, WebhookAuth, WebhookHandler};
 
 /// The adapter: URL secret, optional signature header and body in; a status code out. Kaiten
-/// does not retry, so answer fast (applying is one upsert) and let the scheduled incremental sync
-/// repair whatever a delivery missed.
+/// does not retry, so answer fast (accepting is one insert into the inbox; the worker applies it)
+/// and let the scheduled sync repair whatever a delivery missed.
 async fn kaiten_webhook(
     State(handler): State<WebhookHandler>,
     Path(secret): Path<String>,
@@ -24,10 +27,10 @@ async fn kaiten_webhook(
     let signature = handler.hmac_header().and_then(|h| headers.get(h)).and_then(|v| v.to_str().ok());
     match handler.handle(&secret, signature, &body).await {
         Ok(outcome) => {
-            println!(
-                "webhook {}: applied={} stale={} ignored={} (run {:?})",
-                outcome.event, outcome.applied, outcome.stale, outcome.ignored, outcome.run_id
-            );
+            match &outcome.queued {
+                Some(n) => println!("webhook {}: {} {} queued for a refetch", outcome.event, n.kind, n.entity_id),
+                None => println!("webhook {}: ignored", outcome.event),
+            }
             (StatusCode::OK, "ok".into())
         }
         Err(e) => {
@@ -55,8 +58,11 @@ async fn main() -> anyhow::Result<()> {
     println!("mirror up to date: {} cards", report.stats(EntityKind::Cards).fetched);
 
     let handler = WebhookHandler::new(client, store.clone(), WebhookAuth::new(secret.clone()));
+    // The worker applies what the route accepted, until the process ends.
+    let worker = handler.clone();
+    tokio::spawn(async move { worker.run_worker(std::future::pending()).await });
     let app = Router::new()
-        .route("/webhooks/kaiten/{secret}", post(kaiten_webhook))
+        .route("/api/webhooks/kaiten/{secret}", post(kaiten_webhook))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .with_state(handler);
     let default_listen = if sim.is_some() { "127.0.0.1:0" } else { "127.0.0.1:3000" };
@@ -75,18 +81,23 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
     });
-    println!("receiving webhooks at http://{addr}/webhooks/kaiten/<KAITEN_WEBHOOK_SECRET>");
+    println!("receiving webhooks at http://{addr}/api/webhooks/kaiten/<KAITEN_WEBHOOK_SECRET>");
 
     match sim {
         Some(sim) => {
             // Point the simulated Kaiten's webhooks here, change a card, and watch it arrive.
-            sim.set_webhook_url(Some(format!("http://{addr}/webhooks/kaiten/{secret}")));
+            sim.set_webhook_url(Some(format!("http://{addr}/api/webhooks/kaiten/{secret}")));
             let card = sim.card_ids()[0];
             let board = sim.card_json(card).and_then(|c| c["board_id"].as_i64()).unwrap_or_default();
             let column = *sim.column_ids(board).last().expect("a board has columns");
             sim.update_card(card, serde_json::json!({"title": "Renamed in Kaiten"}));
             sim.move_card(card, column, None);
             sim.flush_webhooks(Duration::from_secs(10)).await;
+            // The worker applies a delivery a second after it arrives (bursts coalesce).
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while store.inbox_stats().await?.pending > 0 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let stored = store.get(EntityKind::Cards, card).await?.expect("the card is mirrored");
             println!(
                 "card {card} in the mirror, without another sync: title {}, column {}",
@@ -97,7 +108,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         None => {
-            println!("Ctrl-C stops. In Kaiten: space settings → webhooks → https://your-host/webhooks/kaiten/<secret>");
+            println!(
+                "Ctrl-C stops. In Kaiten: space settings → webhooks → https://your-host/api/webhooks/kaiten/<secret>"
+            );
         }
     }
     server.await??;
