@@ -146,6 +146,11 @@ pub struct SyncOptions {
     /// by one (`GET /cards/{id}`) when there are at most this many, so a card moved to another board
     /// is not marked deleted.
     pub max_verified_deletions: usize,
+    /// Finished runs older than this are deleted from `sync_logs` at the end of each run (`None`
+    /// keeps them all).
+    pub run_retention: Option<Duration>,
+    /// The newest runs kept whatever their age.
+    pub keep_runs: usize,
     /// Incremental runs fetch `GET /cards/{id}` for every card their listing returns as changed
     /// (not stored yet, or with a newer `updated` or `version` than the stored copy) and store
     /// that response instead of the list shape, so the card's members (`card_members`) are
@@ -171,6 +176,8 @@ impl Default for SyncOptions {
             concurrency: 4,
             max_resume_age: Duration::from_secs(24 * 3600),
             max_verified_deletions: 100,
+            run_retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            keep_runs: 1000,
             card_members_backfill: false,
         }
     }
@@ -234,6 +241,13 @@ impl SyncOptions {
     /// Sets [`SyncOptions::concurrency`].
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets [`SyncOptions::run_retention`] and [`SyncOptions::keep_runs`].
+    pub fn with_run_retention(mut self, retention: Option<Duration>, keep_runs: usize) -> Self {
+        self.run_retention = retention;
+        self.keep_runs = keep_runs;
         self
     }
 
@@ -542,6 +556,14 @@ impl SyncEngine {
             status: record.status,
             error: record.error.clone(),
         });
+        if let Some(retention) = self.options.run_retention {
+            let before = now_millis() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+            match self.store.prune_runs(before, self.options.keep_runs).await {
+                Ok(0) => {}
+                Ok(pruned) => info!(pruned, "pruned old runs from sync_logs"),
+                Err(e) => warn!(error = %e, "could not prune old runs from sync_logs"),
+            }
+        }
         outcome?;
         info!(run_id = record.id, requests = record.api_requests, "sync finished");
         Ok(SyncReport { run: record, duration: started.elapsed() })

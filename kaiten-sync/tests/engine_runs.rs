@@ -191,7 +191,9 @@ async fn a_tenant_refusing_to_list_deleted_cards_still_syncs_incrementally() {
         .build()
         .unwrap();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let engine = SyncEngine::new(client, store.clone());
+    // Asking for deleted cards is opt-in (real tenants list nothing there): ask, and be refused.
+    let options = SyncOptions::default().with_incremental_deleted_cards(true);
+    let engine = SyncEngine::new(client, store.clone()).with_options(options);
     engine.sync_all().await.unwrap();
     let renamed = sim.card_ids()[0];
     sim.update_card(renamed, serde_json::json!({"title": "renamed behind a proxy"}));
@@ -204,4 +206,27 @@ async fn a_tenant_refusing_to_list_deleted_cards_still_syncs_incrementally() {
     assert!(store.get(EntityKind::Cards, deleted).await.unwrap().unwrap().deleted_at.is_none());
     let report = engine.sync_all().await.unwrap();
     assert_eq!(report.stats(EntityKind::Cards).deleted, 1);
+}
+
+/// `sync_logs` keeps what the retention setting says: older finished runs are pruned at the end of
+/// each run, the newest `keep_runs` stay whatever their age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_runs_are_pruned_by_the_retention_setting() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let keep_all = SyncEngine::new(sim_client(&sim), store.clone())
+        .with_options(SyncOptions::default().with_run_retention(None, 0));
+    for _ in 0..3 {
+        keep_all.sync_incremental().await.unwrap();
+    }
+    assert_eq!(store.recent_runs(100).await.unwrap().len(), 3, "no retention: every run is kept");
+    let default = SyncEngine::new(sim_client(&sim), store.clone());
+    default.sync_incremental().await.unwrap();
+    assert_eq!(store.recent_runs(100).await.unwrap().len(), 4, "the default keeps 30 days");
+    let pruning = SyncEngine::new(sim_client(&sim), store.clone())
+        .with_options(SyncOptions::default().with_run_retention(Some(Duration::ZERO), 2));
+    let last = pruning.sync_incremental().await.unwrap();
+    let left: Vec<i64> = store.recent_runs(100).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(left[0], last.run.id, "the newest run is kept");
 }
