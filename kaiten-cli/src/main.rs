@@ -94,7 +94,8 @@ struct SyncArgs {
     lock_wait: u64,
     /// Incremental runs: fetch every changed card on its own (`GET /cards/{id}`, one request per
     /// changed card) to store its members in `card_members`. No effect on full listings.
-    #[arg(long, env = "KAITEN_CARD_MEMBERS")]
+    /// `KAITEN_CARD_MEMBERS` takes `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
+    #[arg(long, env = "KAITEN_CARD_MEMBERS", value_parser = clap::builder::BoolishValueParser::new())]
     members: bool,
     #[command(flatten)]
     kaiten: KaitenArgs,

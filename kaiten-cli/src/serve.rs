@@ -31,8 +31,8 @@ use chrono::{DateTime, NaiveTime, Utc};
 use clap::Args;
 use kaiten_client::{KaitenClient, Secret};
 use kaiten_sync::{
-    constant_time_eq, EntityState, RunRecord, Store, SyncEngine, SyncError, SyncReport, TableCount, WebhookAuth,
-    WebhookHandler, WebhookOptions,
+    constant_time_eq, EntityState, RunRecord, Store, SyncEngine, SyncError, SyncOptions, SyncReport, TableCount,
+    WebhookAuth, WebhookHandler, WebhookOptions,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// body keyed with KAITEN_WEBHOOK_SECRET (for a signing proxy in front; Kaiten signs nothing).
     #[arg(long, env = "KAITEN_WEBHOOK_HMAC_HEADER", value_name = "HEADER")]
     hmac_header: Option<String>,
+    /// Scheduled incremental syncs also fetch each changed card (`GET /cards/{id}`, one request per
+    /// changed card) to store its members in `card_members`. Webhook refetches always store them.
+    #[arg(long, env = "KAITEN_CARD_MEMBERS", value_parser = clap::builder::BoolishValueParser::new())]
+    members: bool,
     #[command(flatten)]
     kaiten: KaitenArgs,
     #[command(flatten)]
@@ -260,6 +264,8 @@ pub struct ServeConfig {
     pub schedule: Schedule,
     /// How webhook deliveries are applied.
     pub webhook_options: WebhookOptions,
+    /// How scheduled and button-started syncs run.
+    pub sync_options: SyncOptions,
 }
 
 /// The server's shared state. Cheap to clone.
@@ -289,7 +295,7 @@ impl AppState {
         }
         let webhooks =
             WebhookHandler::with_options(config.client.clone(), config.store.clone(), auth, config.webhook_options);
-        let engine = SyncEngine::new(config.client, config.store.clone());
+        let engine = SyncEngine::new(config.client, config.store.clone()).with_options(config.sync_options);
         Self(Arc::new(Inner {
             store: config.store,
             engine,
@@ -913,6 +919,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         admin_token,
         schedule: schedule.clone(),
         webhook_options: WebhookOptions::default(),
+        sync_options: SyncOptions::default().with_card_members_backfill(args.members),
     });
 
     println!("kaiten-sync serve on http://{addr} ({})", args.db.describe());
@@ -991,6 +998,7 @@ mod tests {
             admin_token: admin_token.map(Secret::new),
             schedule: Schedule::default(),
             webhook_options: WebhookOptions::default().with_debounce(Duration::ZERO),
+            sync_options: SyncOptions::default(),
         });
         Fixture { sim, store, state }
     }

@@ -261,3 +261,54 @@ async fn status_shows_when_deletions_were_last_reconciled() {
     assert_eq!(status["deletions_reconciled_at"], cards["last_full_sync_at"]);
     assert!(status["deletions_reconciled_at"].is_string());
 }
+
+/// `sync incremental --members` (or `KAITEN_CARD_MEMBERS=1`) stores the members of the cards that
+/// changed; without it, the incremental run stores none.
+#[tokio::test]
+async fn members_flag_stores_the_members_of_changed_cards() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (url, token) = (sim.base_url(), sim.token());
+    let env = [
+        ("KAITEN_API_URL", url.as_str()),
+        ("KAITEN_API_TOKEN", token.as_str()),
+        ("KAITEN_RATE_LIMIT", "0"),
+        ("DATABASE_URL", "sqlite://mirror.db"),
+    ];
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full", "--members"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let served = |id: i64| {
+        let mut members: Vec<(i64, i64)> = sim.card_detail_json(id).unwrap()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["user_id"].as_i64().unwrap(), m["type"].as_i64().unwrap()))
+            .collect();
+        members.sort_unstable();
+        members
+    };
+    let stored = |id: i64| {
+        let path = dir.path().join("mirror.db");
+        async move { SqliteStore::open(&path).unwrap().card_members(id).await.unwrap() }
+    };
+    let board = sim.board_ids()[0];
+
+    let plain = sim.create_card(board, "without members")["id"].as_i64().unwrap();
+    let out = kaiten_sync(dir.path(), &env, &["sync", "incremental"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stored(plain).await.is_empty(), "off by default");
+
+    let flagged = sim.create_card(board, "with --members")["id"].as_i64().unwrap();
+    let out = kaiten_sync(dir.path(), &env, &["sync", "incremental", "--members"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stored(flagged).await, served(flagged));
+    assert!(!served(flagged).is_empty());
+
+    let by_env = sim.create_card(board, "with KAITEN_CARD_MEMBERS")["id"].as_i64().unwrap();
+    let mut with_env = env.to_vec();
+    with_env.push(("KAITEN_CARD_MEMBERS", "1"));
+    let out = kaiten_sync(dir.path(), &with_env, &["sync", "incremental"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stored(by_env).await, served(by_env));
+    assert!(stored(plain).await.is_empty(), "an unchanged card is not fetched");
+}

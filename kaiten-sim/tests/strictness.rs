@@ -121,7 +121,7 @@ async fn select_values_list_only_active_ones_unless_conditions_ask() {
     let path = format!("/company/custom-properties/{prop_id}/select-values");
 
     assert_eq!(get_list(&sim, &format!("{path}?v2_select_search=true")).await, active);
-    assert_eq!(get_list(&sim, &format!("{path}")).await, active, "without v2 search: active values, filters ignored");
+    assert_eq!(get_list(&sim, &path).await, active, "without v2 search: active values, filters ignored");
     assert_eq!(get_list(&sim, &format!("{path}?conditions=inactive")).await, active, "conditions need v2 search");
     for query in [
         "conditions[]=active&conditions[]=inactive",

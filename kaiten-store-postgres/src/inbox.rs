@@ -29,7 +29,8 @@ use crate::PgStore;
 const ATTEMPTS: usize = 3;
 
 /// The columns of an entry, in the order [`entry_from_row`] reads them.
-const COLUMNS: &str = "id, kind, entity_id, parent_id, event, deliveries, seq, received_at, next_attempt_at, attempts, \
+const COLUMNS: &str =
+    "id, kind, entity_id, parent_id, event, deliveries, seq, received_at, next_attempt_at, attempts, \
                        last_error, failed_at, claimed_by, claimed_until";
 
 /// The inbox's statements for one schema.
@@ -293,14 +294,8 @@ impl PgStore {
         let rows = self
             .inbox_retrying(Ctx::new("claim webhook inbox entries"), move || async move {
                 let mut tx = self.begin_with(None).await?;
-                let rows = self
-                    .query(sql)
-                    .bind(worker)
-                    .bind(lease_until)
-                    .bind(now)
-                    .bind(limit(n))
-                    .fetch_all(&mut *tx)
-                    .await?;
+                let rows =
+                    self.query(sql).bind(worker).bind(lease_until).bind(now).bind(limit(n)).fetch_all(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(rows)
             })
@@ -407,9 +402,11 @@ impl PgStore {
         started_before: DateTime<Utc>,
         reason: &str,
     ) -> Result<u64, StoreError> {
-        self.execute_counting(Ctx::new("mark interrupted webhook runs"), &self.inner.inbox.interrupt_webhook_runs, |q| {
-            q.bind(started_before).bind(reason)
-        })
+        self.execute_counting(
+            Ctx::new("mark interrupted webhook runs"),
+            &self.inner.inbox.interrupt_webhook_runs,
+            |q| q.bind(started_before).bind(reason),
+        )
         .await
     }
 

@@ -75,9 +75,7 @@ impl Statements {
             tables: TABLES.iter().map(|t| table_sql(s, t)).collect(),
             counts: counts_sql(s),
             card_tag_ids: format!("SELECT tag_id FROM {s}.card_tags WHERE card_id = $1 ORDER BY tag_id"),
-            card_members: format!(
-                "SELECT user_id, \"type\" FROM {s}.card_members WHERE card_id = $1 ORDER BY user_id"
-            ),
+            card_members: format!("SELECT user_id, \"type\" FROM {s}.card_members WHERE card_id = $1 ORDER BY user_id"),
             state_upsert: format!(
                 "INSERT INTO {s}.sync_metadata AS m (entity, cursor, last_full_sync_at, last_incremental_sync_at, \
                  resume, row_count, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now()) \

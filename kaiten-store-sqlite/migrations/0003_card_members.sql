@@ -23,11 +23,17 @@ CREATE INDEX card_members_user_id ON card_members (user_id);
 INSERT INTO card_members (card_id, user_id, type)
 SELECT card_id, user_id, MAX(type)
 FROM (
+    -- Paths into `raw` rather than `m.value`, which is not JSON for a scalar member.
     SELECT c.id AS card_id,
-           CASE WHEN json_type(m.value, '$.user_id') = 'integer' THEN json_extract(m.value, '$.user_id')
-                WHEN json_type(m.value, '$.id') = 'integer' THEN json_extract(m.value, '$.id')
+           CASE WHEN json_type(c.raw, m.fullkey || '.user_id') = 'integer'
+                    THEN json_extract(c.raw, m.fullkey || '.user_id')
+                WHEN json_type(c.raw, m.fullkey || '.id') = 'integer'
+                    THEN json_extract(c.raw, m.fullkey || '.id')
            END AS user_id,
-           CASE WHEN json_type(m.value, '$.type') = 'integer' THEN json_extract(m.value, '$.type') ELSE 1 END AS type
+           CASE WHEN json_type(c.raw, m.fullkey || '.type') = 'integer'
+                    THEN json_extract(c.raw, m.fullkey || '.type')
+                ELSE 1
+           END AS type
     FROM cards AS c, json_each(c.raw, '$.members') AS m
     WHERE json_type(c.raw, '$.members') = 'array'
 )

@@ -73,13 +73,6 @@ impl PreparedPush {
     }
 }
 
-/// Records one call's notifications in its own transaction.
-pub(crate) fn push(conn: &mut Connection, push: &PreparedPush) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-    push.write(&tx)?;
-    tx.commit().map_err(db_err)
-}
-
 /// Records the notifications of several calls in one transaction (one commit for all), each call
 /// under a savepoint so that a call that fails leaves the others' rows in. Returns each call's
 /// result, in order; when the commit itself fails, every call fails.
@@ -186,9 +179,10 @@ pub(crate) fn claim(
                  RETURNING {COLUMNS}"
             ))
             .map_err(db_err)?;
-        let rows = stmt.query(params![worker, fmt_time_fixed(&lease_until), fmt_time_fixed(&now), limit(n)]);
-        let entries = read_entries(rows.map_err(db_err)?)?;
-        entries
+        let rows = stmt
+            .query(params![worker, fmt_time_fixed(&lease_until), fmt_time_fixed(&now), limit(n)])
+            .map_err(db_err)?;
+        read_entries(rows)?
     };
     tx.commit().map_err(db_err)?;
     // RETURNING comes in no particular order.

@@ -25,11 +25,16 @@
 //! ```
 //!
 //! # How it runs
-//! Every statement runs on one dedicated writer thread that owns the only connection of the
-//! store; async methods send it a job and await the answer, so no tokio worker ever blocks on
-//! SQLite (SQLite serializes writers anyway). Dropping the last handle ends the thread once the
-//! queued jobs are done. A future that is dropped does not cancel its job: a page either commits
-//! whole or not at all.
+//! Every statement runs on one dedicated writer thread that owns the store's connection; async
+//! methods send it a job and await the answer, so no tokio worker ever blocks on SQLite (SQLite
+//! serializes writers anyway). Dropping the last handle ends the thread once the queued jobs are
+//! done. A future that is dropped does not cancel its job: a page either commits whole or not at
+//! all.
+//!
+//! Webhook inbox pushes ([`Store::inbox_push`]) answer a delivery that waits for them, so they
+//! jump the queue: the writer takes every push queued at that moment before the next queued job
+//! (a push waits for at most the job running and one more), and commits them in one transaction,
+//! each under its own savepoint (one commit for a burst; a push that fails fails alone).
 //!
 //! # Schema
 //! The tables mirror [`kaiten_sync::schema::TABLES`] and are created by embedded migrations
@@ -46,8 +51,9 @@
 //! reference rules of [`kaiten_sync::MemoryStore`] (newer `updated`, then `version`, wins;
 //! identical records are not rewritten), and writes only new and changed rows, setting only the
 //! columns that changed so that unchanged indexed columns cost nothing; all in one `IMMEDIATE`
-//! transaction together with the page's entity state. WAL checkpoints run on the writer thread
-//! while it is idle (a sync mostly waits for Kaiten), not inside a page's commit.
+//! transaction together with the page's entity state. WAL checkpoints (copying committed pages
+//! back into the database file, with two fsyncs) run on a second connection of the store's own,
+//! on a thread of their own, every thousand or so changed rows, so that no commit waits for them.
 //! [`SqliteStore::with_connection`] runs queries of your own on the store's connection.
 //!
 //! # Several processes
@@ -62,6 +68,7 @@ mod migrations;
 mod ops;
 mod sql;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -153,7 +160,16 @@ impl Location {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// An operation on the writer thread's connection.
+type RunJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// What the writer thread runs.
+enum Job {
+    /// Any operation, in the order sent.
+    Run(RunJob),
+    /// A webhook inbox push: before queued `Run` jobs, grouped with the pushes queued with it.
+    Push(PreparedPush, oneshot::Sender<Result<(), StoreError>>),
+}
 
 /// A [`Store`] on one SQLite database file (or an in-memory database).
 ///
@@ -215,15 +231,31 @@ impl SqliteStore {
             }
         };
         configure(&conn, &location, &options).map_err(|e| open_err(&shown, e))?;
-        let wal = matches!(location, Location::File(_));
+        let no_thread = |what: &str, e: std::io::Error| StoreError::Unavailable {
+            backend: BACKEND,
+            message: format!("cannot start the SQLite {what} thread for {shown}: {e}"),
+            source: Some(Box::new(e)),
+        };
+        // A file in WAL mode gets a checkpointer: a second connection, on a thread of its own.
+        let checkpoints = match &location {
+            Location::File(path) => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let second = Connection::open_with_flags(path, flags).map_err(|e| open_err(&shown, e))?;
+                second.busy_timeout(options.busy_timeout).map_err(|e| open_err(&shown, e))?;
+                let (signal, signals) = mpsc::sync_channel::<()>(1);
+                std::thread::Builder::new()
+                    .name("kaiten-sqlite-checkpoint".into())
+                    .spawn(move || checkpointer(second, signals))
+                    .map_err(|e| no_thread("checkpoint", e))?;
+                Some(signal)
+            }
+            Location::Memory => None,
+        };
         let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new().name("kaiten-sqlite".into()).spawn(move || writer(conn, queue, wal)).map_err(
-            |e| StoreError::Unavailable {
-                backend: BACKEND,
-                message: format!("cannot start the SQLite writer thread for {shown}: {e}"),
-                source: Some(Box::new(e)),
-            },
-        )?;
+        std::thread::Builder::new()
+            .name("kaiten-sqlite".into())
+            .spawn(move || writer(conn, queue, checkpoints))
+            .map_err(|e| no_thread("writer", e))?;
         tracing::debug!(location = %shown, "opened SQLite store");
         Ok(Self { jobs, location: shown, options })
     }
@@ -260,15 +292,27 @@ impl SqliteStore {
         R: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let job = Job::Run(Box::new(move |conn| {
             let _ = reply.send(f(conn));
-        });
+        }));
         let lost = || StoreError::Backend {
             backend: BACKEND,
             message: format!("a SQLite operation on {} panicked; nothing of it was committed", self.location),
             source: None,
         };
         self.jobs.send(job).map_err(|_| lost())?;
+        answer.await.map_err(|_| lost())?
+    }
+
+    /// Sends a webhook inbox push to the writer thread (ahead of queued jobs) and awaits its commit.
+    async fn push(&self, push: PreparedPush) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let lost = || StoreError::Backend {
+            backend: BACKEND,
+            message: format!("a SQLite inbox push on {} panicked; nothing of it was committed", self.location),
+            source: None,
+        };
+        self.jobs.send(Job::Push(push, reply)).map_err(|_| lost())?;
         answer.await.map_err(|_| lost())?
     }
 }
@@ -309,41 +353,82 @@ fn is_busy(err: &rusqlite::Error) -> bool {
     matches!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
-/// Rows changed since the last checkpoint after which an idle writer checkpoints the WAL.
-const IDLE_CHECKPOINT_CHANGES: u64 = 1_000;
-/// WAL size (in pages) at which a commit checkpoints by itself, when the writer never idles.
+/// Rows changed since the last checkpoint after which the writer asks for the next one.
+const CHECKPOINT_CHANGES: u64 = 1_000;
+/// WAL size (in pages) at which a commit checkpoints by itself (a backstop: the checkpointer keeps
+/// the WAL well below it unless one transaction writes more).
 const AUTOCHECKPOINT_PAGES: u32 = 4_000;
 
-/// The writer thread: runs jobs in order until every handle of the store is dropped.
+/// The writer thread: runs jobs until every handle of the store is dropped and the queue is empty.
 ///
-/// WAL checkpoints (copying committed pages back into the database file, with two fsyncs) are
-/// done here when no job is waiting, rather than inside whichever commit crosses SQLite's
-/// threshold: a sync spends most of its time waiting for Kaiten, so the copy costs it nothing.
-/// `wal_autocheckpoint` stays on, higher, as a backstop for a writer that is never idle.
-fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>, wal: bool) {
+/// `Run` jobs run in the order sent. Pushes jump the queue: each time the writer takes a job, it
+/// first moves everything sent meanwhile into its own queues, and runs all the pushes waiting then
+/// as one group, unless it ran a group last and a `Run` job waits (which then goes first: pushes
+/// cannot starve the other jobs). Jobs of one caller keep their order, since a caller awaits each
+/// job before it sends the next.
+///
+/// Every [`CHECKPOINT_CHANGES`] changed rows, it signals the checkpointer (without waiting).
+fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>, checkpoints: Option<mpsc::SyncSender<()>>) {
+    let mut runs: VecDeque<RunJob> = VecDeque::new();
+    let mut pushes: Vec<(PreparedPush, oneshot::Sender<Result<(), StoreError>>)> = Vec::new();
+    let sort = |job: Job, runs: &mut VecDeque<_>, pushes: &mut Vec<_>| match job {
+        Job::Run(job) => runs.push_back(job),
+        Job::Push(push, reply) => pushes.push((push, reply)),
+    };
+    let mut pushed_last = false;
     let mut checkpointed_at = conn.total_changes();
     loop {
-        let job = match queue.try_recv() {
-            Ok(job) => job,
-            Err(mpsc::TryRecvError::Disconnected) => break,
-            Err(mpsc::TryRecvError::Empty) => {
-                if wal && conn.total_changes().saturating_sub(checkpointed_at) >= IDLE_CHECKPOINT_CHANGES {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        tracing::debug!(error = %e, "idle WAL checkpoint failed; SQLite will checkpoint on commit");
-                    }
-                    checkpointed_at = conn.total_changes();
-                }
-                match queue.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
-                }
+        if pushes.is_empty() && runs.is_empty() {
+            match queue.recv() {
+                Ok(job) => sort(job, &mut runs, &mut pushes),
+                // Every handle is gone and every job done.
+                Err(_) => break,
             }
-        };
-        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
-            tracing::error!("a SQLite store operation panicked; its transaction was rolled back");
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+        }
+        while let Ok(job) = queue.try_recv() {
+            sort(job, &mut runs, &mut pushes);
+        }
+        if !pushes.is_empty() && (!pushed_last || runs.is_empty()) {
+            pushed_last = true;
+            let group = std::mem::take(&mut pushes);
+            guarded(&mut conn, move |conn| {
+                let (group, replies): (Vec<PreparedPush>, Vec<_>) = group.into_iter().unzip();
+                let results = inbox::push_group(conn, &group.iter().collect::<Vec<_>>());
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            });
+        } else if let Some(job) = runs.pop_front() {
+            pushed_last = false;
+            guarded(&mut conn, job);
+        }
+        if let Some(signal) = &checkpoints {
+            if conn.total_changes().saturating_sub(checkpointed_at) >= CHECKPOINT_CHANGES {
+                // Full: a checkpoint is already asked for.
+                let _ = signal.try_send(());
+                checkpointed_at = conn.total_changes();
             }
+        }
+    }
+}
+
+/// Runs a job; a job that panics has its transaction rolled back.
+fn guarded(conn: &mut Connection, job: impl FnOnce(&mut Connection)) {
+    if std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))).is_err() {
+        tracing::error!("a SQLite store operation panicked; its transaction was rolled back");
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// The checkpointer thread: a `PASSIVE` checkpoint on its own connection each time the writer
+/// asks, until the writer ends. Checkpoints in WAL mode run beside the writer's transactions (they
+/// copy what was committed before they started), so the writer never waits for their fsyncs.
+fn checkpointer(conn: Connection, signals: mpsc::Receiver<()>) {
+    while signals.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "WAL checkpoint failed; the next one or SQLite's own will catch up");
         }
     }
 }
@@ -463,8 +548,7 @@ impl Store for SqliteStore {
         if notifications.is_empty() {
             return Ok(());
         }
-        let push = PreparedPush::new(notifications, now, due_at);
-        self.call(move |conn| inbox::push(conn, &push)).await
+        self.push(PreparedPush::new(notifications, now, due_at)).await
     }
 
     async fn inbox_claim(

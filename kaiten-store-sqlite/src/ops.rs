@@ -249,7 +249,8 @@ pub(crate) fn apply_page(conn: &mut Connection, page: PreparedPage) -> Result<Pa
         }
     }
 
-    if !page.card_members.cards.is_empty() && !(inserts.is_empty() && updates.is_empty()) {
+    let wrote_any = !inserts.is_empty() || !updates.is_empty();
+    if wrote_any && !page.card_members.cards.is_empty() {
         // Members too, for the cards written that carry their member list (a handful of rows each:
         // deleted and inserted again rather than diffed).
         let written: HashSet<i64> = inserts.iter().chain(&updates).map(|r| r.id).collect();

@@ -700,4 +700,12 @@ mod tests {
         assert_eq!(members.links, vec![(7, 11, 2), (7, 12, 1), (7, 13, 1)]);
         assert_eq!(Batch::Tags(Vec::new()).card_members(), CardMembers::default());
     }
+
+    #[cfg(feature = "conformance")]
+    #[test]
+    fn member_shapes_parse_as_documented() {
+        let members = Batch::Cards(crate::conformance::fixtures::cards_with_member_shapes()).card_members();
+        assert_eq!(members.cards, vec![1, 2, 4]);
+        assert_eq!(members.links, vec![(1, 11, 2), (1, 12, 1), (1, 13, 1), (1, 16, 1), (1, 17, 1), (4, 23, 2)]);
+    }
 }

@@ -952,7 +952,8 @@ pub async fn structure_is_repolled_within_its_max_age(store: Arc<dyn Store>) {
     let board = sim.board_ids()[1];
     let column = sim.column_ids(board)[0];
     let lane = sim.lane_ids(board)[0];
-    let prop = sim.custom_properties_json().into_iter().find(|p| p["type"] == "select").unwrap()["id"].as_i64().unwrap();
+    let prop =
+        sim.custom_properties_json().into_iter().find(|p| p["type"] == "select").unwrap()["id"].as_i64().unwrap();
     let value = sim.select_values_json(prop)[0]["id"].as_i64().unwrap();
     let old_title = stored(&*store, EntityKind::Columns, column).await.raw["title"].clone();
     sim.rename_column(column, "Renamed column");
@@ -975,7 +976,11 @@ pub async fn structure_is_repolled_within_its_max_age(store: Arc<dyn Store>) {
     let report = engine.sync_incremental().await.expect("incremental sync past the bound");
     let boards = sim.board_ids().len();
     let selects = sim.custom_properties_json().iter().filter(|p| p["type"] == "select").count();
-    assert_eq!((requests_to(&sim, "/columns"), requests_to(&sim, "/lanes")), (boards, boards), "one request each per board");
+    assert_eq!(
+        (requests_to(&sim, "/columns"), requests_to(&sim, "/lanes")),
+        (boards, boards),
+        "one request each per board"
+    );
     assert_eq!(requests_to(&sim, "/select-values"), selects);
     assert_eq!(title(EntityKind::Columns, column).await, "Renamed column");
     assert_eq!(title(EntityKind::Lanes, lane).await, "Renamed lane");
@@ -1022,10 +1027,15 @@ pub async fn an_unknown_board_or_space_is_refused_before_anything_is_written(sto
         assert_eq!((table.live, table.deleted), (0, 0), "{} holds nothing", table.table);
     }
     let runs = store.recent_runs(3).await.unwrap();
-    assert!(runs.iter().all(|r| r.status == RunStatus::Failed && r.error.as_deref().unwrap_or("").contains("Kaiten has no")));
+    assert!(runs
+        .iter()
+        .all(|r| r.status == RunStatus::Failed && r.error.as_deref().unwrap_or("").contains("Kaiten has no")));
     assert_eq!(requests_to(&sim, "/lanes") + requests_to(&sim, "/cards"), 0, "nothing listed past GET /spaces");
     // A board Kaiten has works.
-    engine.sync_selection(&Selection::kinds(&[EntityKind::Lanes]).in_boards(&[known]), Mode::Full).await.expect("known board");
+    engine
+        .sync_selection(&Selection::kinds(&[EntityKind::Lanes]).in_boards(&[known]), Mode::Full)
+        .await
+        .expect("known board");
     assert_eq!(store.ids(EntityKind::Lanes, false).await.unwrap(), {
         let mut lanes = sim.lane_ids(known);
         lanes.sort_unstable();

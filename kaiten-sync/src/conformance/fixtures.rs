@@ -85,3 +85,39 @@ pub fn lane(id: i64, board_id: i64) -> Lane {
         "sort_order": 1.0, "created": stamp(0), "updated": stamp(1)}))
     .unwrap()
 }
+
+/// Cards 1 to 6 of board 10 as `GET /cards/{id}` might return them, with `members` in every shape
+/// the member parser ([`crate::store::CardMembers`]) must handle: the usual one, `user_id` or `id`
+/// alone, a missing or non-integer `type`, a user listed twice, entries without a usable user, an
+/// empty list, a list that is not an array, scalars in the list, and a card of the list shape
+/// (no `members`). For checking that what a store derives elsewhere (a migration) agrees.
+pub fn cards_with_member_shapes() -> Vec<Card> {
+    let members = [
+        json!([
+            {"id": 11, "user_id": 11, "card_id": 1, "type": 2, "full_name": "Responsible"},
+            {"id": 12, "type": 1},
+            {"user_id": 13},
+            {"id": 11, "user_id": 11, "type": 1},
+            {"full_name": "no id"},
+            {"user_id": "14", "type": 1},
+            {"user_id": -3, "id": 15, "type": 1},
+            {"user_id": null, "id": 16, "type": 2.0},
+            {"user_id": 17, "type": "2"}
+        ]),
+        json!([]),
+        json!({"a": {"user_id": 21, "type": 1}}),
+        json!([5, "x", null, [22], {"user_id": 23, "type": 2}]),
+        json!(null),
+    ];
+    let mut cards: Vec<Card> = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, members)| {
+            let mut j = card_json(i as i64 + 1, 10, 100, 1);
+            j["members"] = members;
+            Card::from_value(j).unwrap()
+        })
+        .collect();
+    cards.push(card(6, 10, 100, 1));
+    cards
+}

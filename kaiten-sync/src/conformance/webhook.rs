@@ -130,6 +130,17 @@ async fn assert_card_is_kaitens(sim: &Simulator, store: &Arc<dyn Store>, id: i64
         stored(store, parent, value).await;
     }
     assert_eq!(int(&row, kind, "owner_id"), detail["owner_id"].as_i64());
+    // The members Kaiten returned with the card (`members[]`, type 1 member / 2 responsible).
+    let mut members: Vec<(i64, i64)> = detail["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| Some((m["user_id"].as_i64().or(m["id"].as_i64())?, m["type"].as_i64().unwrap_or(1))))
+        .collect();
+    // A user listed twice counts once, with the higher type.
+    members.sort_unstable_by_key(|(user, kind)| (*user, std::cmp::Reverse(*kind)));
+    members.dedup_by_key(|m| m.0);
+    assert_eq!(store.card_members(id).await.unwrap(), members, "card {id} members");
     assert_eq!(text(&row, kind, "title").as_deref(), detail["title"].as_str());
 }
 
