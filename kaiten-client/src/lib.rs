@@ -11,6 +11,8 @@
 //!   `X-RateLimit-*`, bounded concurrency, and retries of 429 / 5xx / timeouts / connection errors that
 //!   honour `Retry-After`, capped in attempts and total wait ([`RetryPolicy`]).
 //! - One [`Error`] enum saying what went wrong and whether it is worth retrying.
+//! - [`redact_url`]: the one redaction of passwords and tokens in URLs and connection strings that
+//!   every kaiten-sync crate uses before printing one.
 //!
 //! # Quickstart
 //!
@@ -58,6 +60,7 @@ pub mod models;
 mod pagination;
 mod query;
 mod rate_limit;
+pub mod redact;
 mod retry;
 mod secret;
 mod transport;
@@ -74,4 +77,5 @@ pub use models::{
 };
 pub use pagination::{Pager, DEFAULT_MAX_PAGES};
 pub use query::{CardQuery, OrderDirection, PageRequest};
+pub use redact::redact_url;
 pub use secret::Secret;

@@ -215,28 +215,27 @@ fn url_value_end(bytes: &[u8], start: usize) -> usize {
     bytes.len()
 }
 
-/// A libpq value ends at white space, or at its closing quote (`'...'` with `\'` escapes).
+/// A libpq value ends at white space that is neither escaped (`\ `) nor quoted (`'a b'`).
 fn key_value_end(bytes: &[u8], start: usize) -> usize {
-    match bytes.get(start) {
-        Some(&quote @ (b'\'' | b'"')) => {
-            let mut i = start + 1;
-            while i < bytes.len() {
-                match bytes[i] {
-                    b'\\' => i += 2,
-                    b if b == quote => return i + 1,
-                    _ => i += 1,
-                }
-            }
-            bytes.len()
-        }
-        _ => {
-            let mut i = start;
-            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+    let mut i = start;
+    let mut quote = None;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            _ if b == b'\\' => i += 2,
+            Some(q) if b == q => {
+                quote = None;
                 i += 1;
             }
-            i
+            None if b == b'\'' || b == b'"' => {
+                quote = Some(b);
+                i += 1;
+            }
+            None if b.is_ascii_whitespace() => return i,
+            _ => i += 1,
         }
     }
+    bytes.len()
 }
 
 fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
@@ -252,19 +251,17 @@ fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
     merged
 }
 
-/// `'a\'b'` → `a'b`; anything else as it is.
+/// A libpq value as libpq reads it: quotes removed, backslash escapes applied (`'a\'b'` → `a'b`).
 fn unquote(text: &str) -> String {
-    let Some(quote) = text.chars().next().filter(|c| matches!(c, '\'' | '"')) else { return text.to_owned() };
-    let inner = text[1..].strip_suffix(quote).unwrap_or(&text[1..]);
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
+    let mut out = String::with_capacity(text.len());
+    let mut quote = None;
+    let mut chars = text.chars();
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(next) = chars.next() {
-                out.push(next);
-            }
-        } else {
-            out.push(c);
+        match c {
+            '\\' => out.extend(chars.next()),
+            c if Some(c) == quote => quote = None,
+            '\'' | '"' if quote.is_none() => quote = Some(c),
+            c => out.push(c),
         }
     }
     out
@@ -294,4 +291,198 @@ fn percent_decode(text: &str, plus_as_space: bool) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_passwords_of_any_characters() {
+        let cases = [
+            ("postgres://u:secret@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("postgres://postgres:Pw/Secret123@127.0.0.1:5432/x", "postgres://postgres:***@127.0.0.1:5432/x"),
+            ("postgres://u:Pw?Secret123@h/x", "postgres://u:***@h/x"),
+            ("postgres://u:Pw#Secret123@h/x", "postgres://u:***@h/x"),
+            ("postgres://u:12/Secret123@h/x", "postgres://u:***@h/x"),
+            ("postgres://u:p%40ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:a@b@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:a:b@h/db", "postgres://u:***@h/db"),
+            ("postgresql://u:pw@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),
+            ("postgres://postgres:postgres@localhost/db", "postgres://postgres:***@localhost/db"),
+            ("http://user:pass@kaiten.local:8080/api/latest", "http://user:***@kaiten.local:8080/api/latest"),
+            ("HTTPS://user:p%2Fss@host", "HTTPS://user:***@host"),
+            ("postgres://u:@h/db", "postgres://u:@h/db"),
+            ("https://acme.kaiten.ru/api/latest", "https://acme.kaiten.ru/api/latest"),
+            ("sqlite://kaiten.db", "sqlite://kaiten.db"),
+            ("kaiten.db", "kaiten.db"),
+            ("", ""),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact_url(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn secret_query_parameters_in_any_case() {
+        let cases = [
+            (
+                "postgres://h/db?user=u&password=secret&sslmode=require",
+                "postgres://h/db?user=u&password=***&sslmode=require",
+            ),
+            ("postgres://h/db?PASSWORD=secret", "postgres://h/db?PASSWORD=***"),
+            ("postgres://h/db?sslmode=require&sslpassword=k3y", "postgres://h/db?sslmode=require&sslpassword=***"),
+            ("https://h/x?token=t0k&api_key=k&Api-Key=k2&limit=5", "https://h/x?token=***&api_key=***&Api-Key=***&limit=5"),
+            ("postgres://h/db?pass%77ord=x", "postgres://h/db?pass%77ord=***"),
+            // Written unencoded, `#`, `&` and `@` stay in the value unless a parameter follows.
+            ("postgres://h/db?password=a#b", "postgres://h/db?password=***"),
+            ("postgres://h/db?password=a&b&sslmode=require", "postgres://h/db?password=***&sslmode=require"),
+            ("postgres://h/db?password=abc@def", "postgres://h/db?password=***"),
+            ("postgres://h/db?sslmode=require", "postgres://h/db?sslmode=require"),
+            ("postgres://h/db?passwordless=", "postgres://h/db?passwordless="),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact_url(input), expected, "{input}");
+        }
+        // Both readings of an `@` after the authority are hidden.
+        let out = redact_url("postgres://u@h:5432/db?password=abc@def");
+        assert!(!out.contains("abc") && !out.contains("def"), "{out}");
+    }
+
+    #[test]
+    fn libpq_key_value_strings() {
+        let cases = [
+            ("host=h password=secret dbname=x", "host=h password=*** dbname=x"),
+            ("host=h password = secret dbname=x", "host=h password = *** dbname=x"),
+            ("host=h password='se cr\\'et' dbname=x", "host=h password=*** dbname=x"),
+            ("password=secret", "password=***"),
+            ("host=h sslpassword=k3y user=u", "host=h sslpassword=*** user=u"),
+            ("not a url password=x", "not a url password=***"),
+            ("host=h dbname=x user=u", "host=h dbname=x user=u"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact_url(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_listed_raw_and_decoded() {
+        let secrets = url_secrets("postgres://u:p%40ss/w@h/db?password=a+b%21");
+        for expected in ["p%40ss/w", "p@ss/w", "a+b%21", "a b!"] {
+            assert!(secrets.iter().any(|s| s == expected), "{expected} in {secrets:?}");
+        }
+        assert_eq!(url_secrets("host=h password='a\\'b'"), vec!["'a\\'b'".to_owned(), "a'b".to_owned()]);
+        assert!(url_secrets("postgres://u@h/db").is_empty());
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Secrets of any characters, often those with a meaning in URLs and connection strings,
+        /// long enough that they cannot appear by chance elsewhere.
+        fn secret() -> impl Strategy<Value = String> {
+            let special: Vec<char> = "/?#@:&;=% +'\"\\\t\n[]".chars().collect();
+            let char = prop_oneof![
+                3 => prop::sample::select(special),
+                2 => prop::char::range('a', 'z'),
+                1 => any::<char>(),
+            ];
+            proptest::collection::vec(char, 6..24).prop_map(|chars| chars.into_iter().collect())
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            "[a-z][a-z0-9_]{0,8}"
+        }
+
+        fn encode(text: &str) -> String {
+            text.bytes()
+                .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+                .collect()
+        }
+
+        /// Neither the secret nor a part of it that the rest of the text does not hold survives.
+        fn assert_hidden(out: &str, secret: &str, rest: &str) -> Result<(), TestCaseError> {
+            prop_assert!(!out.contains(secret), "{secret:?} survives in {out:?}");
+            let chars: Vec<char> = secret.chars().collect();
+            for window in chars.windows(4) {
+                let part: String = window.iter().collect();
+                if !rest.contains(&part) && !REDACTED.contains(&part) {
+                    prop_assert!(!out.contains(&part), "{part:?} of {secret:?} survives in {out:?}");
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            // No regression files: a failure prints its minimal input, which a unit test keeps.
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn user_info_passwords_never_survive(
+                scheme in prop::sample::select(vec!["postgres", "postgresql", "http", "https"]),
+                user in name(), host in name(), db in name(), secret in secret(), encoded in any::<bool>(),
+                port in prop::option::of(1u16..),
+                query in prop::option::of((name(), name())),
+            ) {
+                let password = if encoded { encode(&secret) } else { secret.clone() };
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                let query = query.map(|(k, v)| format!("?{k}={v}")).unwrap_or_default();
+                let url = format!("{scheme}://{user}:{password}@{host}{port}/{db}{query}");
+                let out = redact_url(&url);
+                let rest = format!("{scheme}://{user}:@{host}{port}/{db}{query}");
+                assert_hidden(&out, &password, &rest)?;
+                assert_hidden(&out, &secret, &rest)?;
+                if !secret.contains('=') {
+                    prop_assert!(out.contains(&format!("@{host}")), "the host is kept: {out}");
+                }
+            }
+
+            #[test]
+            fn query_secrets_never_survive(
+                user in prop::option::of(name()), host in name(), db in name(), secret in secret(),
+                key in prop::sample::select(vec!["password", "PassWord", "sslpassword", "token", "api_key", "apikey"]),
+                before in prop::option::of((name(), name())), after in prop::option::of((name(), name())),
+                raw in any::<bool>(),
+            ) {
+                // Unencoded, a secret ends at `&name=`: the generator keeps `&` and `;` out of it.
+                let value = if raw { secret.replace(['&', ';'], "") } else { encode(&secret) };
+                prop_assume!(value.chars().count() >= 6);
+                let user = user.map(|u| format!("{u}@")).unwrap_or_default();
+                let mut params = Vec::new();
+                if let Some((k, v)) = &before { params.push(format!("{k}={v}")); }
+                params.push(format!("{key}={value}"));
+                if let Some((k, v)) = &after { params.push(format!("x{k}={v}")); }
+                let url = format!("postgres://{user}{host}/{db}?{}", params.join("&"));
+                let out = redact_url(&url);
+                let rest = url.replace(&value, "");
+                assert_hidden(&out, &value, &rest)?;
+                if !raw {
+                    assert_hidden(&out, &secret, &rest)?;
+                }
+            }
+
+            #[test]
+            fn libpq_passwords_never_survive(
+                host in name(), db in name(), secret in secret(), quoted in any::<bool>(),
+                key in prop::sample::select(vec!["password", "PASSWORD", "sslpassword"]),
+            ) {
+                let value = if quoted {
+                    format!("'{}'", secret.replace('\\', "\\\\").replace('\'', "\\'"))
+                } else {
+                    secret.chars().filter(|c| !c.is_whitespace() && !matches!(c, '\\' | '\'' | '"')).collect()
+                };
+                prop_assume!(value.chars().count() >= 6);
+                let text = format!("host={host} {key}={value} dbname={db}");
+                let out = redact_url(&text);
+                let rest = format!("host={host} {key}= dbname={db}");
+                assert_hidden(&out, &value, &rest)?;
+                prop_assert!(out.ends_with(&format!(" dbname={db}")), "{out}");
+                let secrets = url_secrets(&text);
+                let plain = if quoted { secret.clone() } else { value.clone() };
+                prop_assert!(secrets.contains(&plain), "{plain:?} not in {secrets:?}");
+            }
+        }
+    }
 }

@@ -9,54 +9,9 @@ use sqlx::postgres::PgDatabaseError;
 pub(crate) const BACKEND: &str = "postgres";
 
 /// Removes the password from a connection URL (`postgres://user:secret@host/db` →
-/// `postgres://user:***@host/db`, and `password=...` query parameters).
-pub fn redact_url(url: &str) -> String {
-    let (head, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => return redact_query_password(url),
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => {
-            let (userinfo, host) = authority.split_at(at);
-            match userinfo.find(':') {
-                Some(colon) => format!("{}:***{}", &userinfo[..colon], host),
-                None => authority.to_owned(),
-            }
-        }
-        None => authority.to_owned(),
-    };
-    format!("{head}{authority}{}", redact_query_password(tail))
-}
-
-fn redact_query_password(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = find_password_key(rest) {
-        let value_start = i + "password=".len();
-        out.push_str(&rest[..value_start]);
-        out.push_str("***");
-        let value_end = rest[value_start..].find(['&', '#', ' ']).map_or(rest.len(), |e| value_start + e);
-        rest = &rest[value_end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn find_password_key(s: &str) -> Option<usize> {
-    let lower = s.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(pos) = lower[from..].find("password=") {
-        let at = from + pos;
-        let boundary = at == 0 || matches!(lower.as_bytes()[at - 1], b'?' | b'&' | b' ');
-        if boundary {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
-}
+/// `postgres://user:***@host/db`), secret query parameters and libpq `password=` values: the one
+/// redaction of the workspace, [`kaiten_client::redact::redact_url`].
+pub use kaiten_sync::kaiten_client::redact::redact_url;
 
 /// Secrets that must never appear in an error message: the password of the URL, raw and
 /// percent-decoded.
@@ -71,27 +26,10 @@ impl fmt::Debug for Secrets {
 
 impl Secrets {
     pub(crate) fn from_url(url: &str) -> Self {
-        let mut secrets = Vec::new();
-        if let Some(i) = url.find("://") {
-            let rest = &url[i + 3..];
-            let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-            if let Some(at) = authority.rfind('@') {
-                if let Some(colon) = authority[..at].find(':') {
-                    secrets.push(authority[colon + 1..at].to_owned());
-                }
-            }
-        }
-        let mut rest = url;
-        while let Some(i) = find_password_key(rest) {
-            let start = i + "password=".len();
-            let end = rest[start..].find(['&', '#', ' ']).map_or(rest.len(), |e| start + e);
-            secrets.push(rest[start..end].to_owned());
-            rest = &rest[end..];
-        }
-        let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
-        secrets.extend(decoded);
+        let mut secrets = kaiten_sync::kaiten_client::redact::url_secrets(url);
         secrets.retain(|s| s.len() >= 3);
-        secrets.sort();
+        // Longest first: a secret that contains another is replaced whole.
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();
         Self(secrets)
     }
@@ -110,24 +48,6 @@ impl Secrets {
     fn contains_any(&self, text: &str) -> bool {
         self.0.iter().any(|s| text.contains(s.as_str()))
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() && s.is_char_boundary(i + 3) {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An error whose text had a secret removed: stands in for the driver's error as `source`.
@@ -354,6 +274,10 @@ mod tests {
         assert_eq!(redact_url("postgres://u:p%40ss@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("postgres://u:a@b@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("not a url password=x"), "not a url password=***");
+        assert_eq!(
+            redact_url("postgres://postgres:Pw/Secret123@127.0.0.1:5432/x"),
+            "postgres://postgres:***@127.0.0.1:5432/x"
+        );
     }
 
     #[test]
@@ -362,5 +286,7 @@ mod tests {
         let text = secrets.scrub("a p%40ssword b p@ssword c other1");
         assert_eq!(text, "a *** b *** c ***");
         assert!(!format!("{secrets:?}").contains("ssword"));
+        let secrets = Secrets::from_url("postgres://u:Pw/Secret123@h/db");
+        assert_eq!(secrets.scrub("password Pw/Secret123 rejected"), "password *** rejected");
     }
 }

@@ -56,6 +56,10 @@
 //!   whose heartbeat is older than `stale_after` has its session ended and the lock taken over.
 //!   The `sync_lock` row says who holds it. [`LockMode::Table`] makes that row the lock, for
 //!   poolers.
+//! - The webhook inbox (`webhook_inbox`): a push is one `INSERT ... ON CONFLICT DO UPDATE`
+//!   committed synchronously (an acknowledged delivery survives a server crash); a claim is an
+//!   `UPDATE` of rows picked `FOR UPDATE SKIP LOCKED`, so several processes share one inbox and
+//!   never hold one entry at once.
 //! - Relationships the engine always satisfies (card → board, column, lane; subcolumn → column)
 //!   are foreign keys, `DEFERRABLE INITIALLY DEFERRED` ([`PgStoreOptions::foreign_keys`]).
 //! - Errors name the problem (server unreachable, authentication, missing database, TLS,
@@ -252,9 +256,19 @@ impl PgStore {
                 source: None,
             });
         }
-        let mut connect_options =
-            PgConnectOptions::from_str(&options.url).map_err(|e| connect_error(e, &target, &secrets))?;
-        check_tls_files(&options.url, &target)?;
+        let url = without_unsupported_parameters(&options.url);
+        let mut connect_options = PgConnectOptions::from_str(&url).map_err(|e| connect_error(e, &target, &secrets))?;
+        if connect_options.get_database().is_none_or(str::is_empty) {
+            return Err(StoreError::Unavailable {
+                backend: BACKEND,
+                message: format!(
+                    "invalid database URL {target}: it names no database (without one the server picks a database \
+                     named after the user); add it after the host: postgres://user:password@host:5432/DATABASE"
+                ),
+                source: None,
+            });
+        }
+        check_tls_files(&url, &target)?;
         connect_options = connect_options.statement_cache_capacity(options.statement_cache_capacity);
         // sqlx would send `extra_float_digits` at startup, which PgBouncer refuses ("unsupported
         // startup parameter") unless told to ignore it; the store reads no text-format floats.
@@ -476,6 +490,54 @@ impl PgStore {
     }
 }
 
+/// Query parameters of a connection URL that sqlx understands (it logs any other one with its
+/// value, which may be a secret such as libpq's `sslpassword`).
+const SUPPORTED_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The URL without the query parameters sqlx does not support: sqlx would log each with its value
+/// (`sslpassword=...`). Only their number is logged: a mistyped parameter may be a secret.
+fn without_unsupported_parameters(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else { return url.to_owned() };
+    let supported = |key: &str| SUPPORTED_PARAMETERS.contains(&key) || key.starts_with("options[");
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    let ignored = pairs.iter().filter(|(k, _)| !supported(k)).count();
+    if ignored == 0 {
+        return url.to_owned();
+    }
+    tracing::warn!(
+        ignored,
+        "ignoring query parameters of the database URL that the Postgres driver does not support (it knows \
+         sslmode, sslrootcert, sslcert, sslkey, host, hostaddr, port, dbname, user, password, application_name, \
+         options)"
+    );
+    let kept: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| supported(k)).collect();
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+    parsed.into()
+}
+
 /// Fails clearly when a certificate or key file the URL names (`sslrootcert`, `sslcert`, `sslkey`)
 /// does not exist, instead of the connection's bare "file not found".
 fn check_tls_files(url: &str, target: &str) -> Result<(), StoreError> {
@@ -535,6 +597,31 @@ mod tests {
         for bad in ["", "Kaiten", "1abc", "a-b", "a.b", "x\"; drop", "pg_kaiten", &"a".repeat(64)] {
             let err = validate_schema_name(bad).unwrap_err();
             assert!(err.to_string().contains("invalid schema name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn unsupported_parameters_are_dropped_before_the_driver_sees_them() {
+        assert_eq!(
+            without_unsupported_parameters("postgres://u:p@h/db?sslmode=require&sslpassword=s3cret&Password=x"),
+            "postgres://u:p@h/db?sslmode=require"
+        );
+        assert_eq!(without_unsupported_parameters("postgres://u:p@h/db?sslpassword=s3cret"), "postgres://u:p@h/db");
+        let kept = "postgres://u:p@h/db?sslmode=require&options[search_path]=x&application_name=a";
+        assert_eq!(without_unsupported_parameters(kept), kept);
+        assert_eq!(without_unsupported_parameters("postgres://u:p/w@h/db"), "postgres://u:p/w@h/db");
+    }
+
+    #[tokio::test]
+    async fn a_url_without_a_database_is_refused_before_connecting() {
+        if std::env::var_os("PGDATABASE").is_some() {
+            return; // the environment names a database for such URLs
+        }
+        for url in ["postgres://", "postgres://u:pw@127.0.0.1:1", "postgresql://u:pw@127.0.0.1:1/", "postgres://h?sslmode=disable"]
+        {
+            let err = PgStore::connect(url).await.unwrap_err().to_string();
+            assert!(err.contains("names no database") && err.contains("invalid database URL"), "{url}: {err}");
+            assert!(!err.contains("pw"), "{err}");
         }
     }
 

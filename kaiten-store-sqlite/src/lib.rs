@@ -2,7 +2,7 @@
 //!
 //! One file holds the whole mirror: a table per entity kind with typed columns (ids, titles,
 //! parents, timestamps as RFC 3339 text) plus the raw JSON, `card_tags`, `card_members`, `sync_metadata`,
-//! `sync_logs` and `sync_lock`. The database runs in WAL mode, so readers (a BI tool, the
+//! `sync_logs`, `sync_lock` and `webhook_inbox`. The database runs in WAL mode, so readers (a BI tool, the
 //! `sqlite3` shell) never block the sync and the sync never blocks them.
 //!
 //! ```
@@ -34,7 +34,10 @@
 //! Webhook inbox pushes ([`Store::inbox_push`]) answer a delivery that waits for them, so they
 //! jump the queue: the writer takes every push queued at that moment before the next queued job
 //! (a push waits for at most the job running and one more), and commits them in one transaction,
-//! each under its own savepoint (one commit for a burst; a push that fails fails alone).
+//! each under its own savepoint (one commit for a burst; a push that fails fails alone). A
+//! committed push survives the process being killed; like every commit of this store
+//! (`synchronous = NORMAL` in WAL mode), not necessarily a power loss or an operating system crash
+//! right after it.
 //!
 //! # Schema
 //! The tables mirror [`kaiten_sync::schema::TABLES`] and are created by embedded migrations
