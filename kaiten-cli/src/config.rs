@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use kaiten_client::KaitenClient;
+use kaiten_client::{redact_url, KaitenClient};
 
 /// Environment variable with the Kaiten base URL.
 pub const ENV_API_URL: &str = "KAITEN_API_URL";
@@ -41,21 +41,7 @@ pub struct DbArgs {
 impl DbArgs {
     /// The database in words, without a password.
     pub fn describe(&self) -> String {
-        redact(&self.database_url)
-    }
-}
-
-/// Removes the password from a URL (`postgres://user:secret@host` → `postgres://user:***@host`).
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+        redact_url(&self.database_url)
     }
 }
 
@@ -67,11 +53,13 @@ pub struct KaitenArgs {
     #[arg(long, env = ENV_API_URL)]
     pub api_url: Option<String>,
     /// Client-side limit in requests per second (0 = none: for a tenant with a higher quota or a
-    /// local simulator).
-    #[arg(long, env = "KAITEN_RATE_LIMIT", default_value_t = 5.0)]
+    /// local simulator; otherwise at least 1/3600, one request an hour).
+    #[arg(long, env = "KAITEN_RATE_LIMIT", default_value_t = 5.0, value_parser = parse_rate_limit,
+        allow_negative_numbers = true)]
     pub rate_limit: f64,
-    /// Seconds before a request times out.
-    #[arg(long, env = "KAITEN_TIMEOUT", default_value_t = 30)]
+    /// Seconds before a request times out (1 or more).
+    #[arg(long, env = "KAITEN_TIMEOUT", default_value_t = 30, value_parser = parse_timeout,
+        allow_negative_numbers = true)]
     pub timeout: u64,
 }
 
@@ -89,10 +77,56 @@ impl KaitenArgs {
     }
 }
 
+/// The slowest rate limit accepted: one request an hour (the client's own floor).
+const MIN_RATE_LIMIT: f64 = 1.0 / 3600.0;
+
+/// `KAITEN_RATE_LIMIT` / `--rate-limit`: 0 (no limit) or at least one request an hour.
+fn parse_rate_limit(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) => check_rate_limit(rate),
+        Err(_) => check_rate_limit(f64::NAN).map_err(|e| format!("{e} (got {text:?})")),
+    }
+}
+
+/// The rate limit in the CLI's words: 0 means none.
+fn check_rate_limit(rate: f64) -> Result<f64, String> {
+    if rate == 0.0 || (rate.is_finite() && rate >= MIN_RATE_LIMIT) {
+        Ok(rate)
+    } else if rate.is_finite() && rate > 0.0 {
+        Err(format!(
+            "KAITEN_RATE_LIMIT / --rate-limit {rate} is slower than one request an hour: use 0 for no limit, or at \
+             least 0.0003 requests per second"
+        ))
+    } else if rate.is_nan() {
+        Err("KAITEN_RATE_LIMIT / --rate-limit must be a number of requests per second: 0 for no limit, or a \
+             positive number such as 5"
+            .to_owned())
+    } else {
+        Err(format!(
+            "KAITEN_RATE_LIMIT / --rate-limit must be 0 for no limit or a positive number of requests per second \
+             such as 5 (got {rate})"
+        ))
+    }
+}
+
+/// `KAITEN_TIMEOUT` / `--timeout`: whole seconds, 1 or more.
+fn parse_timeout(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(secs),
+        _ => Err(format!(
+            "KAITEN_TIMEOUT / --timeout must be a whole number of seconds, 1 or more (got {text:?}; 0 would make \
+             every request time out)"
+        )),
+    }
+}
+
 /// A client for `url` with `token`.
 pub fn client(url: &str, token: &str, rate_limit: f64, timeout: Duration) -> Result<KaitenClient> {
-    if !rate_limit.is_finite() || rate_limit < 0.0 {
-        bail!("--rate-limit / KAITEN_RATE_LIMIT must be a number of requests per second, 0 or more (got {rate_limit})");
+    if let Err(message) = check_rate_limit(rate_limit) {
+        bail!("{message}");
+    }
+    if timeout.is_zero() {
+        bail!("KAITEN_TIMEOUT / --timeout must be 1 second or more (got 0: every request would time out)");
     }
     Ok(KaitenClient::builder()
         .base_url(url)
@@ -107,10 +141,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("sqlite://kaiten.db"), "sqlite://kaiten.db");
-        assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+    fn database_urls_are_described_without_passwords() {
+        let db =
+            |url: &str| DbArgs { database_url: url.into(), db_schema: "kaiten".into(), db_lock: "advisory".into() };
+        assert_eq!(db("postgres://u:secret@h:5432/db").describe(), "postgres://u:***@h:5432/db");
+        assert_eq!(db("postgres://u@h/db").describe(), "postgres://u@h/db");
+        assert_eq!(db("sqlite://kaiten.db").describe(), "sqlite://kaiten.db");
+        assert_eq!(db("postgres://u:p@ss@h/db").describe(), "postgres://u:***@h/db");
+        assert_eq!(
+            db("postgres://postgres:Pw/Secret123@127.0.0.1:5432/x").describe(),
+            "postgres://postgres:***@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            db("postgres://h/x?sslmode=require&password=Secret123").describe(),
+            "postgres://h/x?sslmode=require&password=***"
+        );
+    }
+
+    #[test]
+    fn rate_limits_and_timeouts_that_make_no_sense_are_refused() {
+        assert_eq!(parse_rate_limit("0"), Ok(0.0));
+        assert_eq!(parse_rate_limit("5"), Ok(5.0));
+        assert_eq!(parse_rate_limit(" 0.5 "), Ok(0.5));
+        let err = parse_rate_limit("1e-9").unwrap_err();
+        assert!(
+            err.contains("KAITEN_RATE_LIMIT") && err.contains("use 0 for no limit") && !err.contains("None"),
+            "{err}"
+        );
+        for bad in ["-1", "NaN", "inf", "fast", ""] {
+            let err = parse_rate_limit(bad).unwrap_err();
+            assert!(err.contains("KAITEN_RATE_LIMIT") && err.contains("0 for no limit"), "{bad}: {err}");
+            assert!(!err.contains("None"), "{err}");
+        }
+        assert_eq!(parse_timeout("30"), Ok(30));
+        for bad in ["0", "-1", "1.5", "soon"] {
+            let err = parse_timeout(bad).unwrap_err();
+            assert!(err.contains("KAITEN_TIMEOUT") && err.contains("1 or more"), "{bad}: {err}");
+        }
+        assert!(client("http://127.0.0.1:1", "t", 1e-9, Duration::from_secs(1)).is_err());
+        let err = client("http://127.0.0.1:1", "t", 1.0, Duration::ZERO).unwrap_err().to_string();
+        assert!(err.contains("KAITEN_TIMEOUT"), "{err}");
     }
 }

@@ -211,6 +211,7 @@ pub async fn print_status(store: &dyn Store, json: bool, runs: usize) -> Result<
     let counts = store.counts().await?;
     let states = store.entity_states().await?;
     let recent = store.recent_runs(runs).await?;
+    let inbox = store.inbox_stats().await?;
     // Deleted cards vanish from Kaiten's listings: only a complete listing of every card (a full
     // sync) marks them deleted, so the end of the last one bounds how stale `deleted_at` is.
     let reconciled = states.iter().find(|s| s.kind == EntityKind::Cards).and_then(|s| s.last_full_sync_at);
@@ -219,6 +220,7 @@ pub async fn print_status(store: &dyn Store, json: bool, runs: usize) -> Result<
             "tables": counts,
             "entities": states,
             "deletions_reconciled_at": reconciled,
+            "webhook_inbox": inbox,
             "runs": recent,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -249,6 +251,13 @@ pub async fn print_status(store: &dyn Store, json: bool, runs: usize) -> Result<
             "deleted cards last reconciled: never (run `sync full`: only a complete listing of every card finds deletions)\n"
         ),
     }
+    println!(
+        "webhook inbox: {} pending{}, {} failed{}\n",
+        inbox.pending,
+        inbox.oldest_pending.map(|t| format!(" (oldest received {} UTC)", when(Some(t)))).unwrap_or_default(),
+        inbox.failed,
+        if inbox.failed > 0 { " (see the admin page for their errors, and retry them there)" } else { "" }
+    );
     let rows: Vec<Vec<String>> = recent.iter().map(run_row).collect();
     println!(
         "{}",

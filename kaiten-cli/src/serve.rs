@@ -31,8 +31,8 @@ use chrono::{DateTime, NaiveTime, Utc};
 use clap::Args;
 use kaiten_client::{KaitenClient, Secret};
 use kaiten_sync::{
-    constant_time_eq, EntityState, RunRecord, Store, SyncEngine, SyncError, SyncOptions, SyncReport, TableCount,
-    WebhookAuth, WebhookHandler, WebhookOptions,
+    constant_time_eq, EntityState, InboxEntry, InboxStats, RunRecord, Store, SyncEngine, SyncError, SyncOptions,
+    SyncReport, TableCount, WebhookAuth, WebhookHandler, WebhookOptions,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -57,6 +57,9 @@ pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 const PAGE_RUNS: usize = 20;
 /// Runs in `/status.json` (as `kaiten-sync status --json`).
 const STATUS_RUNS: usize = 10;
+
+/// Failed webhook inbox entries shown on the admin page and in `status.json`.
+const PAGE_FAILED_ENTRIES: usize = 50;
 /// Scheduler messages kept for the admin page.
 const LOG_LINES: usize = 12;
 
@@ -535,6 +538,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{ADMIN_PATH}/status.json"), get(status_json))
         .route(&format!("{ADMIN_PATH}/incremental"), post(sync_incremental))
         .route(&format!("{ADMIN_PATH}/full"), post(sync_full))
+        .route(&format!("{ADMIN_PATH}/inbox/retry"), post(retry_failed_deliveries))
         // Earlier paths, kept as aliases.
         .route("/", get(admin_page))
         .route("/status.json", get(status_json))
@@ -598,6 +602,16 @@ async fn sync_full(State(state): State<AppState>, Extension(link): Extension<Adm
     Redirect::to(&link.path(ADMIN_PATH))
 }
 
+async fn retry_failed_deliveries(State(state): State<AppState>, Extension(link): Extension<AdminLink>) -> Response {
+    match state.0.store.inbox_retry_failed(None, Utc::now()).await {
+        Ok(n) => {
+            state.note(true, format!("{n} failed webhook deliveries queued again (admin page)"));
+            Redirect::to(&link.path(ADMIN_PATH)).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}\n")).into_response(),
+    }
+}
+
 async fn status_json(State(state): State<AppState>) -> Response {
     let store = &state.0.store;
     let data = async {
@@ -605,17 +619,21 @@ async fn status_json(State(state): State<AppState>) -> Response {
             store.counts().await?,
             store.entity_states().await?,
             store.recent_runs(STATUS_RUNS).await?,
+            store.inbox_stats().await?,
+            store.inbox_entries(true, PAGE_FAILED_ENTRIES).await?,
         ))
     }
     .await;
     match data {
-        Ok((tables, entities, runs)) => {
+        Ok((tables, entities, runs, inbox, failed)) => {
             let next = *state.0.next.lock().unwrap();
             let running = state.0.current.lock().unwrap().clone();
             Json(json!({
                 "tables": tables,
                 "entities": entities,
                 "runs": runs,
+                "webhook_inbox": {"pending": inbox.pending, "failed": inbox.failed,
+                                  "oldest_pending": inbox.oldest_pending, "failed_entries": failed},
                 "schedule": {
                     "description": state.0.schedule.describe(),
                     "next_incremental": next.incremental,
@@ -637,16 +655,20 @@ async fn admin_page(State(state): State<AppState>, Extension(link): Extension<Ad
             store.counts().await?,
             store.entity_states().await?,
             store.recent_runs(PAGE_RUNS).await?,
+            store.inbox_stats().await?,
+            store.inbox_entries(true, PAGE_FAILED_ENTRIES).await?,
         ))
     }
     .await;
     match data {
-        Ok((counts, states, runs)) => {
+        Ok((counts, states, runs, inbox, failed)) => {
             let page = Page {
                 backend: store.backend(),
                 counts,
                 states,
                 runs,
+                inbox,
+                failed,
                 now: Utc::now(),
                 current: state.0.current.lock().unwrap().clone(),
                 next: *state.0.next.lock().unwrap(),
@@ -709,6 +731,8 @@ struct Page {
     counts: Vec<TableCount>,
     states: Vec<EntityState>,
     runs: Vec<RunRecord>,
+    inbox: InboxStats,
+    failed: Vec<InboxEntry>,
     now: DateTime<Utc>,
     current: Option<Current>,
     next: NextRuns,
@@ -730,6 +754,7 @@ impl Page {
         self.sync_section(&mut html);
         self.tables_section(&mut html);
         self.entities_section(&mut html);
+        self.inbox_section(&mut html);
         self.runs_section(&mut html);
         html.push_str("</main>\n");
         ADMIN_TEMPLATE.replace("{{content}}", &html)
@@ -826,6 +851,46 @@ impl Page {
             );
         }
         html.push_str("</tbody></table></section>\n");
+    }
+
+    /// The webhook inbox: what waits to be applied, and what gave up (with its error).
+    fn inbox_section(&self, html: &mut String) {
+        let oldest = self.inbox.oldest_pending.map(|t| relative(t, self.now)).unwrap_or_else(|| "–".into());
+        let _ = write!(
+            html,
+            "<section class=\"wide\"><h2>Webhook inbox</h2><p>{} pending (oldest received {}), {} failed</p>\n",
+            self.inbox.pending,
+            esc(&oldest),
+            self.inbox.failed
+        );
+        if !self.failed.is_empty() {
+            html.push_str(
+                "<table><thead><tr><th>kind</th><th class=\"num\">id</th><th>last event</th>\
+                 <th class=\"num\">deliveries</th><th class=\"num\">attempts</th><th>received</th><th>failed</th>\
+                 <th>error</th></tr></thead><tbody>\n",
+            );
+            for e in &self.failed {
+                let _ = writeln!(
+                    html,
+                    "<tr><td>{kind}</td><td class=\"num\">{id}</td><td>{event}</td><td class=\"num\">{deliveries}</td>\
+                     <td class=\"num\">{attempts}</td><td>{received}</td><td>{failed}</td><td class=\"err\">{error}</td></tr>",
+                    kind = esc(e.kind.as_str()),
+                    id = e.entity_id,
+                    event = esc(&e.event),
+                    deliveries = e.deliveries,
+                    attempts = e.attempts,
+                    received = when(Some(e.received_at)),
+                    failed = when(e.failed_at),
+                    error = esc(e.last_error.as_deref().unwrap_or("")),
+                );
+            }
+            let _ = write!(
+                html,
+                "</tbody></table><form method=\"post\" action=\"{}\"><button>Retry failed deliveries</button></form>\n",
+                esc(&self.link.path(&format!("{ADMIN_PATH}/inbox/retry")))
+            );
+        }
+        html.push_str("</section>\n");
     }
 
     fn runs_section(&self, html: &mut String) {
@@ -1199,6 +1264,41 @@ mod tests {
         assert_eq!(status, StatusCode::SEE_OTHER);
         assert_eq!(headers[header::LOCATION], format!("/admin/sync?token={TOKEN}"));
         f.state.wait_idle().await;
+    }
+
+    #[tokio::test]
+    async fn failed_webhook_deliveries_are_shown_and_can_be_retried() {
+        let f = fixture(None).await;
+        let note = kaiten_sync::Notification {
+            kind: EntityKind::Cards,
+            entity_id: 4242,
+            parent_id: None,
+            event: "card:update".into(),
+        };
+        let now = Utc::now();
+        f.store.inbox_push(&[note], now, now).await.unwrap();
+        let entry = f.store.inbox_claim("test", 1, now, now + chrono::Duration::seconds(60)).await.unwrap().remove(0);
+        let failed =
+            kaiten_sync::InboxResult::Failed { id: entry.id, error: "<b>Kaiten 502</b>".into(), retry_at: None };
+        f.store.inbox_finish(&[failed], now).await.unwrap();
+
+        let (status, _, json) = send(&f.state, get_req("/admin/sync/status.json"), loopback()).await;
+        assert_eq!(status, StatusCode::OK);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["webhook_inbox"]["failed"], 1);
+        assert_eq!(value["webhook_inbox"]["failed_entries"][0]["entity_id"], 4242);
+        let (_, _, html) = send(&f.state, get_req(ADMIN_PATH), loopback()).await;
+        assert!(html.contains("0 pending (oldest received –), 1 failed"), "{html}");
+        assert!(html.contains("&lt;b&gt;Kaiten 502&lt;/b&gt;") && !html.contains("<b>Kaiten"), "the error, escaped");
+        assert!(html.contains("action=\"/admin/sync/inbox/retry\""), "{html}");
+
+        let (status, headers, _) = send(&f.state, post_req("/admin/sync/inbox/retry", ""), loopback()).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[header::LOCATION], ADMIN_PATH);
+        let stats = f.store.inbox_stats().await.unwrap();
+        assert_eq!((stats.pending, stats.failed), (1, 0));
+        let remote: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        assert_eq!(send(&f.state, post_req("/admin/sync/inbox/retry", ""), remote).await.0, StatusCode::FORBIDDEN);
     }
 
     #[tokio::test]

@@ -35,10 +35,13 @@ fn open_sqlite(_url: &str) -> Result<Arc<dyn Store>> {
 
 #[cfg(feature = "postgres")]
 async fn open_postgres(db: &DbArgs) -> Result<Arc<dyn Store>> {
-    use kaiten_store_postgres::{LockMode, PgStore, PgStoreOptions};
+    use anyhow::Context;
+    use kaiten_store_postgres::{validate_schema_name, LockMode, PgStore, PgStoreOptions};
+    validate_schema_name(&db.db_schema).context("KAITEN_DB_SCHEMA / --db-schema")?;
     let mut options = PgStoreOptions::new(db.database_url.trim());
     options.schema = db.db_schema.clone();
     options.lock_mode = if db.db_lock == "table" { LockMode::Table } else { LockMode::Advisory };
+    options.check().context("DATABASE_URL / --database-url")?;
     Ok(Arc::new(PgStore::connect_with(options).await?))
 }
 

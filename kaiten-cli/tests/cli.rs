@@ -198,6 +198,7 @@ async fn the_quick_demo_runs() {
     assert!(stdout(&out).contains("found 3 new and 5 changed cards"), "{}", stdout(&out));
     assert!(stdout(&out).contains("marked 1 card deleted"), "{}", stdout(&out));
     assert!(stdout(&out).contains("deleted cards last reconciled: 2"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("webhook inbox: 0 pending, 0 failed"), "{}", stdout(&out));
 }
 
 /// `--board` or `--space` naming something Kaiten does not have: a clear error naming the id, a
@@ -255,11 +256,13 @@ async fn status_shows_when_deletions_were_last_reconciled() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = kaiten_sync(dir.path(), &env, &["status"]).await;
     assert!(stdout(&out).contains("deleted cards last reconciled: 2"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("webhook inbox: 0 pending, 0 failed"), "{}", stdout(&out));
     let out = kaiten_sync(dir.path(), &env, &["status", "--json"]).await;
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let cards = status["entities"].as_array().unwrap().iter().find(|e| e["kind"] == "cards").unwrap();
     assert_eq!(status["deletions_reconciled_at"], cards["last_full_sync_at"]);
     assert!(status["deletions_reconciled_at"].is_string());
+    assert_eq!(status["webhook_inbox"]["pending"], 0);
 }
 
 /// `sync incremental --members` (or `KAITEN_CARD_MEMBERS=1`) stores the members of the cards that

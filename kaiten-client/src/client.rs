@@ -66,7 +66,7 @@ pub struct ClientStats {
 /// assert_eq!(client.base_url(), "https://example.kaiten.ru/api/latest");
 /// # Ok::<(), kaiten_client::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KaitenClientBuilder {
     base_url: Option<String>,
     token: Option<Secret>,
@@ -76,6 +76,21 @@ pub struct KaitenClientBuilder {
     rate_limit: Option<f64>,
     max_concurrent_requests: usize,
     retry_policy: RetryPolicy,
+}
+
+impl fmt::Debug for KaitenClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KaitenClientBuilder")
+            .field("base_url", &self.base_url.as_deref().map(crate::redact::redact_url))
+            .field("token", &self.token)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("user_agent", &self.user_agent)
+            .field("rate_limit", &self.rate_limit)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("retry_policy", &self.retry_policy)
+            .finish()
+    }
 }
 
 impl Default for KaitenClientBuilder {
@@ -170,7 +185,8 @@ impl KaitenClientBuilder {
     /// Checks the settings and builds the client.
     ///
     /// Fails with [`Error::InvalidConfig`] when the token or the base URL is missing, the URL is not an
-    /// http(s) URL, or a limit is out of range. Error messages name a bad URL, never the token.
+    /// http(s) URL, a timeout is zero, or a limit is out of range. Error messages name a bad URL
+    /// without its password, never the token.
     pub fn build(self) -> Result<KaitenClient> {
         let token = self.token.ok_or_else(|| {
             Error::InvalidConfig(format!("the API token is not set: call .token(...) or set {ENV_API_TOKEN}"))
@@ -197,10 +213,18 @@ impl KaitenClientBuilder {
             }
             Some(rate) => {
                 return Err(Error::InvalidConfig(format!(
-                    "the rate limit must be a number of requests per second of at least 1/3600, got {rate}; use None for no limit"
+                    "the rate limit must be a number of requests per second of at least 1/3600 (one an hour), got \
+                     {rate}; pass rate_limit(None) for no limit"
                 )))
             }
         };
+        for (name, timeout) in [("timeout", self.timeout), ("connect_timeout", self.connect_timeout)] {
+            if timeout.is_some_and(|t| t.is_zero()) {
+                return Err(Error::InvalidConfig(format!(
+                    "the {name} must be longer than zero (every request would time out); no_timeouts() removes both"
+                )));
+            }
+        }
         if self.max_concurrent_requests == 0 || self.max_concurrent_requests > Semaphore::MAX_PERMITS {
             return Err(Error::InvalidConfig(format!(
                 "max_concurrent_requests must be at least 1, got {}",
@@ -256,7 +280,7 @@ impl fmt::Debug for KaitenClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.inner;
         f.debug_struct("KaitenClient")
-            .field("base_url", &inner.base_url)
+            .field("base_url", &crate::redact::redact_url(&inner.base_url))
             .field("token", &"[redacted]")
             .field("user_agent", &inner.user_agent)
             .field("timeout", &inner.timeout)

@@ -3,6 +3,7 @@
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::redact::redact_url;
 
 /// The environment variable holding the base URL.
 pub const ENV_API_URL: &str = "KAITEN_API_URL";
@@ -22,16 +23,18 @@ pub(crate) fn normalize_base_url(input: &str) -> Result<String> {
             "the base URL is empty: pass the URL of the Kaiten company, e.g. https://example.kaiten.ru".into(),
         ));
     }
+    // Messages quote the URL without its password (`https://user:***@host`).
+    let shown = redact_url(trimmed);
     let mut url = Url::parse(trimmed)
-        .map_err(|err| Error::InvalidConfig(format!("the base URL {trimmed:?} is not a valid URL: {err}")))?;
+        .map_err(|err| Error::InvalidConfig(format!("the base URL {shown:?} is not a valid URL: {err}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(Error::InvalidConfig(format!(
-            "the base URL {trimmed:?} must use http:// or https://, not {}://",
+            "the base URL {shown:?} must use http:// or https://, not {}://",
             url.scheme()
         )));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(Error::InvalidConfig(format!("the base URL {trimmed:?} has no host")));
+        return Err(Error::InvalidConfig(format!("the base URL {shown:?} has no host")));
     }
     url.set_query(None);
     url.set_fragment(None);
@@ -71,5 +74,13 @@ mod tests {
         assert!(!is_api_root("/api/vx"));
         assert!(!is_api_root("/api/v"));
         assert!(!is_api_root(""));
+    }
+
+    #[test]
+    fn errors_quote_the_base_url_without_its_password() {
+        for url in ["ftp://user:Secret123@h", "http://user:Pw/Secret123@h:99999", "http://user:Secret123@"] {
+            let err = normalize_base_url(url).unwrap_err().to_string();
+            assert!(!err.contains("Secret123") && err.contains("user:***@"), "{err}");
+        }
     }
 }

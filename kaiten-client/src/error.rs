@@ -81,7 +81,7 @@ pub enum Error {
     Connection {
         /// The route.
         route: String,
-        /// The base URL.
+        /// The base URL, without its password ([`redact_url`](crate::redact_url)).
         url: String,
         /// Attempts made.
         attempts: u32,

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use crate::error::{is_json_content_type, snippet, Error, Result};
 use crate::rate_limit::RateLimiter;
+use crate::redact::redact_url;
 use crate::retry::{rate_limit_exhausted, rate_limit_reset, retry_after, RetryPolicy};
 
 /// Without a reset time, `X-RateLimit-Remaining: 0` holds requests this long (Kaiten's window is 1 s).
@@ -163,10 +164,12 @@ impl Inner {
         if err.is_timeout() {
             return Failure::Retryable { error: Error::Timeout { route, attempts }, wait: None };
         }
+        // reqwest's errors quote the whole URL, password included: they are kept without it.
+        let err = err.without_url();
         if err.is_builder() {
             return Failure::Fatal(Error::InvalidConfig(format!("cannot build the request for {route}: {err}")));
         }
-        let error = Error::Connection { route, url: self.base_url.clone(), attempts, source: err };
+        let error = Error::Connection { route, url: redact_url(&self.base_url), attempts, source: err };
         Failure::Retryable { error, wait: None }
     }
 }

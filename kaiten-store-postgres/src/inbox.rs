@@ -4,8 +4,10 @@
 //! - A push is one `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT DO UPDATE` in its own
 //!   transaction, committed synchronously (an acknowledged delivery must survive a crash of the
 //!   server too). Notifications for one entity within a push are counted together first (a
-//!   statement may not update a row twice), and rows are written in `(kind, entity_id)` order, so
-//!   concurrent pushes lock rows in one order.
+//!   statement may not update a row twice); entities are written in the order they first appear,
+//!   so that new entries are numbered as the memory store numbers them (claims break ties of
+//!   `next_attempt_at` by id). Two pushes naming the same entities in opposite orders can
+//!   deadlock: the server ends one, which is tried again.
 //! - A claim is one `UPDATE` of the rows a `SELECT ... FOR UPDATE SKIP LOCKED` picks: workers of
 //!   several processes claiming at once each skip the rows the others are taking, so no row is
 //!   held by two of them, and none waits for another.
@@ -13,7 +15,7 @@
 //!   statements (unless the store prepares them), so it works through a transaction-mode pooler.
 //!   A deadlock or serialization failure is retried (the transaction rolled back whole).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
@@ -161,7 +163,7 @@ fn entry_from_row(row: &PgRow) -> Result<InboxEntry, StoreError> {
     read().map_err(|e| backend_message(format!("read the webhook inbox: {e}")))
 }
 
-/// A push's notifications, one element per entity, in `(kind, entity_id)` order.
+/// A push's notifications, one element per entity, in the order entities first appear.
 #[derive(Debug, Default)]
 struct PushArrays {
     kinds: Vec<&'static str>,
@@ -175,20 +177,20 @@ impl PushArrays {
     /// Folds the notifications for one entity into one element, as applying them one after the
     /// other would: the count of them, the last event, the last non-null parent.
     fn new(notifications: &[Notification]) -> Self {
-        let mut by_entity: BTreeMap<(&'static str, i64), (Option<i64>, &str, i64)> = BTreeMap::new();
-        for n in notifications {
-            let slot = by_entity.entry((n.kind.as_str(), n.entity_id)).or_insert((None, "", 0));
-            slot.0 = n.parent_id.or(slot.0);
-            slot.1 = &n.event;
-            slot.2 += 1;
-        }
         let mut arrays = Self::default();
-        for ((kind, id), (parent, event, count)) in by_entity {
-            arrays.kinds.push(kind);
-            arrays.ids.push(id);
-            arrays.parents.push(parent);
-            arrays.events.push(event.to_owned());
-            arrays.counts.push(count);
+        let mut index: HashMap<(EntityKind, i64), usize> = HashMap::new();
+        for n in notifications {
+            let i = *index.entry((n.kind, n.entity_id)).or_insert_with(|| {
+                arrays.kinds.push(n.kind.as_str());
+                arrays.ids.push(n.entity_id);
+                arrays.parents.push(None);
+                arrays.events.push(String::new());
+                arrays.counts.push(0);
+                arrays.ids.len() - 1
+            });
+            arrays.parents[i] = n.parent_id.or(arrays.parents[i]);
+            arrays.events[i].clone_from(&n.event);
+            arrays.counts[i] += 1;
         }
         arrays
     }
@@ -448,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn a_push_folds_notifications_per_entity_in_key_order() {
+    fn a_push_folds_notifications_per_entity_in_order_of_appearance() {
         let arrays = PushArrays::new(&[
             note(EntityKind::Cards, 7, None, "card:add"),
             note(EntityKind::Boards, 3, Some(1), "board:update"),
@@ -456,11 +458,11 @@ mod tests {
             note(EntityKind::Cards, 7, Some(9), "comment:add"),
             note(EntityKind::Cards, 7, None, "card:update"),
         ]);
-        assert_eq!(arrays.kinds, vec!["boards", "cards", "cards"]);
-        assert_eq!(arrays.ids, vec![3, 2, 7]);
-        assert_eq!(arrays.parents, vec![Some(1), None, Some(9)]);
-        assert_eq!(arrays.events, vec!["board:update", "card:update", "card:update"]);
-        assert_eq!(arrays.counts, vec![1, 1, 3]);
+        assert_eq!(arrays.kinds, vec!["cards", "boards", "cards"]);
+        assert_eq!(arrays.ids, vec![7, 3, 2]);
+        assert_eq!(arrays.parents, vec![Some(9), Some(1), None]);
+        assert_eq!(arrays.events, vec!["card:update", "board:update", "card:update"]);
+        assert_eq!(arrays.counts, vec![3, 1, 1]);
     }
 
     #[test]

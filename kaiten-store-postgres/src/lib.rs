@@ -144,6 +144,39 @@ impl PgStoreOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self { url: url.into(), ..Self::default() }
     }
+
+    /// Checks the options without connecting, as [`PgStore::connect_with`] does first: the schema
+    /// name, a connect timeout longer than zero, and a URL that parses, names a database (without
+    /// one the server would pick a database named after the user) and names certificate files that
+    /// exist. Errors quote the URL without its password.
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.connect_options().map(|_| ())
+    }
+
+    /// The driver's options, and how many query parameters of the URL it does not support (left
+    /// out: sqlx would log each with its value).
+    fn connect_options(&self) -> Result<(PgConnectOptions, usize), StoreError> {
+        validate_schema_name(&self.schema)?;
+        let invalid = |message: String| StoreError::Unavailable { backend: BACKEND, message, source: None };
+        if self.url.trim().is_empty() {
+            return Err(invalid("no database URL given (expected postgres://user:password@host:port/database)".into()));
+        }
+        let target = redact_url(&self.url);
+        if self.connect_timeout.is_zero() {
+            return Err(invalid(format!("{target}: the connect timeout must be longer than zero")));
+        }
+        let (url, ignored) = without_unsupported_parameters(&self.url);
+        let connect_options =
+            PgConnectOptions::from_str(&url).map_err(|e| connect_error(e, &target, &Secrets::from_url(&self.url)))?;
+        if connect_options.get_database().is_none_or(str::is_empty) {
+            return Err(invalid(format!(
+                "invalid database URL {target}: it names no database (without one the server picks a database \
+                 named after the user); add it after the host: postgres://user:password@host:5432/DATABASE"
+            )));
+        }
+        check_tls_files(&url, &target)?;
+        Ok((connect_options, ignored))
+    }
 }
 
 impl Default for PgStoreOptions {
@@ -246,29 +279,17 @@ impl PgStore {
     /// Connects with options. Opens one connection to check the server, the credentials and TLS,
     /// and fails with [`StoreError::Unavailable`] saying what is wrong.
     pub async fn connect_with(options: PgStoreOptions) -> Result<PgStore, StoreError> {
-        validate_schema_name(&options.schema)?;
+        let (mut connect_options, ignored) = options.connect_options()?;
         let secrets = Secrets::from_url(&options.url);
         let target = redact_url(&options.url);
-        if options.url.trim().is_empty() {
-            return Err(StoreError::Unavailable {
-                backend: BACKEND,
-                message: "no database URL given (expected postgres://user:password@host:port/database)".into(),
-                source: None,
-            });
+        if ignored > 0 {
+            tracing::warn!(
+                ignored,
+                "ignoring query parameters of the database URL that the Postgres driver does not support (it \
+                 knows sslmode, sslrootcert, sslcert, sslkey, host, hostaddr, port, dbname, user, password, \
+                 application_name, options)"
+            );
         }
-        let url = without_unsupported_parameters(&options.url);
-        let mut connect_options = PgConnectOptions::from_str(&url).map_err(|e| connect_error(e, &target, &secrets))?;
-        if connect_options.get_database().is_none_or(str::is_empty) {
-            return Err(StoreError::Unavailable {
-                backend: BACKEND,
-                message: format!(
-                    "invalid database URL {target}: it names no database (without one the server picks a database \
-                     named after the user); add it after the host: postgres://user:password@host:5432/DATABASE"
-                ),
-                source: None,
-            });
-        }
-        check_tls_files(&url, &target)?;
         connect_options = connect_options.statement_cache_capacity(options.statement_cache_capacity);
         // sqlx would send `extra_float_digits` at startup, which PgBouncer refuses ("unsupported
         // startup parameter") unless told to ignore it; the store reads no text-format floats.
@@ -513,29 +534,23 @@ const SUPPORTED_PARAMETERS: [&str; 18] = [
     "options",
 ];
 
-/// The URL without the query parameters sqlx does not support: sqlx would log each with its value
-/// (`sslpassword=...`). Only their number is logged: a mistyped parameter may be a secret.
-fn without_unsupported_parameters(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else { return url.to_owned() };
+/// The URL without the query parameters sqlx does not support (sqlx would log each with its value,
+/// such as libpq's `sslpassword=...`), and how many were left out.
+fn without_unsupported_parameters(url: &str) -> (String, usize) {
+    let Ok(mut parsed) = url::Url::parse(url) else { return (url.to_owned(), 0) };
     let supported = |key: &str| SUPPORTED_PARAMETERS.contains(&key) || key.starts_with("options[");
     let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
     let ignored = pairs.iter().filter(|(k, _)| !supported(k)).count();
     if ignored == 0 {
-        return url.to_owned();
+        return (url.to_owned(), 0);
     }
-    tracing::warn!(
-        ignored,
-        "ignoring query parameters of the database URL that the Postgres driver does not support (it knows \
-         sslmode, sslrootcert, sslcert, sslkey, host, hostaddr, port, dbname, user, password, application_name, \
-         options)"
-    );
     let kept: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| supported(k)).collect();
     if kept.is_empty() {
         parsed.set_query(None);
     } else {
         parsed.query_pairs_mut().clear().extend_pairs(kept.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
-    parsed.into()
+    (parsed.into(), ignored)
 }
 
 /// Fails clearly when a certificate or key file the URL names (`sslrootcert`, `sslcert`, `sslkey`)
@@ -604,12 +619,31 @@ mod tests {
     fn unsupported_parameters_are_dropped_before_the_driver_sees_them() {
         assert_eq!(
             without_unsupported_parameters("postgres://u:p@h/db?sslmode=require&sslpassword=s3cret&Password=x"),
-            "postgres://u:p@h/db?sslmode=require"
+            ("postgres://u:p@h/db?sslmode=require".to_owned(), 2)
         );
-        assert_eq!(without_unsupported_parameters("postgres://u:p@h/db?sslpassword=s3cret"), "postgres://u:p@h/db");
+        assert_eq!(
+            without_unsupported_parameters("postgres://u:p@h/db?sslpassword=s3cret"),
+            ("postgres://u:p@h/db".to_owned(), 1)
+        );
         let kept = "postgres://u:p@h/db?sslmode=require&options[search_path]=x&application_name=a";
-        assert_eq!(without_unsupported_parameters(kept), kept);
-        assert_eq!(without_unsupported_parameters("postgres://u:p/w@h/db"), "postgres://u:p/w@h/db");
+        assert_eq!(without_unsupported_parameters(kept), (kept.to_owned(), 0));
+        assert_eq!(without_unsupported_parameters("postgres://u:p/w@h/db"), ("postgres://u:p/w@h/db".to_owned(), 0));
+    }
+
+    #[test]
+    fn options_that_make_no_sense_are_refused_without_connecting() {
+        let check = |options: PgStoreOptions| options.check().unwrap_err().to_string();
+        let err = check(PgStoreOptions { schema: "Bad-Name".into(), ..PgStoreOptions::new("postgres://h/db") });
+        assert!(err.contains("invalid schema name"), "{err}");
+        let err =
+            check(PgStoreOptions { connect_timeout: Duration::ZERO, ..PgStoreOptions::new("postgres://u:pw1@h/db") });
+        assert!(err.contains("connect timeout must be longer than zero") && !err.contains("pw1"), "{err}");
+        let err = check(PgStoreOptions::new("postgres://postgres:Pw/Secret123@127.0.0.1:5432/x"));
+        assert!(err.contains("invalid database URL postgres://postgres:***@127.0.0.1:5432/x"), "{err}");
+        assert!(!err.contains("Secret123"), "{err}");
+        assert!(check(PgStoreOptions::new("  ")).contains("no database URL given"));
+        PgStoreOptions::new("postgres://u:pw@h:5432/db?sslmode=disable").check().unwrap();
+        PgStoreOptions::new("postgres://u:pw@h:5432?dbname=db").check().unwrap();
     }
 
     #[tokio::test]
@@ -617,10 +651,15 @@ mod tests {
         if std::env::var_os("PGDATABASE").is_some() {
             return; // the environment names a database for such URLs
         }
-        for url in ["postgres://", "postgres://u:pw@127.0.0.1:1", "postgresql://u:pw@127.0.0.1:1/", "postgres://h?sslmode=disable"]
-        {
+        for url in [
+            "postgres://",
+            "postgres://u:pw@127.0.0.1:1",
+            "postgresql://u:pw@127.0.0.1:1/",
+            "postgres://h?sslmode=disable",
+        ] {
             let err = PgStore::connect(url).await.unwrap_err().to_string();
             assert!(err.contains("names no database") && err.contains("invalid database URL"), "{url}: {err}");
+            assert!(PgStoreOptions::new(url).check().is_err(), "{url}");
             assert!(!err.contains("pw"), "{err}");
         }
     }

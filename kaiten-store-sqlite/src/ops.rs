@@ -581,10 +581,17 @@ pub(crate) fn try_lock(conn: &mut Connection, holder: &str, stale_after: Duratio
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     let now = Utc::now();
     let current = read_lock(&tx)?;
+    // A holder whose process on this host is gone cannot be syncing: its lock is free at once
+    // (one on another host, or that cannot be judged, waits for its heartbeat to go stale).
+    let mut gone = false;
     let free = match &current {
         None => true,
         Some(info) if info.holder == holder => true,
-        Some(info) => (now - info.heartbeat_at).to_std().is_ok_and(|age| age > stale_after),
+        Some(info) if (now - info.heartbeat_at).to_std().is_ok_and(|age| age > stale_after) => true,
+        Some(info) => {
+            gone = kaiten_sync::holder::holder_is_gone(&info.holder);
+            gone
+        }
     };
     if !free {
         return Ok(LockAttempt::Held(current.expect("a held lock has a row")));
@@ -602,7 +609,16 @@ pub(crate) fn try_lock(conn: &mut Connection, holder: &str, stale_after: Duratio
     .map_err(db_err)?;
     tx.commit().map_err(db_err)?;
     if let Some(previous) = current.filter(|p| p.holder != holder) {
-        tracing::warn!(previous = previous.holder, holder, "took over a stale sync lock");
+        if gone {
+            tracing::warn!(
+                previous = previous.holder,
+                holder,
+                "took over the sync lock of a process of this host that is gone (killed?); its run resumes from its \
+                 last committed page"
+            );
+        } else {
+            tracing::warn!(previous = previous.holder, holder, "took over a stale sync lock");
+        }
     }
     Ok(LockAttempt::Acquired)
 }

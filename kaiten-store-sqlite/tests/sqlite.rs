@@ -425,3 +425,39 @@ async fn card_members_migration_fills_the_table_like_the_page_path() {
         assert_eq!(&store.card_members(id).await.unwrap(), members, "card {id}");
     }
 }
+
+/// A lock whose holder is a process of this host that has exited is taken over at once, whatever
+/// the stale timeout; a holder on another host keeps it until its heartbeat goes stale.
+#[tokio::test]
+async fn a_lock_of_a_process_gone_from_this_host_is_taken_over_at_once() {
+    use kaiten_sync::holder::local_host;
+    let dir = tempfile::tempdir().unwrap();
+    let store = migrated(&dir.path().join("k.db")).await;
+    let long = Duration::from_secs(24 * 3600);
+    let mut child = std::process::Command::new("true").spawn().expect("`true` runs");
+    let dead_pid = child.id();
+    child.wait().unwrap();
+
+    let other_host = "otherhost:1:x";
+    assert_eq!(store.try_lock(other_host, long).await.unwrap(), LockAttempt::Acquired);
+    assert!(
+        matches!(store.try_lock("me", long).await.unwrap(), LockAttempt::Held(info) if info.holder == other_host),
+        "a holder on another host waits for the stale timeout"
+    );
+    store.release_lock(other_host).await.unwrap();
+
+    // A holder that is this very process is alive.
+    let alive = format!("{}:{}:x", local_host(), std::process::id());
+    assert_eq!(store.try_lock(&alive, long).await.unwrap(), LockAttempt::Acquired);
+    assert!(matches!(store.try_lock("me", long).await.unwrap(), LockAttempt::Held(info) if info.holder == alive));
+    store.release_lock(&alive).await.unwrap();
+
+    let dead = format!("{}:{dead_pid}:x", local_host());
+    assert_eq!(store.try_lock(&dead, long).await.unwrap(), LockAttempt::Acquired);
+    if !std::path::Path::new("/proc/self").exists() {
+        return; // without procfs liveness cannot be told, and the lock waits for its heartbeat
+    }
+    assert_eq!(store.try_lock("me", long).await.unwrap(), LockAttempt::Acquired, "the dead holder's lock is taken");
+    assert!(!store.heartbeat_lock(&dead).await.unwrap(), "the dead holder no longer holds it");
+    assert!(matches!(store.try_lock(&dead, long).await.unwrap(), LockAttempt::Held(info) if info.holder == "me"));
+}

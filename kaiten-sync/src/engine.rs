@@ -571,16 +571,7 @@ impl SyncEngine {
 }
 
 fn lock_holder_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_owned());
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher
-        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    format!("{host}:{}:{:08x}", std::process::id(), hasher.finish() as u32)
+    crate::holder::new_holder_id()
 }
 
 /// One run in progress.

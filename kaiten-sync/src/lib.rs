@@ -33,6 +33,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod holder;
 pub mod inbox;
 pub mod memory;
 mod parents;

@@ -56,6 +56,29 @@ fn out_of_range_limits_are_rejected() {
     assert!(matches!(base().retry_policy(no_attempts).build(), Err(Error::InvalidConfig(_))));
     assert!(base().rate_limit(None).build().is_ok());
     assert!(base().rate_limit(Some(50.0)).build().is_ok());
+    let err = base().rate_limit(Some(1e-9)).build().unwrap_err().to_string();
+    assert!(err.contains("rate_limit(None)"), "{err}");
+}
+
+#[test]
+fn zero_timeouts_are_rejected() {
+    let base = || KaitenClient::builder().base_url("https://x.kaiten.ru").token("t");
+    let err = base().timeout(std::time::Duration::ZERO).build().unwrap_err();
+    assert!(matches!(&err, Error::InvalidConfig(m) if m.contains("timeout must be longer than zero")), "{err}");
+    let err = base().connect_timeout(std::time::Duration::ZERO).build().unwrap_err();
+    assert!(matches!(&err, Error::InvalidConfig(m) if m.contains("connect_timeout")), "{err}");
+    assert!(base().no_timeouts().build().is_ok());
+    assert!(base().timeout(std::time::Duration::from_millis(1)).build().is_ok());
+}
+
+#[test]
+fn a_password_in_the_base_url_is_never_shown() {
+    let builder = KaitenClient::builder().base_url("http://user:Pw/Secret123@x.kaiten.ru").token("t");
+    assert!(!format!("{builder:?}").contains("Secret123"), "{builder:?}");
+    let err = builder.build().unwrap_err().to_string();
+    assert!(!err.contains("Secret123") && err.contains("user:***@"), "{err}");
+    let client = build("http://user:Secret123@x.kaiten.ru").unwrap();
+    assert!(!format!("{client:?}").contains("Secret123"), "{client:?}");
 }
 
 fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

@@ -239,3 +239,23 @@ async fn the_token_never_appears_in_debug_output_or_errors() {
         kaiten_client::KaitenClient::builder().base_url(server.uri()).token("bad\u{7f}token").build().unwrap_err();
     assert!(!err.to_string().contains("bad\u{7f}token"), "{err}");
 }
+
+#[tokio::test]
+async fn cannot_reach_kaiten_names_the_url_without_its_password() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let client = kaiten_client::KaitenClient::builder()
+        .base_url(format!("http://user:Secret123@127.0.0.1:{port}"))
+        .token(TOKEN)
+        .rate_limit(None)
+        .retry_policy(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() })
+        .build()
+        .unwrap();
+    let err = client.spaces().await.unwrap_err();
+    assert!(matches!(err, Error::Connection { .. }), "{err:?}");
+    for text in [err.to_string(), format!("{err:?}"), anyhow_like(&err)] {
+        assert!(!text.contains("Secret123"), "the password leaked: {text}");
+    }
+    assert!(err.to_string().contains(&format!("cannot reach Kaiten at http://user:***@127.0.0.1:{port}")), "{err}");
+    assert_no_token(&err);
+}
