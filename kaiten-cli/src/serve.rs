@@ -10,19 +10,26 @@
 //!   Served to loopback clients only, unless `KAITEN_ADMIN_TOKEN` is set, which is then required
 //!   from everyone (and required to listen on anything but loopback).
 //! - `GET /healthz`: `ok` when the database answers.
+//! - Every response carries `Content-Security-Policy` (nothing but the page's own style, no
+//!   framing, forms to this origin only), `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`
+//!   and `X-Content-Type-Options: nosniff`. Requests are limited in size before any handler runs:
+//!   1 MiB of webhook body, 16 KiB on every other route, 64 headers of 32 KiB in all, an 8 KiB
+//!   request target (413, 431, 414); hyper itself stops at 100 headers and a ~400 KiB header buffer.
+//! - Refused webhook deliveries (401) are logged at most once a minute, with their count.
 //! - A scheduler: an incremental sync at start and every `--incremental-every` seconds, a full sync
 //!   daily at `--full-at` (UTC) or every `--full-every` seconds.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -53,6 +60,16 @@ pub const ADMIN_PATH: &str = "/admin/sync";
 
 /// Largest webhook body accepted (413 above).
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+/// Largest body of every other route (413 above): the admin page's forms send none.
+pub const ADMIN_BODY_LIMIT: usize = 16 * 1024;
+/// Most request headers accepted (431 above).
+pub const MAX_HEADERS: usize = 64;
+/// Largest size of all request headers together, names and values (431 above).
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Longest request target, path and query (414 above).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Refused webhook deliveries are logged at most once per this interval, with their count.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Runs shown on the admin page.
 const PAGE_RUNS: usize = 20;
 /// Runs in `/status.json` (as `kaiten-sync status --json`).
@@ -287,6 +304,8 @@ struct Inner {
     abort: Mutex<Option<tokio::task::AbortHandle>>,
     next: Mutex<NextRuns>,
     log: Mutex<VecDeque<LogLine>>,
+    /// Refused webhook deliveries not logged yet.
+    refused: Arc<RefusedDeliveries>,
 }
 
 impl AppState {
@@ -310,6 +329,7 @@ impl AppState {
             abort: Mutex::new(None),
             next: Mutex::new(NextRuns::default()),
             log: Mutex::new(VecDeque::new()),
+            refused: Arc::new(RefusedDeliveries::new(REFUSAL_LOG_INTERVAL)),
         }))
     }
 
@@ -408,11 +428,7 @@ impl AppState {
         match &self.0.admin_token {
             Some(token) => {
                 let expected = token.expose().as_bytes();
-                let bearer = headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(str::trim);
+                let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
                 if bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), expected)) {
                     return Ok(AdminLink::default());
                 }
@@ -433,6 +449,99 @@ impl AppState {
                     Err(Refusal::NotLoopback)
                 }
             }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, the scheme in any case (RFC 9110).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Refused webhook deliveries (401), logged at most once per interval with their count: a flood of
+/// wrong secrets (a scanner, a space still posting to an old secret) must not flood the log.
+struct RefusedDeliveries {
+    interval_ms: AtomicU64,
+    state: Mutex<RefusedState>,
+}
+
+#[derive(Default)]
+struct RefusedState {
+    /// Refusals not logged yet.
+    pending: u64,
+    /// When the last line was written.
+    logged_at: Option<tokio::time::Instant>,
+    /// Whether a task logs `pending` when the interval is over.
+    flush_due: bool,
+}
+
+impl RefusedDeliveries {
+    fn new(interval: Duration) -> Self {
+        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        Self { interval_ms: AtomicU64::new(ms), state: Mutex::new(RefusedState::default()) }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(Ordering::Relaxed))
+    }
+
+    /// Counts one refusal: logged at once when no line was written within the interval, else by a
+    /// task at the end of the interval, together with the others of the interval.
+    fn record(self: &Arc<Self>) {
+        let now = tokio::time::Instant::now();
+        let interval = self.interval();
+        let mut state = self.state.lock().unwrap();
+        state.pending += 1;
+        match state.logged_at {
+            Some(at) if now.duration_since(at) < interval => {
+                if !state.flush_due {
+                    state.flush_due = true;
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at + interval).await;
+                        this.flush();
+                    });
+                }
+            }
+            _ => {
+                let count = std::mem::take(&mut state.pending);
+                state.logged_at = Some(now);
+                drop(state);
+                Self::log(count, None, interval);
+            }
+        }
+    }
+
+    /// Logs the refusals not logged yet, if any.
+    fn flush(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.flush_due = false;
+        if state.pending == 0 {
+            return;
+        }
+        let count = std::mem::take(&mut state.pending);
+        let now = tokio::time::Instant::now();
+        let since = state.logged_at.map(|at| now.duration_since(at));
+        state.logged_at = Some(now);
+        drop(state);
+        Self::log(count, since, self.interval());
+    }
+
+    fn log(count: u64, since: Option<Duration>, interval: Duration) {
+        let why = "wrong secret in the URL, or a missing or invalid signature";
+        match since {
+            None => tracing::warn!(
+                refused = count,
+                "refused a webhook delivery (401: {why}); further refusals are logged at most once every {}s, with \
+                 their count",
+                interval.as_secs().max(1)
+            ),
+            Some(since) => tracing::warn!(
+                refused = count,
+                "refused {count} more webhook deliveries (401: {why}) in the last {}s",
+                since.as_secs().max(1)
+            ),
         }
     }
 }
@@ -544,12 +653,101 @@ pub fn router(state: AppState) -> Router {
         .route("/status.json", get(status_json))
         .route("/sync/incremental", post(sync_incremental))
         .route("/sync/full", post(sync_full))
-        .route_layer(middleware::from_fn_with_state(state.clone(), admin_guard));
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin_guard))
+        .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
     let webhooks = Router::new()
         .route(&format!("{WEBHOOK_PATH}/{{secret}}"), post(webhook))
         .route("/webhooks/kaiten/{secret}", post(webhook))
         .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT));
-    Router::new().merge(admin).merge(webhooks).route("/healthz", get(healthz)).with_state(state)
+    Router::new()
+        .merge(admin)
+        .merge(webhooks)
+        .route("/healthz", get(healthz))
+        .layer(middleware::from_fn(request_limits))
+        .layer(middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+fn is_webhook_path(path: &str) -> bool {
+    path.strip_prefix(WEBHOOK_PATH)
+        .or_else(|| path.strip_prefix("/webhooks/kaiten"))
+        .is_some_and(|r| r.starts_with('/'))
+}
+
+/// Refuses oversized requests before any handler: a long target (414), too many or too large
+/// headers (431), a declared body above the route's limit (413). A body sent without a length is
+/// cut at the same limit by the routes that read one (`DefaultBodyLimit`); the others never read it.
+async fn request_limits(req: Request, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return (StatusCode::URI_TOO_LONG, format!("the request target is longer than {MAX_URI_BYTES} bytes\n"))
+            .into_response();
+    }
+    let headers = req.headers();
+    let header_bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("at most {MAX_HEADERS} request headers of {MAX_HEADER_BYTES} bytes in all\n"),
+        )
+            .into_response();
+    }
+    let limit = if is_webhook_path(req.uri().path()) { WEBHOOK_BODY_LIMIT } else { ADMIN_BODY_LIMIT };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return (StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes\n"))
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// The `Content-Security-Policy` of every response: no scripts, no framing, no other origin; the
+/// admin page's one `<style>` element allowed by its hash (the page has no script and no `style`
+/// attribute); forms post to this origin only.
+fn content_security_policy() -> &'static HeaderValue {
+    static CSP: OnceLock<HeaderValue> = OnceLock::new();
+    CSP.get_or_init(|| {
+        let policy = format!(
+            "default-src 'none'; style-src '{}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            style_hash(ADMIN_TEMPLATE)
+        );
+        HeaderValue::from_str(&policy).expect("the policy is ASCII")
+    })
+}
+
+/// `sha256-<base64>` of the text of a page's first `<style>` element, as CSP hashes it.
+fn style_hash(html: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let style =
+        html.split_once("<style>").and_then(|(_, rest)| rest.split_once("</style>")).map_or("", |(style, _)| style);
+    format!("sha256-{}", base64(&Sha256::digest(style.as_bytes())))
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, content_security_policy().clone());
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 async fn admin_guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -580,6 +778,9 @@ async fn webhook(
         .into_response(),
         Err(error) => {
             let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if status == StatusCode::UNAUTHORIZED {
+                state.0.refused.record();
+            }
             (status, Json(json!({"ok": false, "error": error.to_string()}))).into_response()
         }
     }
@@ -856,9 +1057,9 @@ impl Page {
     /// The webhook inbox: what waits to be applied, and what gave up (with its error).
     fn inbox_section(&self, html: &mut String) {
         let oldest = self.inbox.oldest_pending.map(|t| relative(t, self.now)).unwrap_or_else(|| "–".into());
-        let _ = write!(
+        let _ = writeln!(
             html,
-            "<section class=\"wide\"><h2>Webhook inbox</h2><p>{} pending (oldest received {}), {} failed</p>\n",
+            "<section class=\"wide\"><h2>Webhook inbox</h2><p>{} pending (oldest received {}), {} failed</p>",
             self.inbox.pending,
             esc(&oldest),
             self.inbox.failed
@@ -884,9 +1085,9 @@ impl Page {
                     error = esc(e.last_error.as_deref().unwrap_or("")),
                 );
             }
-            let _ = write!(
+            let _ = writeln!(
                 html,
-                "</tbody></table><form method=\"post\" action=\"{}\"><button>Retry failed deliveries</button></form>\n",
+                "</tbody></table><form method=\"post\" action=\"{}\"><button>Retry failed deliveries</button></form>",
                 esc(&self.link.path(&format!("{ADMIN_PATH}/inbox/retry")))
             );
         }
@@ -1019,6 +1220,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .context("the HTTP server failed")?;
     let _ = scheduler.await;
     let _ = worker.await;
+    state.0.refused.flush();
     if state.sync_running() {
         println!("waiting for the running sync to finish (Ctrl-C again stops it now; the next run resumes it)");
         tokio::select! {
@@ -1371,5 +1573,171 @@ mod tests {
         assert!(!cross_site(&headers(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "same-origin")])));
         assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
         assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+
+    #[tokio::test]
+    async fn every_response_carries_the_security_headers() {
+        let f = fixture(None).await;
+        let remote: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+        let (status, headers, html) = send(&f.state, get_req(ADMIN_PATH), loopback()).await;
+        assert_eq!(status, StatusCode::OK);
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
+        for directive in ["default-src 'none'", "frame-ancestors 'none'", "form-action 'self'", "base-uri 'none'"] {
+            assert!(csp.contains(directive), "{csp}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("script-src"), "{csp}");
+        // The page's own style is allowed by its hash, computed here from the page as served.
+        assert!(csp.contains(&format!("style-src '{}'", style_hash(&html))), "{csp}");
+        assert!(
+            !html.contains("<script") && !html.contains(" style=\""),
+            "the policy allows no script and no style attribute"
+        );
+        let responses = [
+            (ADMIN_PATH.to_owned(), send(&f.state, get_req(ADMIN_PATH), loopback()).await.1),
+            ("refused admin".to_owned(), send(&f.state, get_req(ADMIN_PATH), remote).await.1),
+            ("healthz".to_owned(), send(&f.state, get_req("/healthz"), remote).await.1),
+            (
+                "webhook".to_owned(),
+                send(&f.state, post_req(&format!("{WEBHOOK_PATH}/wrong-0123456789"), "{}"), remote).await.1,
+            ),
+            ("404".to_owned(), send(&f.state, get_req("/nothing-here"), loopback()).await.1),
+        ];
+        for (what, headers) in responses {
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{what}");
+            assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{what}");
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
+            assert_eq!(headers[header::CONTENT_SECURITY_POLICY], csp, "{what}");
+        }
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[tokio::test]
+    async fn the_bearer_scheme_is_case_insensitive() {
+        let f = fixture(Some(TOKEN)).await;
+        let remote: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        for value in [
+            format!("Bearer {TOKEN}"),
+            format!("bearer {TOKEN}"),
+            format!("BEARER  {TOKEN} "),
+            format!("bEaReR\t{TOKEN}"),
+        ] {
+            let mut req = get_req("/status.json");
+            req.headers_mut().insert("authorization", value.parse().unwrap());
+            assert_eq!(send(&f.state, req, remote).await.0, StatusCode::OK, "{value:?}");
+        }
+        for value in [format!("Basic {TOKEN}"), format!("Bearer{TOKEN}"), "bearer ".to_owned(), TOKEN.to_owned()] {
+            let mut req = get_req("/status.json");
+            req.headers_mut().insert("authorization", value.parse().unwrap());
+            assert_eq!(send(&f.state, req, remote).await.0, StatusCode::UNAUTHORIZED, "{value:?}");
+        }
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("Token abc"), None);
+    }
+
+    #[tokio::test]
+    async fn oversized_requests_are_refused_before_any_handler() {
+        let f = fixture(None).await;
+        // A declared body above the admin limit: 413 before the guard or the handler runs.
+        let req = axum::http::Request::post("/admin/sync/full")
+            .header("host", "127.0.0.1:8080")
+            .header("content-length", (ADMIN_BODY_LIMIT + 1).to_string())
+            .body(Body::from(vec![b'x'; ADMIN_BODY_LIMIT + 1]))
+            .unwrap();
+        assert_eq!(send(&f.state, req, loopback()).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(!f.state.sync_running(), "nothing started");
+        // A webhook body between the two limits is fine (the webhook route's own limit is 1 MiB).
+        let card = f.sim.create_card(f.sim.board_ids()[0], &"long title ".repeat(2_000));
+        let body = card_add(&card);
+        assert!(body.len() > ADMIN_BODY_LIMIT);
+        let (status, _, answer) = send(&f.state, post_req(&format!("{WEBHOOK_PATH}/{SECRET}"), body), loopback()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+
+        let mut many = get_req(ADMIN_PATH);
+        for i in 0..MAX_HEADERS {
+            many.headers_mut()
+                .insert(axum::http::HeaderName::try_from(format!("x-h{i}")).unwrap(), "1".parse().unwrap());
+        }
+        assert_eq!(send(&f.state, many, loopback()).await.0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let mut large = get_req(ADMIN_PATH);
+        large.headers_mut().insert("cookie", "c".repeat(MAX_HEADER_BYTES).parse().unwrap());
+        assert_eq!(send(&f.state, large, loopback()).await.0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let long = format!("{ADMIN_PATH}?token={}", "t".repeat(MAX_URI_BYTES));
+        assert_eq!(send(&f.state, get_req(&long), loopback()).await.0, StatusCode::URI_TOO_LONG);
+        assert_eq!(send(&f.state, get_req(ADMIN_PATH), loopback()).await.0, StatusCode::OK);
+    }
+
+    /// Captures what a `tracing` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines_with(&self, needle: &str) -> Vec<String> {
+            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+            text.lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_deliveries_are_logged_once_per_interval_with_their_count() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let captured = captured.clone();
+                move || captured.clone()
+            })
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let f = fixture(None).await;
+        let interval = Duration::from_millis(400);
+        f.state.0.refused.interval_ms.store(interval.as_millis() as u64, Ordering::Relaxed);
+        let app = router(f.state.clone());
+        let remote: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+        for _ in 0..2_000 {
+            let mut req =
+                post_req("/api/webhooks/kaiten/wrong-secret-0123456789", r#"{"event":"card:add","data":{"id":1}}"#);
+            req.extensions_mut().insert(ConnectInfo(remote));
+            assert_eq!(app.clone().oneshot(req).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        }
+        let lines = captured.lines_with("webhook deliver");
+        assert_eq!(lines.len(), 1, "one line at the first refusal: {lines:#?}");
+        assert!(lines[0].contains("refused a webhook delivery (401") && lines[0].contains("refused=1"), "{}", lines[0]);
+        assert!(!lines[0].contains("wrong-secret-0123456789"), "the secret tried is never logged");
+        tokio::time::sleep(interval + Duration::from_millis(300)).await;
+        let lines = captured.lines_with("webhook deliver");
+        assert_eq!(lines.len(), 2, "the rest at the end of the interval: {lines:#?}");
+        assert!(
+            lines[1].contains("refused 1999 more webhook deliveries") && lines[1].contains("refused=1999"),
+            "{}",
+            lines[1]
+        );
+        // A quiet interval, then one more: logged at once again.
+        tokio::time::sleep(interval + Duration::from_millis(100)).await;
+        let mut req = post_req("/webhooks/kaiten/wrong-secret-0123456789", "{}");
+        req.extensions_mut().insert(ConnectInfo(remote));
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(captured.lines_with("webhook deliver").len(), 3);
+        // Accepted and malformed deliveries are not counted as refusals.
+        let (status, _, _) = send(&f.state, post_req(&format!("{WEBHOOK_PATH}/{SECRET}"), "not json"), remote).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        tokio::time::sleep(interval + Duration::from_millis(300)).await;
+        assert_eq!(captured.lines_with("webhook deliver").len(), 3);
     }
 }

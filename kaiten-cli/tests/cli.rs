@@ -315,3 +315,175 @@ async fn members_flag_stores_the_members_of_changed_cards() {
     assert_eq!(stored(by_env).await, served(by_env));
     assert!(stored(plain).await.is_empty(), "an unchanged card is not fetched");
 }
+
+/// Everything a run printed, both streams.
+fn printed(out: &Output) -> String {
+    format!("{}{}", stdout(out), stderr(out))
+}
+
+/// Passwords of database URLs never reach the output, whatever characters they hold and wherever
+/// the URL puts them (issue 12: an unencoded `/` used to cut the redaction short).
+#[tokio::test]
+async fn database_passwords_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let urls = [
+        "postgres://postgres:Pw/Secret123@127.0.0.1:5432/x",
+        "postgres://postgres:Pw?Secret123@127.0.0.1:5432/x",
+        "postgres://postgres:Pw#Secret123@127.0.0.1:5432/x",
+        "postgresql://postgres:Secret123@127.0.0.1:1/x",
+        "postgres://postgres:Secret%2F123@127.0.0.1:1/x",
+        "postgres://postgres@127.0.0.1:1/x?sslmode=disable&password=Secret123",
+        "postgres://postgres@127.0.0.1:1/x?PASSWORD=Secret123&sslpassword=Secret123",
+        "mysql://root:Pw/Secret123@127.0.0.1/x",
+    ];
+    for url in urls {
+        for args in [&["status"][..], &["status", "--json"], &["migrate"], &["-vv", "migrate"]] {
+            let out = kaiten_sync(dir.path(), &[("DATABASE_URL", url)], args).await;
+            assert!(!out.status.success(), "{url} {args:?}: {}", stdout(&out));
+            let text = printed(&out);
+            assert!(!text.contains("Secret123") && !text.contains("Secret%2F123"), "{url} {args:?} printed:\n{text}");
+        }
+    }
+    let out = kaiten_sync(dir.path(), &[("DATABASE_URL", urls[0])], &["status"]).await;
+    assert_fails_with(&out, "postgres://postgres:***@127.0.0.1:5432/x");
+}
+
+/// `migrate` prints the database it migrated, without a `password=` parameter's value.
+#[tokio::test]
+async fn migrate_names_the_database_without_its_password() {
+    let url = std::env::var("KAITEN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url_with_password = format!("{url}{}password=Secret123", if url.contains('?') { '&' } else { '?' });
+    let schema = format!("kaiten_test_cli_redact_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("DATABASE_URL", url_with_password.as_str()), ("KAITEN_DB_SCHEMA", schema.as_str())];
+    let out = kaiten_sync(dir.path(), &env, &["migrate"]).await;
+    if !out.status.success() && std::env::var_os("CI").is_none() && stderr(&out).contains("cannot connect") {
+        println!(
+            "SKIPPED: PostgreSQL at {} is not reachable; set KAITEN_TEST_DATABASE_URL",
+            kaiten_client::redact_url(&url)
+        );
+        return;
+    }
+    let text = printed(&out);
+    let store = kaiten_store_postgres::PgStore::connect(&url).await.unwrap();
+    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(store.pool()).await;
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("password=***") && !text.contains("Secret123"), "{text}");
+}
+
+/// A password in `KAITEN_API_URL` is not printed when Kaiten cannot be reached.
+#[tokio::test]
+async fn a_password_in_the_kaiten_url_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://user:Pw/Secret123@127.0.0.1:{port}");
+    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "t"), ("KAITEN_TIMEOUT", "2")];
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    assert!(!out.status.success());
+    assert!(!printed(&out).contains("Secret123"), "{}", printed(&out));
+    let url = format!("http://user:Secret123@127.0.0.1:{port}");
+    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "t"), ("KAITEN_TIMEOUT", "2")];
+    let out = kaiten_sync(dir.path(), &env, &["-vv", "sync", "full"]).await;
+    assert_fails_with(&out, &format!("cannot reach Kaiten at http://user:***@127.0.0.1:{port}"));
+    assert!(!printed(&out).contains("Secret123"), "{}", printed(&out));
+}
+
+/// Settings that make no sense are refused with one line naming the setting, before anything runs.
+#[tokio::test]
+async fn settings_that_make_no_sense_are_refused_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_line = |out: &Output| stderr(out).lines().next().unwrap_or_default().to_owned();
+    for url in ["postgres://", "postgres://postgres@127.0.0.1:5432", "postgresql://postgres:pw@127.0.0.1:5432/"] {
+        let out = kaiten_sync(dir.path(), &[("DATABASE_URL", url)], &["status"]).await;
+        assert_fails_with(&out, "names no database");
+        let line = first_line(&out);
+        assert!(line.contains("DATABASE_URL") && line.contains("names no database"), "{url}: {line}");
+    }
+    let env = [("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x"), ("KAITEN_DB_SCHEMA", "Bad-Name")];
+    let out = kaiten_sync(dir.path(), &env, &["migrate"]).await;
+    let line = first_line(&out);
+    assert!(
+        !out.status.success() && line.contains("KAITEN_DB_SCHEMA") && line.contains("invalid schema name"),
+        "{line}"
+    );
+
+    let kaiten =
+        [("KAITEN_API_URL", "http://127.0.0.1:9"), ("KAITEN_API_TOKEN", "t"), ("DATABASE_URL", "sqlite://x.db")];
+    let with = |name: &'static str, value: &'static str| {
+        let mut env = kaiten.to_vec();
+        env.push((name, value));
+        env
+    };
+    for timeout in ["0", "-5", "soon"] {
+        let out = kaiten_sync(dir.path(), &with("KAITEN_TIMEOUT", timeout), &["sync", "full"]).await;
+        let line = first_line(&out);
+        assert!(!out.status.success() && line.contains("KAITEN_TIMEOUT") && line.contains("1 or more"), "{line}");
+    }
+    let out = kaiten_sync(dir.path(), &kaiten, &["sync", "full", "--timeout", "-5"]).await;
+    assert!(!out.status.success() && first_line(&out).contains("KAITEN_TIMEOUT / --timeout"), "{}", stderr(&out));
+    for rate in ["1e-9", "-1", "NaN", "fast"] {
+        let out = kaiten_sync(dir.path(), &with("KAITEN_RATE_LIMIT", rate), &["sync", "full"]).await;
+        let line = first_line(&out);
+        assert!(
+            !out.status.success() && line.contains("KAITEN_RATE_LIMIT") && line.contains("0 for no limit"),
+            "{line}"
+        );
+        assert!(!stderr(&out).contains("None"), "the CLI spells no limit 0: {}", stderr(&out));
+    }
+    assert!(!dir.path().join("x.db").exists(), "nothing was written");
+}
+
+/// `kill -9` of a SQLite sync leaves its lock row behind; the next run on this host sees the holder's
+/// process is gone and takes the lock at once instead of waiting 10 minutes for it to go stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_killed_with_kill_9_does_not_block_the_next_one() {
+    use std::os::unix::process::ExitStatusExt;
+    let sim = Simulator::start(SimConfig { cards: 1000, ..SimConfig::small() }).await.unwrap();
+    sim.set_latency(Duration::from_millis(50));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let db_url = format!("sqlite://{}", db.display());
+    let (url, token) = (sim.base_url(), sim.token());
+    let env = [
+        ("KAITEN_API_URL", url.as_str()),
+        ("KAITEN_API_TOKEN", token.as_str()),
+        ("KAITEN_RATE_LIMIT", "0"),
+        ("DATABASE_URL", db_url.as_str()),
+    ];
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"));
+    cmd.current_dir(dir.path()).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(["sync", "full"]).envs(env).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = cmd.kill_on_drop(true).spawn().expect("sync starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = match SqliteStore::open(&db) {
+            Ok(store) => store
+                .recent_runs(1)
+                .await
+                .is_ok_and(|runs| runs.first().is_some_and(|r| r.status == kaiten_sync::RunStatus::Running)),
+            Err(_) => false,
+        };
+        if running {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the sync never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().expect("still running").to_string();
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.signal(), Some(9), "killed mid-run, not finished: {status:?}");
+    // The next run, started at once: no "another sync is running", no waiting.
+    let started = std::time::Instant::now();
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("another sync is running"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("took over the sync lock of a process of this host that is gone"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(120));
+}

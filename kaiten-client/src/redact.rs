@@ -333,7 +333,10 @@ mod tests {
             ),
             ("postgres://h/db?PASSWORD=secret", "postgres://h/db?PASSWORD=***"),
             ("postgres://h/db?sslmode=require&sslpassword=k3y", "postgres://h/db?sslmode=require&sslpassword=***"),
-            ("https://h/x?token=t0k&api_key=k&Api-Key=k2&limit=5", "https://h/x?token=***&api_key=***&Api-Key=***&limit=5"),
+            (
+                "https://h/x?token=t0k&api_key=k&Api-Key=k2&limit=5",
+                "https://h/x?token=***&api_key=***&Api-Key=***&limit=5",
+            ),
             ("postgres://h/db?pass%77ord=x", "postgres://h/db?pass%77ord=***"),
             // Written unencoded, `#`, `&` and `@` stay in the value unless a parameter follows.
             ("postgres://h/db?password=a#b", "postgres://h/db?password=***"),

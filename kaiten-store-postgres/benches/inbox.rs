@@ -19,7 +19,7 @@
 //!
 //! The server comes from `KAITEN_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); `BENCH_STATEMENT_CACHE=100` measures with named
-//! prepared statements instead of the pooler-safe default (0).
+//! prepared statements instead of the pooler-safe default (0); `BENCH_POOL=10` with a larger pool.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -155,10 +155,12 @@ async fn main() {
     let seconds = seconds();
     let duration = Duration::from_secs(seconds);
     let cache = env_number("BENCH_STATEMENT_CACHE").unwrap_or(0).max(0) as usize;
+    let pool = env_number("BENCH_POOL").unwrap_or(5).max(1) as u32;
     let schema = format!("kaiten_bench_inbox_{}", std::process::id());
     let store = match PgStore::connect_with(PgStoreOptions {
         schema: schema.clone(),
         statement_cache_capacity: cache,
+        max_connections: pool,
         ..PgStoreOptions::new(&url)
     })
     .await
@@ -183,7 +185,7 @@ async fn main() {
     }
     println!(
         "kaiten-store-postgres webhook inbox benchmark: {RATE} deliveries/s from {TASKS} tasks for {seconds} s, a \
-         worker draining every 50 ms, pool of 5, statement cache {cache}, schema {schema}"
+         worker draining every 50 ms, pool of {pool}, statement cache {cache}, schema {schema}"
     );
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -10,7 +10,7 @@ pub(crate) const BACKEND: &str = "postgres";
 
 /// Removes the password from a connection URL (`postgres://user:secret@host/db` →
 /// `postgres://user:***@host/db`), secret query parameters and libpq `password=` values: the one
-/// redaction of the workspace, [`kaiten_client::redact::redact_url`].
+/// redaction of the workspace, [`kaiten_sync::kaiten_client::redact::redact_url`].
 pub use kaiten_sync::kaiten_client::redact::redact_url;
 
 /// Secrets that must never appear in an error message: the password of the URL, raw and

@@ -63,7 +63,9 @@
 //! Two processes may share one file: the sync lock is a row of `sync_lock` taken in an
 //! `IMMEDIATE` transaction, and a writer that finds the database locked waits up to the busy
 //! timeout ([`SqliteOptions::busy_timeout`], 5 s by default) before failing with
-//! [`StoreError::Busy`].
+//! [`StoreError::Busy`]. A lock row outlives a killed process: one whose holder names this host
+//! and a process that no longer exists ([`kaiten_sync::holder::holder_is_gone`]) is taken over at
+//! once, any other one when its heartbeat is older than the stale timeout.
 
 mod error;
 mod inbox;
@@ -147,7 +149,8 @@ impl Location {
             "" => Err(StoreError::Unavailable {
                 backend: BACKEND,
                 message: format!(
-                    "{text:?} names no SQLite database file (expected a path, sqlite://file.db or sqlite::memory:)"
+                    "{:?} names no SQLite database file (expected a path, sqlite://file.db or sqlite::memory:)",
+                    kaiten_sync::kaiten_client::redact_url(text)
                 ),
                 source: None,
             }),

@@ -604,7 +604,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn counts(&self) -> Result<Vec<TableCount>, StoreError>;
 
     /// Takes the one-sync-at-a-time lock for `holder` if it is free, already held by `holder`, or
-    /// held by someone whose last heartbeat is older than `stale_after`.
+    /// held by someone whose last heartbeat is older than `stale_after`. A store whose lock can
+    /// outlive its holder's process may also take over at once a lock whose holder is known to be
+    /// gone ([`crate::holder::holder_is_gone`]).
     async fn try_lock(&self, holder: &str, stale_after: Duration) -> Result<LockAttempt, StoreError>;
 
     /// Says the holder is alive (keeps the lock from going stale). Returns whether `holder` still
