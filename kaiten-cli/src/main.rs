@@ -17,6 +17,7 @@
 
 mod config;
 mod demo;
+mod metrics;
 mod output;
 mod serve;
 mod stores;
@@ -89,6 +90,10 @@ struct SyncArgs {
     /// Only this board (repeatable).
     #[arg(long = "board")]
     boards: Vec<i64>,
+    /// Refetch just these cards (comma-separated ids, repeatable) and any parent they miss, through
+    /// the same path as webhook deliveries: a card Kaiten no longer has is marked deleted.
+    #[arg(long = "card", value_delimiter = ',', conflicts_with_all = ["mode", "only", "full", "spaces", "boards"])]
+    cards: Vec<i64>,
     /// Seconds to wait for another sync on the same database to finish (0 = fail at once).
     #[arg(long, default_value_t = 0)]
     lock_wait: u64,
@@ -180,6 +185,9 @@ fn selection(args: &SyncArgs) -> Result<(Selection, Mode)> {
 }
 
 async fn sync(args: SyncArgs) -> Result<()> {
+    if !args.cards.is_empty() {
+        return refetch_cards(&args).await;
+    }
     let (selection, mode) = selection(&args)?;
     let client = args.kaiten.client()?;
     let store = stores::open(&args.db).await?;
@@ -199,6 +207,29 @@ async fn sync(args: SyncArgs) -> Result<()> {
     progress.finish();
     let report = report?;
     output::print_report(&report);
+    Ok(())
+}
+
+/// `sync --card ID,...`: the cards refetched through the webhook apply path.
+async fn refetch_cards(args: &SyncArgs) -> Result<()> {
+    let client = args.kaiten.client()?;
+    let store = stores::open(&args.db).await?;
+    store.migrate().await.context("migration failed")?;
+    let applier = kaiten_sync::WebhookHandler::applier(client, store, kaiten_sync::WebhookOptions::default());
+    let report = applier.refetch(kaiten_sync::EntityKind::Cards, &args.cards).await?;
+    println!(
+        "refetched {} card(s): {} applied, {} failed; {} request(s) to Kaiten (runs {:?})",
+        args.cards.len(),
+        report.applied,
+        report.failed,
+        report.requests,
+        report.run_ids
+    );
+    anyhow::ensure!(
+        report.failed == 0,
+        "{} refetch(es) failed; they stay in the webhook inbox for `serve` to retry (see `kaiten-sync status`)",
+        report.failed
+    );
     Ok(())
 }
 

@@ -487,3 +487,32 @@ async fn a_sync_killed_with_kill_9_does_not_block_the_next_one() {
     );
     assert!(started.elapsed() < Duration::from_secs(120));
 }
+
+/// `sync --card ID,...` refetches just those cards: a new one is stored, one Kaiten no longer has
+/// is marked deleted; `--card` with a listing option is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_card_refetches_just_those_cards() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = sim.base_url();
+    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "sim-token"), ("KAITEN_RATE_LIMIT", "0")];
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new = sim.create_card(sim.board_ids()[0], "Asked for by id")["id"].as_i64().unwrap();
+    let gone = sim.card_ids()[0];
+    sim.delete_card(gone);
+    sim.reset_request_log();
+    let ids = format!("{new},{gone}");
+    let out = kaiten_sync(dir.path(), &env, &["sync", "--card", &ids]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("refetched 2 card(s): 2 applied, 0 failed; 2 request(s)"), "{}", stdout(&out));
+    let store = SqliteStore::open(dir.path().join("kaiten.db")).unwrap();
+    let row = store.get(kaiten_sync::EntityKind::Cards, new).await.unwrap().expect("the new card is stored");
+    assert_eq!(row.raw["title"], "Asked for by id");
+    let deleted = store.get(kaiten_sync::EntityKind::Cards, gone).await.unwrap().unwrap();
+    assert!(deleted.deleted_at.is_some(), "a card Kaiten answers 404 for is marked deleted");
+    assert_eq!(sim.request_log().len(), 2, "one request per card: {:?}", sim.request_log());
+    let out = kaiten_sync(dir.path(), &env, &["sync", "--card", "5", "--full"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--card") && stderr(&out).contains("--full"), "{}", stderr(&out));
+}

@@ -235,6 +235,17 @@ impl PgStore {
                 return Ok(LockAttempt::Acquired);
             }
             let state = self.read_lock_row(&mut tx, stale_after).await?;
+            if let Some(info) = state.info.as_ref().filter(|i| kaiten_sync::holder::holder_is_gone(&i.holder)) {
+                // A process of this host that no longer exists (killed): its lock is free now.
+                self.query(&self.inner.sql.lock_delete)
+                    .bind(&info.holder)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e, ctx))?;
+                tx.commit().await.map_err(|e| self.err(e, ctx))?;
+                tracing::warn!(holder = %info.holder, "took over the sync lock of a process of this host that is gone");
+                continue;
+            }
             tx.commit().await.map_err(|e| self.err(e, ctx))?;
             if let Some(info) = state.info {
                 return Ok(LockAttempt::Held(info));

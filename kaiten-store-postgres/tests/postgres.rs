@@ -317,6 +317,28 @@ async fn table_lock_works_across_stores() {
     b.close().await;
 }
 
+/// A table lock left by a killed process of this host is taken over at once (not after the stale
+/// timeout); one held by another host waits.
+#[tokio::test]
+async fn table_lock_of_a_process_gone_from_this_host_is_taken_over_at_once() {
+    let Some(a) = pg_store_with(|o| o.lock_mode = LockMode::Table).await else { return };
+    let stale = Duration::from_secs(24 * 3600);
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    let pid = exited.id();
+    exited.wait().unwrap();
+    let dead = format!("{}:{pid}:deadbeef", kaiten_sync::holder::local_host());
+    assert_eq!(a.try_lock(&dead, stale).await.unwrap(), LockAttempt::Acquired);
+    assert_eq!(a.try_lock("next-run", stale).await.unwrap(), LockAttempt::Acquired, "the dead holder's lock is free");
+    a.release_lock("next-run").await.unwrap();
+    let elsewhere = "otherhost.example:1:cafebabe";
+    assert_eq!(a.try_lock(elsewhere, stale).await.unwrap(), LockAttempt::Acquired);
+    assert!(
+        matches!(a.try_lock("next-run", stale).await.unwrap(), LockAttempt::Held(i) if i.holder == elsewhere),
+        "a holder on another host waits for the stale timeout"
+    );
+    a.release_lock(elsewhere).await.unwrap();
+}
+
 async fn prepared_statements_after_work(store: &PgStore) -> i64 {
     parents(store).await;
     store.apply_page(&page(Batch::Cards(cards(1, 10, 10, 100)))).await.unwrap();

@@ -524,6 +524,25 @@ pub async fn a_bulk_change_is_fetched_by_one_listing(store: Arc<dyn Store>) {
     }
 }
 
+/// Cards refetched on demand (`sync --card`) go through the same path: a new card is stored with
+/// its parents, a card Kaiten no longer has is marked deleted, an unknown id creates nothing.
+pub async fn cards_are_refetched_on_demand(store: Arc<dyn Store>) {
+    let (sim, _) = synced(&store).await;
+    let applier = WebhookHandler::applier(sim_client(&sim), store.clone(), test_options());
+    let board = sim.add_board(sim.space_ids()[0], "On demand");
+    let new = sim.create_card(board, "Refetched on demand")["id"].as_i64().unwrap();
+    let gone = sim.card_ids()[0];
+    sim.delete_card(gone);
+    let report = applier.refetch(EntityKind::Cards, &[new, gone, 987_654]).await.expect("refetch");
+    assert_eq!((report.entries, report.applied, report.failed), (3, 3, 0), "{report:?}");
+    assert_card_is_kaitens(&sim, &store, new).await;
+    assert!(stored(&store, EntityKind::Cards, gone).await.deleted_at.is_some());
+    assert!(store.get(EntityKind::Cards, 987_654).await.unwrap().is_none());
+    let err = applier.refetch(EntityKind::Columns, &[1]).await.unwrap_err();
+    assert!(err.to_string().contains("cannot be refetched"), "{err}");
+    assert!(applier.refetch(EntityKind::Cards, &[0]).await.is_err());
+}
+
 // ---- end to end: the simulator posts to a small HTTP server on 127.0.0.1 ----
 
 /// Serves `POST /api/webhooks/kaiten/{secret}` with the handler on 127.0.0.1 (one request per
@@ -681,6 +700,7 @@ macro_rules! webhook_conformance_tests {
             failing_fetches_are_retried_then_kept_as_failed,
             acknowledged_deliveries_survive_a_dead_worker,
             a_bulk_change_is_fetched_by_one_listing,
+            cards_are_refetched_on_demand,
             end_to_end_webhooks_keep_the_mirror_current_without_a_sync,
             end_to_end_shuffled_deliveries_end_at_the_newest_version,
         );

@@ -326,6 +326,42 @@ impl WebhookHandler {
         Self { inner: Arc::new(inner) }
     }
 
+    /// Refetches these entities now, through the same inbox and apply path as webhook deliveries
+    /// (`kind` is [`EntityKind::Cards`], [`EntityKind::Boards`], [`EntityKind::Spaces`] or
+    /// [`EntityKind::Tags`]): each is recorded in the inbox as due, then the inbox is drained (so any
+    /// other due delivery is applied too). A card Kaiten answers 404 for is marked deleted if
+    /// stored, and nothing is created for it. What cannot be fetched stays in the inbox for the next
+    /// drain, and is counted in [`DrainReport::failed`].
+    pub async fn refetch(&self, kind: EntityKind, ids: &[i64]) -> Result<DrainReport, SyncError> {
+        if !matches!(kind, EntityKind::Cards | EntityKind::Boards | EntityKind::Spaces | EntityKind::Tags) {
+            return Err(SyncError::InvalidSelection(format!("{kind} cannot be refetched by id")));
+        }
+        if let Some(bad) = ids.iter().find(|id| **id <= 0) {
+            return Err(SyncError::InvalidSelection(format!("{bad} is not a Kaiten id")));
+        }
+        let notes: Vec<Notification> = ids
+            .iter()
+            .map(|id| Notification { kind, entity_id: *id, parent_id: None, event: "refetch".to_owned() })
+            .collect();
+        let now = now_millis();
+        self.inner.store.inbox_push(&notes, now, now).await?;
+        self.drain().await
+    }
+
+    /// A handler that only applies (no deliveries are authenticated with it): for
+    /// [`WebhookHandler::refetch`] and [`WebhookHandler::drain`] outside `serve`.
+    pub fn applier(client: KaitenClient, store: Arc<dyn Store>, options: WebhookOptions) -> Self {
+        let inner = Inner {
+            client,
+            store,
+            auth: WebhookAuth::new(""),
+            options,
+            worker_id: worker_id(),
+            wake: tokio::sync::Notify::new(),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
     /// The header the adapter should pass as `signature`, when signatures are required.
     pub fn hmac_header(&self) -> Option<&str> {
         self.inner.auth.hmac_header.as_deref()
