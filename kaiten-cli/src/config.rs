@@ -34,8 +34,17 @@ pub struct DbArgs {
     pub db_schema: String,
     /// Postgres sync lock: `advisory` (default) or `table` (for transaction-mode poolers such as
     /// PgBouncer or Supabase's port 6543).
-    #[arg(long, env = "KAITEN_DB_LOCK", default_value = "advisory", value_parser = ["advisory", "table"])]
-    pub db_lock: String,
+    #[arg(long, env = "KAITEN_DB_LOCK", default_value = "advisory", value_enum)]
+    pub db_lock: DbLock,
+}
+
+/// `KAITEN_DB_LOCK` / `--db-lock`: how Postgres runs take the one-sync-at-a-time lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DbLock {
+    /// A session advisory lock (a direct connection, or a session-mode pooler).
+    Advisory,
+    /// A lock row (transaction-mode poolers such as PgBouncer or Supabase's port 6543).
+    Table,
 }
 
 impl DbArgs {
@@ -142,8 +151,7 @@ mod tests {
 
     #[test]
     fn database_urls_are_described_without_passwords() {
-        let db =
-            |url: &str| DbArgs { database_url: url.into(), db_schema: "kaiten".into(), db_lock: "advisory".into() };
+        let db = |url: &str| DbArgs { database_url: url.into(), db_schema: "kaiten".into(), db_lock: DbLock::Advisory };
         assert_eq!(db("postgres://u:secret@h:5432/db").describe(), "postgres://u:***@h:5432/db");
         assert_eq!(db("postgres://u@h/db").describe(), "postgres://u@h/db");
         assert_eq!(db("sqlite://kaiten.db").describe(), "sqlite://kaiten.db");

@@ -8,7 +8,7 @@ use kaiten_sim::{SimConfig, Simulator};
 use kaiten_sync::{EntityKind, Store, SyncEngine};
 use serde_json::json;
 
-use crate::config::{self, DbArgs};
+use crate::config::{self, DbArgs, DbLock};
 use crate::output;
 
 /// Options of the demo.
@@ -66,7 +66,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if args.database_url == DEFAULT_DB {
         remove_default_db()?;
     }
-    let db = DbArgs { database_url: args.database_url.clone(), db_schema: "kaiten".into(), db_lock: "advisory".into() };
+    let db = DbArgs { database_url: args.database_url.clone(), db_schema: "kaiten".into(), db_lock: DbLock::Advisory };
     let store = crate::stores::open(&db).await?;
     store.migrate().await.context("migration failed")?;
     let client = config::client(&sim.base_url(), &sim.token(), rate.unwrap_or(0.0), Duration::from_secs(30))?;

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use kaiten_sync::{EntityKind, Mode, Selection, SyncEngine, SyncOptions};
 
 use crate::config::{DbArgs, KaitenArgs};
@@ -39,6 +39,11 @@ struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
+    /// Log format on stderr: `text`, or `json` (one JSON object a line, each line of a run
+    /// carrying its `run_id`, for log collectors).
+    #[arg(long, value_enum, env = "KAITEN_LOG_FORMAT", default_value_t = output::LogFormat::Text, global = true)]
+    log_format: output::LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +54,11 @@ enum Command {
     Migrate {
         #[command(flatten)]
         db: DbArgs,
+        /// Postgres: enable row-level security (no policies) on every table of the schema, so an
+        /// HTTP API in front of the database (Supabase's Data API) serves none of its rows to
+        /// roles that do not own them. Done anyway when the database has Supabase's `anon` role.
+        #[arg(long)]
+        enable_rls: bool,
     },
     /// Sync Kaiten into the database.
     Sync(SyncArgs),
@@ -75,12 +85,11 @@ enum Command {
 struct SyncArgs {
     /// `full` (everything, with deletion detection) or `incremental` (what changed since the last
     /// run). Without it, `--only` picks kinds and `--full` picks the mode.
-    #[arg(value_parser = ["full", "incremental"])]
-    mode: Option<String>,
-    /// Only these kinds, comma-separated: spaces, users, card_types, tags, property_definitions,
-    /// boards, columns, lanes, cards.
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
+    #[arg(value_enum)]
+    mode: Option<SyncMode>,
+    /// Only these kinds, comma-separated (singular names such as `card` work too).
+    #[arg(long, value_delimiter = ',', value_name = "KINDS", value_parser = KindParser)]
+    only: Vec<EntityKind>,
     /// With --only: a full listing (with deletion detection) instead of incremental.
     #[arg(long)]
     full: bool,
@@ -102,10 +111,68 @@ struct SyncArgs {
     /// `KAITEN_CARD_MEMBERS` takes `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
     #[arg(long, env = "KAITEN_CARD_MEMBERS", value_parser = clap::builder::BoolishValueParser::new())]
     members: bool,
+    /// The share (0 to 1) of a kind one sync may mark deleted without checking with Kaiten first;
+    /// beyond it a sample is asked for by id, and if Kaiten still has any, nothing of that kind is
+    /// marked deleted and the run fails saying so (like rsync's --max-delete). 1 = no check.
+    #[arg(long, env = "KAITEN_MAX_DELETE_SHARE", default_value_t = 0.1, value_parser = parse_share)]
+    max_delete_share: f64,
     #[command(flatten)]
     kaiten: KaitenArgs,
     #[command(flatten)]
     db: DbArgs,
+}
+
+/// The mode argument of `sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SyncMode {
+    /// Everything, with deletion detection.
+    Full,
+    /// What changed since the last run.
+    Incremental,
+}
+
+/// Parses `--only` values with [`EntityKind`]'s own parser (names, singular aliases, any case, `-`
+/// for `_`) and lists the kinds in `--help`.
+#[derive(Debug, Clone, Copy)]
+struct KindParser;
+
+impl clap::builder::TypedValueParser for KindParser {
+    type Value = EntityKind;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<EntityKind, clap::Error> {
+        let text = clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)?;
+        text.parse::<EntityKind>().map_err(|e| {
+            let arg = arg.map_or_else(|| "--only".to_owned(), ToString::to_string);
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("invalid value '{text}' for '{arg}': {e}\n"))
+                .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            EntityKind::ALL
+                .into_iter()
+                .map(|kind| clap::builder::PossibleValue::new(kind.as_str()).aliases(kind.aliases().iter().copied())),
+        ))
+    }
+}
+
+/// A share from 0 to 1 (`0.1`, or `10%`).
+fn parse_share(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let (number, scale) = match trimmed.strip_suffix('%') {
+        Some(percent) => (percent.trim(), 100.0),
+        None => (trimmed, 1.0),
+    };
+    match number.parse::<f64>() {
+        Ok(value) if value.is_finite() && (0.0..=scale).contains(&value) => Ok(value / scale),
+        _ => Err(format!("expected a share from 0 to 1 (or a percentage such as 10%), got {text:?}")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +197,7 @@ struct SimArgs {
 fn main() -> ExitCode {
     config::load_dotenv();
     let cli = Cli::parse();
-    output::init_tracing(cli.verbose);
+    output::init_tracing(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -141,7 +208,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", output::error_chain(&e));
+            output::report_error(&output::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -149,8 +216,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Migrate { db } => {
-            let store = stores::open(&db).await?;
+        Command::Migrate { db, enable_rls } => {
+            let store = stores::open_with(&db, enable_rls).await?;
             store.migrate().await.context("migration failed")?;
             println!("database schema is up to date ({})", db.describe());
             Ok(())
@@ -167,20 +234,17 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn selection(args: &SyncArgs) -> Result<(Selection, Mode)> {
-    let mut kinds = Vec::new();
-    for name in &args.only {
-        kinds.push(name.parse::<EntityKind>()?);
-    }
-    let mode = match (args.mode.as_deref(), args.full) {
-        (Some("full"), _) | (None, true) => Mode::Full,
-        (Some(_), true) => bail!("`sync incremental --full` contradicts itself: pick one"),
-        (Some(_), false) => Mode::Incremental,
+    let kinds = &args.only;
+    let mode = match (args.mode, args.full) {
+        (Some(SyncMode::Full), _) | (None, true) => Mode::Full,
+        (Some(SyncMode::Incremental), true) => bail!("`sync incremental --full` contradicts itself: pick one"),
+        (Some(SyncMode::Incremental), false) => Mode::Incremental,
         (None, false) if kinds.is_empty() && args.spaces.is_empty() && args.boards.is_empty() => {
             bail!("say what to sync: `sync full`, `sync incremental`, or `sync --only KINDS [--full]`")
         }
         (None, false) => Mode::Incremental,
     };
-    let selection = Selection::kinds(&kinds).in_spaces(&args.spaces).in_boards(&args.boards);
+    let selection = Selection::kinds(kinds).in_spaces(&args.spaces).in_boards(&args.boards);
     Ok((selection, mode))
 }
 
@@ -194,7 +258,8 @@ async fn sync(args: SyncArgs) -> Result<()> {
     store.migrate().await.context("migration failed")?;
     let options = SyncOptions::default()
         .with_lock_wait(Duration::from_secs(args.lock_wait))
-        .with_card_members_backfill(args.members);
+        .with_card_members_backfill(args.members)
+        .with_max_delete_share(args.max_delete_share);
     if args.members && mode == Mode::Full {
         tracing::warn!("--members fetches card members in incremental runs only; this full listing ignores it");
     }

@@ -7,10 +7,30 @@ use std::time::Instant;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kaiten_sync::{EntityKind, EntityStats, ProgressEvent, RunRecord, Store, SyncReport};
+use kaiten_sync::{EntityKind, EntityStats, ProgressEvent, RunRecord, RunStatus, Store, SyncReport};
+
+/// How log lines are written on stderr (`--log-format`, `KAITEN_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object a line (`timestamp`, `level`, `target`, `fields`, and the spans: `span` and
+    /// `spans`, where a run's `run_id` is); progress and the final error are log lines too.
+    Json,
+}
+
+/// The format chosen at start (progress lines follow it).
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// The log format in use.
+pub fn log_format() -> LogFormat {
+    LOG_FORMAT.get().copied().unwrap_or_default()
+}
 
 /// Sets up `tracing` output on stderr: warnings by default, more with `-v`, or `RUST_LOG`.
-pub fn init_tracing(verbose: u8) {
+pub fn init_tracing(verbose: u8, format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -19,24 +39,34 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    };
 }
 
-/// An error and its causes on one line, without repeating a cause its parent already quotes.
-pub fn error_chain(error: &anyhow::Error) -> String {
-    let mut text = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
+/// Reports the error that ends the command on stderr: `error: ...`, or a JSON line in JSON mode
+/// (written directly, so a filter that silences the log cannot hide it).
+pub fn report_error(text: &str) {
+    match log_format() {
+        LogFormat::Text => eprintln!("error: {text}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": "ERROR",
+                "fields": {"message": text},
+                "target": "kaiten_sync",
+            })
+        ),
     }
-    text
+}
+
+/// An error and its causes on one line, outermost first (`migration failed: database schema
+/// problem: ...`): each layer says only its own part, so nothing repeats.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    kaiten_sync::error::chain(error.as_ref())
 }
 
 fn describe(stats: &EntityStats) -> String {
@@ -58,8 +88,8 @@ pub struct Progress(Arc<Mutex<ProgressState>>);
 impl Progress {
     /// Bars when stderr is a terminal, lines when it is not.
     pub fn new() -> Self {
-        let multi =
-            std::io::stderr().is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let bars = std::io::stderr().is_terminal() && log_format() == LogFormat::Text;
+        let multi = bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Self(Arc::new(Mutex::new(ProgressState { multi, bars: Vec::new() })))
     }
 
@@ -74,6 +104,7 @@ impl Progress {
                     Some(multi) => {
                         let _ = multi.println(line);
                     }
+                    None if log_format() == LogFormat::Json => tracing::info!(run_id, "{line}"),
                     None => eprintln!("{line}"),
                 }
             }
@@ -101,6 +132,8 @@ impl Progress {
                     let line = format!("{:>20}: {} in {:.1?}", kind.as_str(), describe(stats), started.elapsed());
                     if state.multi.is_some() {
                         bar.finish_with_message(describe(stats));
+                    } else if log_format() == LogFormat::Json {
+                        tracing::info!(entity = kind.as_str(), "{}", line.trim_start());
                     } else {
                         eprintln!("{line}");
                     }
@@ -206,6 +239,48 @@ fn run_row(run: &RunRecord) -> Vec<String> {
     ]
 }
 
+/// A run still `running` (here or in another process), kind by kind as far as the run log has it:
+/// the engine writes a run's counts after each entity kind, so finished kinds are listed with
+/// their totals and the kind after them is the one in progress.
+fn print_running(run: &RunRecord, now: DateTime<Utc>) {
+    let secs = (now - run.started_at).num_seconds().max(0);
+    println!(
+        "\nrun #{} ({}) running for {}s, {} requests so far (a run whose process died shows as running until the next run \
+         marks it interrupted):",
+        run.id,
+        run.kind.as_str(),
+        secs,
+        run.api_requests
+    );
+    let mut in_progress = true;
+    let rows: Vec<Vec<String>> = run
+        .entities
+        .iter()
+        .map(|kind| {
+            let state = match run.stats.get(kind) {
+                Some(_) => "done",
+                None if in_progress => {
+                    in_progress = false;
+                    "in progress"
+                }
+                None => "pending",
+            };
+            let stats = run.stats.get(kind).copied().unwrap_or_default();
+            let count = |n: u64| if state == "done" { n.to_string() } else { "-".into() };
+            vec![
+                kind.as_str().to_owned(),
+                state.to_owned(),
+                count(stats.pages),
+                count(stats.fetched),
+                count(stats.inserted),
+                count(stats.updated),
+                count(stats.deleted),
+            ]
+        })
+        .collect();
+    println!("{}", table(&["entity", "state", "pages", "fetched", "ins", "upd", "del"], &rows));
+}
+
 /// `status`: counts, per-entity state, when deletions were last reconciled, and recent runs.
 pub async fn print_status(store: &dyn Store, json: bool, runs: usize) -> Result<()> {
     let counts = store.counts().await?;
@@ -263,5 +338,8 @@ pub async fn print_status(store: &dyn Store, json: bool, runs: usize) -> Result<
         "{}",
         table(&["run", "kind", "status", "started", "took", "requests", "ins", "upd", "del", "error"], &rows)
     );
+    for run in recent.iter().filter(|r| r.status == RunStatus::Running) {
+        print_running(run, Utc::now());
+    }
     Ok(())
 }

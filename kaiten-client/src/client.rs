@@ -47,6 +47,8 @@ pub struct ClientStats {
     pub requests: u64,
     /// Attempts that were retries.
     pub retries: u64,
+    /// Responses that were `429 Too Many Requests` (Kaiten's rate limit).
+    pub rate_limited: u64,
 }
 
 /// Configures and builds a [`KaitenClient`]. Its `Debug` output never shows the token.
@@ -257,6 +259,7 @@ impl KaitenClientBuilder {
                 retry: self.retry_policy,
                 requests: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
+                rate_limited: AtomicU64::new(0),
             }),
         })
     }
@@ -385,11 +388,12 @@ impl KaitenClient {
         &self.inner.base_url
     }
 
-    /// Requests and retries sent so far by this client and all its clones.
+    /// Requests, retries and 429 answers so far, of this client and all its clones.
     pub fn stats(&self) -> ClientStats {
         ClientStats {
             requests: self.inner.requests.load(Ordering::Relaxed),
             retries: self.inner.retries.load(Ordering::Relaxed),
+            rate_limited: self.inner.rate_limited.load(Ordering::Relaxed),
         }
     }
 

@@ -76,8 +76,9 @@ pub enum Error {
         /// Attempts made.
         attempts: u32,
     },
-    /// The server could not be reached (DNS, refused, reset) after every allowed retry.
-    #[error("cannot reach Kaiten at {url} ({route}) after {attempts} attempts: {source}")]
+    /// The server could not be reached (DNS, refused, reset) after every allowed retry: the source
+    /// says how.
+    #[error("cannot reach Kaiten at {url} ({route}) after {attempts} attempts")]
     Connection {
         /// The route.
         route: String,

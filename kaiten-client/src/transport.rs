@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     pub(crate) retry: RetryPolicy,
     pub(crate) requests: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Responses that were 429.
+    pub(crate) rate_limited: AtomicU64,
 }
 
 /// A 2xx body that is JSON, parsed, with what an error about its shape needs.
@@ -74,16 +76,27 @@ impl Inner {
                 Err(Failure::Retryable { error, wait }) => (error, wait),
             };
             if attempt >= self.retry.max_attempts {
-                tracing::warn!(route = %route, attempts = attempt, error = %error, "Kaiten request failed: no attempts left");
+                tracing::warn!(
+                    route = %route,
+                    attempts = attempt,
+                    error = &error as &dyn std::error::Error,
+                    "Kaiten request failed: no attempts left"
+                );
                 return Err(error);
             }
             let wait = server_wait.unwrap_or_else(|| self.retry.backoff(attempt));
             if waited + wait > self.retry.max_total_wait {
-                tracing::warn!(route = %route, attempts = attempt, wait_ms = millis(wait), error = %error,
+                tracing::warn!(route = %route, attempts = attempt, wait_ms = millis(wait), error = &error as &dyn std::error::Error,
                     "Kaiten request failed: the next wait would exceed the retry policy's max_total_wait");
                 return Err(error);
             }
-            tracing::info!(route = %route, attempt, wait_ms = millis(wait), error = %error, "retrying Kaiten request");
+            tracing::info!(
+                route = %route,
+                attempt,
+                wait_ms = millis(wait),
+                error = &error as &dyn std::error::Error,
+                "retrying Kaiten request"
+            );
             tokio::time::sleep(wait).await;
             waited += wait;
             attempt += 1;
@@ -127,6 +140,9 @@ impl Inner {
             .map_err(|err| self.transport_failure(route, err, attempt))?;
         let status = response.status();
         tracing::Span::current().record("status", status.as_u16());
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
         let headers = response.headers().clone();
         let now = SystemTime::now();
         self.observe_rate_limit(&headers, now);

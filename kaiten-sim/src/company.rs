@@ -282,11 +282,22 @@ pub(crate) struct Company {
     pub cards: CardStore,
     /// The greatest timestamp handed out so far (ms); mutations stamp strictly after it.
     last_stamp: i64,
+    /// Boards, columns and lanes removed so far: new ones get ids after every id ever handed out
+    /// (Kaiten never reuses an id).
+    removed: Removed,
     rng: StdRng,
 }
 
 /// Webhook bodies produced by a mutation.
 pub(crate) type Events = Vec<Value>;
+
+/// How many entities of each kind were removed from the company.
+#[derive(Default)]
+struct Removed {
+    boards: usize,
+    columns: usize,
+    lanes: usize,
+}
 
 impl Company {
     /// Generates the company `config` describes; deterministic in the seed.
@@ -309,6 +320,7 @@ impl Company {
             select_values: Vec::new(),
             cards: CardStore::new(CARD_BASE + 1, Vec::new()),
             last_stamp: 0,
+            removed: Removed::default(),
             rng: StdRng::seed_from_u64(config.seed ^ 0x5EED_0F51),
         };
 
@@ -798,7 +810,7 @@ impl Company {
         sort_order: f64,
         at: i64,
     ) -> i64 {
-        let id = COLUMN_BASE + 1 + self.columns.len() as i64;
+        let id = COLUMN_BASE + 1 + (self.columns.len() + self.removed.columns) as i64;
         self.columns.push(obj! {
             "id" => id,
             "uid" => uid(&mut self.rng),
@@ -828,7 +840,7 @@ impl Company {
     }
 
     fn push_lane(&mut self, board_id: i64, title: &str, sort_order: f64, at: i64) -> i64 {
-        let id = LANE_BASE + 1 + self.lanes.len() as i64;
+        let id = LANE_BASE + 1 + (self.lanes.len() + self.removed.lanes) as i64;
         self.lanes.push(obj! {
             "id" => id,
             "uid" => uid(&mut self.rng),
@@ -1255,7 +1267,7 @@ impl Company {
             panic!("kaiten-sim: unknown space id {space_id}");
         }
         let stamp = self.stamp();
-        let id = BOARD_BASE + 1 + self.boards.len() as i64;
+        let id = BOARD_BASE + 1 + (self.boards.len() + self.removed.boards) as i64;
         let position = self.boards.iter().filter(|b| int(b, "space_id") == Some(space_id)).count();
         let board = self.board_object(id, space_id, title, position, stamp, stamp);
         self.boards.push(board.clone());
@@ -1366,6 +1378,75 @@ impl Company {
         let lane = self.lane_mut(lane_id);
         lane.insert("title".to_owned(), json!(title));
         lane.insert("updated".to_owned(), json!(ts(stamp)));
+    }
+
+    /// Ids of the live and archived cards whose `key` (`board_id`, `column_id`, `lane_id`) is one
+    /// of `ids`.
+    fn cards_on(&self, key: &str, ids: &[i64]) -> Vec<i64> {
+        self.cards
+            .all()
+            .iter()
+            .filter(|c| int(c, key).is_some_and(|v| ids.contains(&v)))
+            .filter_map(|c| int(c, "id"))
+            .collect()
+    }
+
+    /// Removes a board with its columns and lanes; its cards are deleted (they vanish like any
+    /// deleted card). No event.
+    pub(crate) fn delete_board(&mut self, board_id: i64) {
+        let index = self
+            .boards
+            .iter()
+            .position(|b| int(b, "id") == Some(board_id))
+            .unwrap_or_else(|| panic!("kaiten-sim: unknown board id {board_id}"));
+        for card in self.cards_on("board_id", &[board_id]) {
+            self.delete_card(card);
+        }
+        self.boards.remove(index);
+        self.removed.boards += 1;
+        let before = (self.columns.len(), self.lanes.len());
+        self.columns.retain(|c| int(c, "board_id") != Some(board_id));
+        self.lanes.retain(|l| int(l, "board_id") != Some(board_id));
+        self.removed.columns += before.0 - self.columns.len();
+        self.removed.lanes += before.1 - self.lanes.len();
+    }
+
+    /// Removes an empty column (a top-level one with its subcolumns). Panics when a card is in it.
+    pub(crate) fn delete_column(&mut self, column_id: i64) {
+        if self.column(column_id).is_none() {
+            panic!("kaiten-sim: unknown column id {column_id}");
+        }
+        let doomed: Vec<i64> = self
+            .columns
+            .iter()
+            .filter(|c| int(c, "id") == Some(column_id) || int(c, "column_id") == Some(column_id))
+            .filter_map(|c| int(c, "id"))
+            .collect();
+        let cards = self.cards_on("column_id", &doomed);
+        assert!(cards.is_empty(), "kaiten-sim: column {column_id} holds cards {cards:?}: move them first");
+        self.columns.retain(|c| !int(c, "id").is_some_and(|id| doomed.contains(&id)));
+        self.removed.columns += doomed.len();
+    }
+
+    /// Removes an empty lane. Panics when a card is in it.
+    pub(crate) fn delete_lane(&mut self, lane_id: i64) {
+        self.lane_mut(lane_id);
+        let cards = self.cards_on("lane_id", &[lane_id]);
+        assert!(cards.is_empty(), "kaiten-sim: lane {lane_id} holds cards {cards:?}: move them first");
+        self.lanes.retain(|l| int(l, "id") != Some(lane_id));
+        self.removed.lanes += 1;
+    }
+
+    /// Removes a user from the company (every listing); cards keep naming them. The token's own
+    /// user cannot be removed.
+    pub(crate) fn delete_user(&mut self, id: i64) {
+        let index = self
+            .users
+            .iter()
+            .position(|u| int(u, "id") == Some(id))
+            .unwrap_or_else(|| panic!("kaiten-sim: unknown user id {id}"));
+        assert!(index > 0, "kaiten-sim: user {id} owns the token and cannot be removed");
+        self.users.remove(index);
     }
 }
 

@@ -173,6 +173,14 @@ pub struct Faults {
     pub slow_rate: f64,
     /// Extra delay of a slow response.
     pub slow_by: Duration,
+    /// `GET /cards` clamps `limit` to this many cards instead of Kaiten's 100: a tenant whose
+    /// page-size maximum is smaller than what a client asks for (the clamp is silent, as Kaiten's
+    /// is). `None` (the default): 100. Not a random fault: every card listing is clamped.
+    pub cards_page_cap: Option<usize>,
+    /// `GET /cards` ignores `offset`: every request is answered from the first matching card.
+    pub cards_ignore_offset: bool,
+    /// `GET /cards` ignores `updated_after`.
+    pub cards_ignore_updated_after: bool,
 }
 
 impl Faults {
@@ -181,7 +189,8 @@ impl Faults {
         Self::default()
     }
 
-    /// Whether any fault can happen.
+    /// Whether any random fault can happen (the `cards_*` paging behaviours are not random and
+    /// not counted here).
     pub fn is_active(&self) -> bool {
         self.server_error_rate > 0.0 || self.drop_rate > 0.0 || self.truncate_rate > 0.0 || self.slow_rate > 0.0
     }

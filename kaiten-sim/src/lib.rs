@@ -14,16 +14,19 @@
 //! `v2_select_search=true` lists only active values unless `conditions` asks for others; lanes come
 //! in every condition unless `condition` filters them; some `due_date`s are date-only.
 //!
-//! The handle also mutates the company (create, update, move, archive, delete cards; add boards, columns,
-//! lanes, tags; update spaces; deactivate users, remove select values, rename columns and lanes). Every
+//! The handle also mutates the company (create, update, move, archive, delete cards; add and delete
+//! boards, columns, lanes; add tags; update spaces; deactivate and remove users, remove select
+//! values, rename columns and lanes). Every
 //! mutation stamps a strictly newer `updated` on what it changes (never on a parent: renaming a column
 //! does not move its board's `updated`) and, when a webhook URL is set, posts the event Kaiten would
 //! send, shaped as Kaiten sends it: `card:add` with only `id, created, title, description, author,
 //! files`; `card:update` with partial `old` (the id and the previous values of the changed keys) and
 //! `changes` (the new values plus noise: `updated`, `version`, `counters_recalculated_at`), archiving
 //! included (`{"archived": true, "condition": 2}`); `board:add` with a few fields; `tag:add`;
-//! partial `space:update`. Deleting a card, deactivating a user, removing a select value and
-//! column or lane changes send nothing (Kaiten has no such events).
+//! partial `space:update`. Deleting a card or a board, deactivating or removing a user, removing a
+//! select value and column or lane changes send nothing (Kaiten documents no such events). The
+//! paging knobs of [`Faults`] make `GET /cards` clamp its page size lower than Kaiten's 100 or
+//! ignore `offset` and `updated_after`, like tenants the documentation does not describe.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -431,6 +434,35 @@ impl Simulator {
     /// Adds a tag; sends `tag:add`. Returns its id.
     pub fn add_tag(&self, name: &str) -> i64 {
         self.mutate(|c| c.add_tag(name))
+    }
+
+    /// Deletes a board: it vanishes from `GET /spaces` and `GET /spaces/{id}/boards`, its columns
+    /// and lanes go with it (`GET /boards/{id}/columns` and `/lanes` answer 404), and its cards are
+    /// deleted like [`Simulator::delete_card`] does. No event (Kaiten documents none). Panics on an
+    /// unknown board.
+    pub fn delete_board(&self, id: i64) {
+        self.mutate(|c| (c.delete_board(id), Vec::new()));
+    }
+
+    /// Deletes a column that holds no card (a top-level column goes with its subcolumns): it
+    /// vanishes from its board's `GET /boards/{id}/columns`. No event. Panics on an unknown column
+    /// or one holding a card (move them first, as Kaiten asks).
+    pub fn delete_column(&self, id: i64) {
+        self.mutate(|c| (c.delete_column(id), Vec::new()));
+    }
+
+    /// Deletes a lane that holds no card: it vanishes from `GET /boards/{id}/lanes`. No event.
+    /// Panics on an unknown lane or one holding a card.
+    pub fn delete_lane(&self, id: i64) {
+        self.mutate(|c| (c.delete_lane(id), Vec::new()));
+    }
+
+    /// Removes a user from the company: `GET /users` no longer lists them, not even with
+    /// `include_inactive=true`, while cards keep naming them. (Kaiten's own API deactivates users,
+    /// see [`Simulator::deactivate_user`]; removal is here to exercise deletion detection.) No
+    /// event. Panics on an unknown user or the token's own user.
+    pub fn delete_user(&self, id: i64) {
+        self.mutate(|c| (c.delete_user(id), Vec::new()));
     }
 
     /// Merges `changes` (a JSON object) into a space and stamps its `updated`; sends `space:update`

@@ -140,6 +140,85 @@ async fn structure_mutations() {
     assert!(after["updated"].as_str() > before["updated"].as_str());
 }
 
+#[tokio::test]
+async fn boards_columns_lanes_and_users_can_be_deleted() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let boards = sim.board_ids();
+    let space = sim.space_ids()[0];
+    let all_before = sim.card_ids();
+
+    // A board: gone from its space's listings, its structure answers 404, its cards are deleted.
+    let board = *boards.iter().find(|b| sim.cards_json().iter().any(|c| c["board_id"] == **b)).unwrap();
+    let board_space = sim.boards_json().iter().find(|b| b["id"] == board).unwrap()["space_id"].as_i64().unwrap();
+    let on_board: Vec<i64> = ids(&sim.cards_json().into_iter().filter(|c| c["board_id"] == board).collect::<Vec<_>>());
+    sim.delete_board(board);
+    assert!(!sim.board_ids().contains(&board));
+    assert!(!ids(&get_list(&sim, &format!("/spaces/{board_space}/boards")).await).contains(&board));
+    let spaces = get_list(&sim, "/spaces").await;
+    assert!(spaces.iter().all(|s| s["boards"].as_array().unwrap().iter().all(|b| b["id"] != board)));
+    for route in ["columns", "lanes"] {
+        assert_eq!(get(&sim, &format!("/boards/{board}/{route}")).await.status(), 404, "{route}");
+    }
+    for card in &on_board {
+        assert_eq!(get(&sim, &format!("/cards/{card}")).await.status(), 404, "card {card} went with its board");
+    }
+    let listed = ids(&all_cards(&sim, "archived=false").await);
+    assert!(on_board.iter().all(|c| !listed.contains(c)));
+    assert_eq!(sim.card_ids().len(), all_before.len() - on_board.len());
+
+    // An empty column and lane; new ones never reuse an id.
+    let other = sim.board_ids()[0];
+    let column = sim.add_column(other, "Temporary");
+    let lane = sim.add_lane(other, "Temporary");
+    sim.delete_column(column);
+    sim.delete_lane(lane);
+    assert!(!ids(&get_list(&sim, &format!("/boards/{other}/columns")).await).contains(&column));
+    assert!(!ids(&get_list(&sim, &format!("/boards/{other}/lanes")).await).contains(&lane));
+    let again = sim.add_board(space, "After the deletions");
+    assert!(!boards.contains(&again), "board ids are never reused");
+    assert!(sim.add_column(other, "New") > column && sim.add_lane(other, "New") > lane);
+
+    // A user: gone from every listing; cards keep naming them.
+    let user = sim.users_json()[3]["id"].as_i64().unwrap();
+    sim.delete_user(user);
+    assert!(!ids(&get_list(&sim, "/users?include_inactive=true&limit=100").await).contains(&user));
+    assert!(!ids(&sim.users_json()).contains(&user));
+}
+
+#[test]
+#[should_panic(expected = "holds cards")]
+fn a_column_holding_cards_cannot_be_deleted() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sim = runtime.block_on(Simulator::start(SimConfig::small())).unwrap();
+    let card = sim.cards_json()[0].clone();
+    sim.delete_column(card["column_id"].as_i64().unwrap());
+}
+
+#[tokio::test]
+async fn card_paging_knobs_clamp_and_ignore() {
+    let sim = Simulator::start(SimConfig { cards: 250, ..SimConfig::small() }).await.unwrap();
+    let first = get_list(&sim, "/cards?limit=100&offset=0&order_by=updated").await;
+    let second = get_list(&sim, "/cards?limit=100&offset=100&order_by=updated").await;
+    assert_eq!((first.len(), second.len()), (100, 100));
+
+    sim.set_faults(Faults { cards_page_cap: Some(30), ..Faults::default() });
+    let page = get_list(&sim, "/cards?limit=100&offset=0&order_by=updated").await;
+    assert_eq!(ids(&page), ids(&first[..30]), "clamped silently to 30");
+    assert_eq!(get_list(&sim, "/users?limit=100").await.len(), 100, "other routes are not clamped");
+
+    sim.set_faults(Faults { cards_ignore_offset: true, ..Faults::default() });
+    assert_eq!(ids(&get_list(&sim, "/cards?limit=100&offset=100&order_by=updated").await), ids(&first));
+    let after = first[99]["updated"].as_str().unwrap();
+    let keyset = get_list(&sim, &format!("/cards?limit=100&updated_after={after}&order_by=updated")).await;
+    assert_eq!(ids(&keyset), ids(&second), "updated_after still works");
+
+    sim.set_faults(Faults { cards_ignore_updated_after: true, ..Faults::default() });
+    let ignored = get_list(&sim, &format!("/cards?limit=100&updated_after={after}&order_by=updated")).await;
+    assert_eq!(ids(&ignored), ids(&first));
+    sim.set_faults(Faults::default());
+    assert_eq!(get_list(&sim, "/cards?limit=100&offset=100&order_by=updated").await, second);
+}
+
 #[test]
 #[should_panic(expected = "unknown card id")]
 fn mutations_panic_on_unknown_ids() {
@@ -257,11 +336,26 @@ async fn shuffled_webhooks_all_arrive() {
     let titles: Vec<String> =
         received.lock().unwrap().iter().map(|(b, _)| b["data"]["title"].as_str().unwrap().to_owned()).collect();
     assert_eq!(titles.len(), 20);
+    let created: Vec<String> = (0..20).map(|i| format!("shuffled {i}")).collect();
+    // Shuffled: not in the order of the mutations (each delivery waits a random 0-50 ms, so the
+    // chance that 20 of them still arrive in order is negligible).
+    assert_ne!(titles, created, "shuffled deliveries arrived in mutation order");
     let mut sorted = titles.clone();
     sorted.sort();
-    let mut expected: Vec<String> = (0..20).map(|i| format!("shuffled {i}")).collect();
+    let mut expected = created.clone();
     expected.sort();
-    assert_eq!(sorted, expected);
+    assert_eq!(sorted, expected, "every delivery arrived, once");
+
+    // Without the shuffle, the same mutations arrive in order.
+    received.lock().unwrap().clear();
+    sim.set_webhook_shuffle(false);
+    for i in 0..20 {
+        sim.create_card(board, &format!("in order {i}"));
+    }
+    assert!(sim.flush_webhooks(Duration::from_secs(5)).await);
+    let titles: Vec<String> =
+        received.lock().unwrap().iter().map(|(b, _)| b["data"]["title"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(titles, (0..20).map(|i| format!("in order {i}")).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -44,37 +44,31 @@ impl Secrets {
         }
         out
     }
-
-    fn contains_any(&self, text: &str) -> bool {
-        self.0.iter().any(|s| text.contains(s.as_str()))
-    }
 }
 
-/// An error whose text had a secret removed: stands in for the driver's error as `source`.
+/// The driver's error as the `source` of a [`StoreError`]: sqlx's error described once (for a
+/// database error: its message, detail, hint and SQLSTATE), with every secret of the URL removed.
+/// sqlx's own errors repeat their cause's text in their message, so the description stands in
+/// for them.
 #[derive(Debug)]
-struct Scrubbed(String);
+struct DriverError(String);
 
-impl fmt::Display for Scrubbed {
+impl fmt::Display for DriverError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for Scrubbed {}
+impl std::error::Error for DriverError {}
 
-fn source_of(err: sqlx::Error, secrets: &Secrets) -> Option<Box<dyn std::error::Error + Send + Sync>> {
-    let mut text = err.to_string();
-    let mut current: Option<&dyn std::error::Error> = std::error::Error::source(&err);
-    while let Some(e) = current {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        current = e.source();
-    }
-    if secrets.contains_any(&text) {
-        Some(Box::new(Scrubbed(secrets.scrub(&err.to_string()))))
-    } else {
-        Some(Box::new(err))
-    }
+type Source = Option<Box<dyn std::error::Error + Send + Sync>>;
+
+fn source_of(err: &sqlx::Error, secrets: &Secrets) -> Source {
+    let text = match err {
+        sqlx::Error::Io(io) => io.to_string(),
+        _ => describe_db_error(err),
+    };
+    Some(Box::new(DriverError(secrets.scrub(&text))))
 }
 
 /// The SQLSTATE of a database error.
@@ -100,23 +94,20 @@ fn describe_db_error(err: &sqlx::Error) -> String {
     text
 }
 
-/// Describes an I/O error of a connection attempt in words a user can act on.
-fn describe_io(err: &std::io::Error) -> String {
+/// What an I/O error of a connection attempt means, in words a user can act on.
+fn io_hint(err: &std::io::Error) -> Option<&'static str> {
     use std::io::ErrorKind;
-    let hint = match err.kind() {
-        ErrorKind::ConnectionRefused => "connection refused: is PostgreSQL running, and are the host and port right?",
-        ErrorKind::TimedOut => "connection timed out: is the host reachable (firewall, network)?",
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof => {
-            "the server closed the connection"
+    match err.kind() {
+        ErrorKind::ConnectionRefused => {
+            Some("connection refused: is PostgreSQL running, and are the host and port right?")
         }
-        ErrorKind::NotFound => "not found (the host, or a file the URL names)",
-        ErrorKind::PermissionDenied => "the operating system denied the connection",
-        _ => "",
-    };
-    if hint.is_empty() {
-        err.to_string()
-    } else {
-        format!("{hint} ({err})")
+        ErrorKind::TimedOut => Some("connection timed out: is the host reachable (firewall, network)?"),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof => {
+            Some("the server closed the connection")
+        }
+        ErrorKind::NotFound => Some("not found (the host, or a file the URL names)"),
+        ErrorKind::PermissionDenied => Some("the operating system denied the connection"),
+        _ => None,
     }
 }
 
@@ -129,26 +120,30 @@ fn looks_like_tls(text: &str) -> bool {
 /// Maps an error met while opening a connection (`target` is the redacted URL).
 pub(crate) fn connect_error(err: sqlx::Error, target: &str, secrets: &Secrets) -> StoreError {
     let code = sqlstate(&err);
+    let mut source = source_of(&err, secrets);
     let message = match (&err, code.as_deref()) {
         (_, Some("28P01")) | (_, Some("28000")) => {
-            format!(
-                "{target}: authentication failed: {} (check the user name and password of the database URL)",
-                describe_db_error(&err)
-            )
+            format!("{target}: authentication failed (check the user name and password of the database URL)")
         }
-        (_, Some("3D000")) => format!("{target}: {} (create the database first)", describe_db_error(&err)),
-        (_, Some("53300")) => format!("{target}: {} (too many connections)", describe_db_error(&err)),
-        (_, Some(_)) => format!("{target}: {}", describe_db_error(&err)),
-        (sqlx::Error::Io(io), _) if !looks_like_tls(&io.to_string()) => format!("{target}: {}", describe_io(io)),
+        (_, Some("3D000")) => format!("{target}: no such database (create the database first)"),
+        (_, Some("53300")) => format!("{target}: too many connections"),
+        (_, Some(_)) => target.to_owned(),
+        (sqlx::Error::Io(io), _) if !looks_like_tls(&io.to_string()) => match io_hint(io) {
+            Some(hint) => format!("{target}: {hint}"),
+            None => target.to_owned(),
+        },
         (sqlx::Error::Io(_) | sqlx::Error::Tls(_), _) => format!(
-            "{target}: TLS failed: {err} (check sslmode, sslrootcert, and that the host name in the URL is one the \
-             server's certificate names)"
+            "{target}: TLS failed (check sslmode, sslrootcert, and that the host name in the URL is one the server's \
+             certificate names)"
         ),
-        (sqlx::Error::Configuration(c), _) => format!("invalid database URL {target}: {c}"),
-        (sqlx::Error::PoolTimedOut, _) => format!("{target}: timed out waiting for a connection"),
-        (e, _) => format!("{target}: {e}"),
+        (sqlx::Error::Configuration(_), _) => format!("invalid database URL {target}"),
+        (sqlx::Error::PoolTimedOut, _) => {
+            source = None;
+            format!("{target}: timed out waiting for a connection")
+        }
+        (_, _) => target.to_owned(),
     };
-    StoreError::Unavailable { backend: BACKEND, message: secrets.scrub(&message), source: source_of(err, secrets) }
+    StoreError::Unavailable { backend: BACKEND, message: secrets.scrub(&message), source }
 }
 
 /// What a failed statement was doing, for messages.
@@ -168,90 +163,80 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Maps an error of a statement.
+/// Maps an error of a statement: the message says what the statement was doing (`ctx`) and what
+/// to check, the source what the driver reported.
 pub(crate) fn query_error(err: sqlx::Error, ctx: Ctx<'_>, secrets: &Secrets) -> StoreError {
     let what = ctx.what;
     let code = sqlstate(&err);
+    let source = source_of(&err, secrets);
+    let message = |text: String| secrets.scrub(&text);
     match code.as_deref() {
         // undefined_table, invalid_schema_name, undefined_column: the schema is not (fully) migrated.
         Some("42P01") | Some("3F000") | Some("42703") | Some("42883") => return StoreError::NotMigrated,
         Some("42501") => {
             return StoreError::Permission {
                 backend: BACKEND,
-                message: secrets.scrub(&format!(
-                    "{what}: {} (the database user needs USAGE and CREATE on the schema, or to own it, and \
-                     SELECT/INSERT/UPDATE/DELETE on its tables)",
-                    describe_db_error(&err)
+                message: message(format!(
+                    "{what} (the database user needs USAGE and CREATE on the schema, or to own it, and \
+                     SELECT/INSERT/UPDATE/DELETE on its tables)"
                 )),
+                source,
             }
         }
         // serialization_failure, deadlock_detected, lock_not_available, query_canceled (statement_timeout)
         Some("40001") | Some("40P01") | Some("55P03") | Some("57014") => {
-            return StoreError::Busy {
-                backend: BACKEND,
-                message: secrets.scrub(&format!("{what}: {}", describe_db_error(&err))),
-            }
+            return StoreError::Busy { backend: BACKEND, message: message(what.to_owned()), source }
         }
         Some(c) if c.starts_with("22") => {
             if let Some(kind) = ctx.kind {
                 return StoreError::InvalidData {
                     kind,
-                    message: secrets.scrub(&format!("{what}: {}", describe_db_error(&err))),
+                    message: message(format!("{what}: {}", describe_db_error(&err))),
                 };
             }
         }
         Some("23503") => {
             return StoreError::Backend {
                 backend: BACKEND,
-                message: secrets.scrub(&format!(
-                    "{what}: {} (a record references a parent that is not stored; the engine stores parents \
-                     first, so this is a bug worth reporting)",
-                    describe_db_error(&err)
+                message: message(format!(
+                    "{what} (a record references a parent that is not stored; the engine stores parents first, so \
+                     this is a bug worth reporting)"
                 )),
-                source: source_of(err, secrets),
+                source,
             }
         }
         // connection-level failures while running a statement
         Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
-            return StoreError::Unavailable {
-                backend: BACKEND,
-                message: secrets.scrub(&format!("{what}: {}", describe_db_error(&err))),
-                source: source_of(err, secrets),
-            }
+            return StoreError::Unavailable { backend: BACKEND, message: message(what.to_owned()), source }
         }
         _ => {}
     }
     match &err {
-        sqlx::Error::Io(io) => StoreError::Unavailable {
-            backend: BACKEND,
-            message: secrets.scrub(&format!("{what}: lost the connection: {}", describe_io(io))),
-            source: source_of(err, secrets),
-        },
-        sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => StoreError::Unavailable {
-            backend: BACKEND,
-            message: secrets.scrub(&format!("{what}: {err}")),
-            source: source_of(err, secrets),
-        },
+        sqlx::Error::Io(io) => {
+            let hint = io_hint(io).map(|h| format!(" ({h})")).unwrap_or_default();
+            StoreError::Unavailable {
+                backend: BACKEND,
+                message: message(format!("{what}: lost the connection{hint}")),
+                source,
+            }
+        }
+        sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            StoreError::Unavailable { backend: BACKEND, message: message(what.to_owned()), source }
+        }
         sqlx::Error::PoolTimedOut => StoreError::Busy {
             backend: BACKEND,
             message: format!(
                 "{what}: timed out waiting for a free connection of the pool (is the database reachable, and is \
                  max_connections large enough?)"
             ),
+            source: None,
         },
         sqlx::Error::Encode(e) => match ctx.kind {
-            Some(kind) => StoreError::InvalidData { kind, message: secrets.scrub(&format!("{what}: {e}")) },
-            None => backend_error(format!("{what}: {e}"), err, secrets),
+            Some(kind) => StoreError::InvalidData { kind, message: message(format!("{what}: {e}")) },
+            None => StoreError::Backend { backend: BACKEND, message: message(what.to_owned()), source },
         },
-        _ => {
-            let text = if err.as_database_error().is_some() { describe_db_error(&err) } else { err.to_string() };
-            backend_error(format!("{what}: {text}"), err, secrets)
-        }
+        _ => StoreError::Backend { backend: BACKEND, message: message(what.to_owned()), source },
     }
-}
-
-fn backend_error(message: String, err: sqlx::Error, secrets: &Secrets) -> StoreError {
-    StoreError::Backend { backend: BACKEND, message: secrets.scrub(&message), source: source_of(err, secrets) }
 }
 
 /// A backend error without a driver error behind it.

@@ -365,23 +365,15 @@ impl PgStore {
 
     pub(crate) async fn inbox_entries_impl(&self, failed_only: bool, n: usize) -> Result<Vec<InboxEntry>, StoreError> {
         let ctx = Ctx::new("list webhook inbox entries");
-        let mut tx = self.begin(ctx.what).await?;
-        let rows = self
-            .query(&self.inner.inbox.entries)
-            .bind(failed_only)
-            .bind(limit(n))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.inbox.entries).bind(failed_only).bind(limit(n));
+        let rows = self.in_transaction(ctx, async |conn| statement.fetch_all(conn).await).await?;
         rows.iter().map(entry_from_row).collect()
     }
 
     pub(crate) async fn inbox_stats_impl(&self) -> Result<InboxStats, StoreError> {
         let ctx = Ctx::new("count webhook inbox entries");
-        let mut tx = self.begin(ctx.what).await?;
-        let row = self.query(&self.inner.inbox.stats).fetch_one(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.inbox.stats);
+        let row = self.in_transaction(ctx, async |conn| statement.fetch_one(conn).await).await?;
         let read = || -> Result<InboxStats, sqlx::Error> {
             Ok(InboxStats { pending: row.try_get(0)?, failed: row.try_get(1)?, oldest_pending: row.try_get(2)? })
         };
@@ -428,9 +420,8 @@ impl PgStore {
             sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
         ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.begin(ctx.what).await?;
-        let done = bind(self.query(sql)).execute(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = bind(self.query(sql));
+        let done = self.in_transaction(ctx, async |conn| statement.execute(conn).await).await?;
         Ok(done.rows_affected())
     }
 }

@@ -137,6 +137,34 @@ pub struct PgStoreOptions {
     /// run recorded as finished has all its pages on disk. Turn off to make each page durable on
     /// its own (one WAL flush per page, a few milliseconds on typical disks).
     pub async_commit: bool,
+    /// Whether [`Store::migrate`](kaiten_sync::Store::migrate) enables row-level security on every
+    /// table of the schema (default [`RowLevelSecurity::Auto`]: when the database has Supabase's
+    /// `anon` role). See [`RowLevelSecurity`].
+    pub row_level_security: RowLevelSecurity,
+}
+
+/// Row-level security on the mirror's tables, for databases whose tables an HTTP API may expose
+/// (Supabase's Data API serves the `anon` and `authenticated` roles whatever schema is exposed).
+///
+/// Enabled with **no policy**: roles subject to it (`anon`, `authenticated`, any other non-owner
+/// without `BYPASSRLS`) read no row and write none, whatever they were granted; the tables' owner
+/// (the role `migrate` runs as, which the sync uses) and roles with `BYPASSRLS` (Supabase's
+/// `service_role`, superusers) keep full access. To open a table to the API, write a policy
+/// (`CREATE POLICY ... ON kaiten.cards FOR SELECT TO authenticated USING (...)`).
+///
+/// `migrate` only ever enables it, idempotently, under its migration lock; it never disables it
+/// (an operator's policies stay in force). It refuses to enable it on a table the migrating role
+/// does not own (unless that role bypasses RLS): the sync, running as that role, could then no
+/// longer write the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RowLevelSecurity {
+    /// Enabled when a role named `anon` exists (a Supabase database); otherwise left as it is.
+    #[default]
+    Auto,
+    /// Always enabled (`--enable-rls` in the CLI).
+    Enable,
+    /// Left as it is.
+    Leave,
 }
 
 impl PgStoreOptions {
@@ -191,6 +219,7 @@ impl Default for PgStoreOptions {
             connect_timeout: Duration::from_secs(10),
             foreign_keys: true,
             async_commit: true,
+            row_level_security: RowLevelSecurity::Auto,
         }
     }
 }
@@ -206,6 +235,7 @@ impl fmt::Debug for PgStoreOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("foreign_keys", &self.foreign_keys)
             .field("async_commit", &self.async_commit)
+            .field("row_level_security", &self.row_level_security)
             .finish()
     }
 }
@@ -224,7 +254,7 @@ pub fn validate_schema_name(schema: &str) -> Result<(), StoreError> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::Schema(format!(
+        Err(StoreError::schema(format!(
             "invalid schema name {schema:?}: use 1 to 63 lowercase letters, digits and underscores, not starting \
              with a digit or `pg_`"
         )))
@@ -248,6 +278,7 @@ struct Inner {
     lock_mode: LockMode,
     foreign_keys: bool,
     async_commit: bool,
+    row_level_security: RowLevelSecurity,
     lock_key: i64,
     migrate_key: i64,
     /// Dedicated connections holding the advisory lock, by holder.
@@ -333,6 +364,7 @@ impl PgStore {
             lock_mode: options.lock_mode,
             foreign_keys: options.foreign_keys,
             async_commit: options.async_commit,
+            row_level_security: options.row_level_security,
         };
         Ok(Self::build(pool, options.schema, settings, Some(target), secrets))
     }
@@ -342,8 +374,13 @@ impl PgStore {
     /// and [`PgStore::with_foreign_keys`].
     pub fn from_pool(pool: PgPool, schema: &str) -> Result<PgStore, StoreError> {
         validate_schema_name(schema)?;
-        let settings =
-            Settings { persistent: false, lock_mode: LockMode::Advisory, foreign_keys: true, async_commit: true };
+        let settings = Settings {
+            persistent: false,
+            lock_mode: LockMode::Advisory,
+            foreign_keys: true,
+            async_commit: true,
+            row_level_security: RowLevelSecurity::Auto,
+        };
         Ok(Self::build(pool, schema.to_owned(), settings, None, Secrets::default()))
     }
 
@@ -371,6 +408,12 @@ impl PgStore {
         self.rebuild(|s| s.async_commit = async_commit)
     }
 
+    /// The same store with another row-level security setting (see [`RowLevelSecurity`]); applied
+    /// by the next [`Store::migrate`](kaiten_sync::Store::migrate).
+    pub fn with_row_level_security(self, row_level_security: RowLevelSecurity) -> PgStore {
+        self.rebuild(|s| s.row_level_security = row_level_security)
+    }
+
     fn rebuild(self, change: impl FnOnce(&mut Settings)) -> PgStore {
         let inner = &self.inner;
         let mut settings = Settings {
@@ -378,6 +421,7 @@ impl PgStore {
             lock_mode: inner.lock_mode,
             foreign_keys: inner.foreign_keys,
             async_commit: inner.async_commit,
+            row_level_security: inner.row_level_security,
         };
         change(&mut settings);
         Self::build(inner.pool.clone(), inner.schema.clone(), settings, inner.url.clone(), inner.secrets.clone())
@@ -398,6 +442,7 @@ impl PgStore {
                 lock_mode: settings.lock_mode,
                 foreign_keys: settings.foreign_keys,
                 async_commit: settings.async_commit,
+                row_level_security: settings.row_level_security,
                 lock_conns: tokio::sync::Mutex::new(HashMap::new()),
                 url,
                 secrets,
@@ -588,6 +633,7 @@ struct Settings {
     lock_mode: LockMode,
     foreign_keys: bool,
     async_commit: bool,
+    row_level_security: RowLevelSecurity,
 }
 
 /// A stable 64-bit key for an advisory lock (FNV-1a).

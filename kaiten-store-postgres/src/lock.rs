@@ -141,6 +141,7 @@ impl PgStore {
             None => Err(StoreError::Busy {
                 backend: BACKEND,
                 message: "the sync lock kept changing hands; try again".into(),
+                source: None,
             }),
         }
     }
@@ -251,26 +252,23 @@ impl PgStore {
                 return Ok(LockAttempt::Held(info));
             }
         }
-        Err(StoreError::Busy { backend: BACKEND, message: "the sync lock kept changing hands; try again".into() })
+        Err(StoreError::Busy {
+            backend: BACKEND,
+            message: "the sync lock kept changing hands; try again".into(),
+            source: None,
+        })
     }
 
     pub(crate) async fn heartbeat_table(&self, holder: &str) -> Result<bool, StoreError> {
         let ctx = Ctx::new("refresh the sync lock");
-        let mut tx = self.begin(ctx.what).await?;
-        let done = self
-            .query(&self.inner.sql.lock_heartbeat)
-            .bind(holder)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.sql.lock_heartbeat).bind(holder);
+        let done = self.in_transaction(ctx, async |conn| statement.execute(conn).await).await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub(crate) async fn release_table(&self, holder: &str) -> Result<(), StoreError> {
         let ctx = Ctx::new("release the sync lock");
-        let mut tx = self.begin(ctx.what).await?;
-        self.query(&self.inner.sql.lock_delete).bind(holder).execute(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))
+        let statement = self.query(&self.inner.sql.lock_delete).bind(holder);
+        self.in_transaction(ctx, async |conn| statement.execute(conn).await.map(drop)).await
     }
 }

@@ -11,6 +11,7 @@ use sqlx::{Executor, Postgres, Row, Transaction};
 
 use crate::error::{query_error, Ctx, Secrets};
 use crate::sql::{definition_hash, ident, BODY_QUOTE, PLANNER_SETTINGS};
+use crate::RowLevelSecurity;
 
 /// One embedded migration.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +83,8 @@ pub(crate) struct Target<'a> {
     pub(crate) persistent: bool,
     /// Whether the relationships are foreign keys.
     pub(crate) foreign_keys: bool,
+    /// Whether row-level security is enabled on every table.
+    pub(crate) row_level_security: RowLevelSecurity,
     /// The page functions: `(name, CREATE FUNCTION)`.
     pub(crate) functions: Vec<(&'a str, &'a str)>,
     pub(crate) secrets: &'a Secrets,
@@ -89,7 +92,8 @@ pub(crate) struct Target<'a> {
 
 /// Applies the missing migrations, then brings foreign keys and page functions in line.
 pub(crate) async fn run(mut tx: Transaction<'static, Postgres>, target: Target<'_>) -> Result<(), StoreError> {
-    let Target { schema, qschema, lock_key, persistent, foreign_keys, ref functions, secrets } = target;
+    let Target { schema, qschema, lock_key, persistent, foreign_keys, row_level_security, ref functions, secrets } =
+        target;
     let err = |what: &'static str| move |e: sqlx::Error| schema_error(e, what, schema, secrets);
     // Serializes concurrent migrations of this schema; released at commit or rollback.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -133,7 +137,7 @@ pub(crate) async fn run(mut tx: Transaction<'static, Postgres>, target: Target<'
         .get(0);
     let latest = latest_version();
     if current > latest {
-        return Err(StoreError::Schema(format!(
+        return Err(StoreError::schema(format!(
             "schema {schema} is at version {current}, which is newer than this kaiten-sync knows ({latest}): \
              upgrade kaiten-sync"
         )));
@@ -216,7 +220,67 @@ pub(crate) async fn run(mut tx: Transaction<'static, Postgres>, target: Target<'
     }
 
     install_functions(&mut tx, schema, qschema, persistent, functions).await.map_err(err("install page functions"))?;
+    enable_row_level_security(&mut tx, schema, persistent, row_level_security, secrets).await?;
     tx.commit().await.map_err(err("commit the migration"))?;
+    Ok(())
+}
+
+/// Enables row-level security on every table of the schema that does not have it yet, when
+/// `mode` asks (for [`RowLevelSecurity::Auto`]: when a role named `anon` exists). Runs in the
+/// migration's transaction, under its lock: concurrent and repeated migrations agree, and a table
+/// that has it already is not touched (no `ALTER TABLE`, no lock).
+async fn enable_row_level_security(
+    tx: &mut Transaction<'static, Postgres>,
+    schema: &str,
+    persistent: bool,
+    mode: RowLevelSecurity,
+    secrets: &Secrets,
+) -> Result<(), StoreError> {
+    let err = |what: &'static str| move |e: sqlx::Error| schema_error(e, what, schema, secrets);
+    let wanted = match mode {
+        RowLevelSecurity::Leave => false,
+        RowLevelSecurity::Enable => true,
+        RowLevelSecurity::Auto => sqlx::query("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon')")
+            .persistent(persistent)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(err("look for the anon role"))?
+            .get(0),
+    };
+    if !wanted {
+        return Ok(());
+    }
+    // Tables (plain and partitioned) of the schema without row-level security, and whether the
+    // migrating role would still reach their rows: as their owner (not FORCE'd) or bypassing RLS.
+    let tables: Vec<(String, bool)> = sqlx::query(
+        "SELECT c.relname::text,                 (pg_get_userbyid(c.relowner) = current_user AND NOT c.relforcerowsecurity)                 OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = current_user AND (r.rolsuper OR r.rolbypassrls))          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity          ORDER BY c.relname",
+    )
+    .persistent(persistent)
+    .bind(schema)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(err("list tables without row-level security"))?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    let blocked: Vec<&str> = tables.iter().filter(|(_, reaches)| !reaches).map(|(t, _)| t.as_str()).collect();
+    if !blocked.is_empty() {
+        let message = format!(
+            "row-level security not enabled on {schema}.{}: the role migrating is not their owner (and has no              BYPASSRLS), so with it the sync could no longer write them; run `migrate` as the tables' owner",
+            blocked.join(", ")
+        );
+        if mode == RowLevelSecurity::Enable {
+            return Err(StoreError::schema(message));
+        }
+        tracing::warn!(schema, "{message}");
+    }
+    for (table, _) in tables.iter().filter(|(_, reaches)| *reaches) {
+        let alter = format!("ALTER TABLE {}.{} ENABLE ROW LEVEL SECURITY", ident(schema), ident(table));
+        (&mut **tx).execute(alter.as_str()).await.map_err(err("enable row-level security"))?;
+    }
+    if !tables.is_empty() {
+        tracing::info!(schema, tables = tables.len() - blocked.len(), "enabled row-level security (no policies)");
+    }
     Ok(())
 }
 
@@ -280,8 +344,8 @@ fn schema_error(e: sqlx::Error, what: &str, schema: &str, secrets: &Secrets) -> 
     let what = format!("migrating schema {schema}: {what}");
     match query_error(e, Ctx::new(&what), secrets) {
         err @ (StoreError::Permission { .. } | StoreError::Unavailable { .. } | StoreError::Busy { .. }) => err,
-        StoreError::NotMigrated => StoreError::Schema(format!("{what}: a table or column is missing")),
-        StoreError::Backend { message, .. } => StoreError::Schema(message),
-        other => StoreError::Schema(other.to_string()),
+        StoreError::NotMigrated => StoreError::schema(format!("{what}: a table or column is missing")),
+        StoreError::Backend { message, source, .. } => StoreError::Schema { message, source },
+        other => StoreError::Schema { message: what, source: Some(Box::new(other)) },
     }
 }

@@ -145,15 +145,27 @@ impl PgStore {
         Ok(())
     }
 
+    /// Runs `work` in a transaction and commits it; an error of any step is mapped with `ctx`.
+    /// Reads go through a transaction too, so that a transaction-mode pooler keeps their
+    /// statements on one server connection.
+    pub(crate) async fn in_transaction<T>(
+        &self,
+        ctx: Ctx<'_>,
+        work: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, StoreError> {
+        let mut tx = self.begin(ctx.what).await?;
+        let value = work(&mut tx).await.map_err(|e| self.err(e, ctx))?;
+        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        Ok(value)
+    }
+
     /// Runs one read-only statement that returns ids, in a transaction (for poolers).
     async fn fetch_ids<'q>(
         &self,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
         ctx: Ctx<'_>,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.begin(ctx.what).await?;
-        let rows = query.fetch_all(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let rows = self.in_transaction(ctx, async |conn| query.fetch_all(conn).await).await?;
         rows.iter().map(|r| r.try_get::<i64, _>(0).map_err(|e| self.err(e, ctx))).collect()
     }
 }
@@ -241,6 +253,7 @@ impl Store for PgStore {
             lock_key: inner.migrate_key,
             persistent: inner.persistent,
             foreign_keys: inner.foreign_keys,
+            row_level_security: inner.row_level_security,
             functions: inner.sql.tables.iter().map(|t| (t.function_name.as_str(), t.function_ddl.as_str())).collect(),
             secrets: &inner.secrets,
         };
@@ -279,15 +292,8 @@ impl Store for PgStore {
             return Ok(0);
         }
         let ctx = Ctx::kind("mark rows deleted", kind);
-        let mut tx = self.begin(ctx.what).await?;
-        let done = self
-            .query(&self.inner.sql.table(kind).mark_deleted)
-            .bind(ids)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.sql.table(kind).mark_deleted).bind(ids).bind(at);
+        let done = self.in_transaction(ctx, async |conn| statement.execute(conn).await).await?;
         Ok(done.rows_affected())
     }
 
@@ -307,14 +313,8 @@ impl Store for PgStore {
 
     async fn get(&self, kind: EntityKind, id: i64) -> Result<Option<StoredRecord>, StoreError> {
         let ctx = Ctx::kind("read a row", kind);
-        let mut tx = self.begin(ctx.what).await?;
-        let row = self
-            .query(&self.inner.sql.table(kind).get)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.sql.table(kind).get).bind(id);
+        let row = self.in_transaction(ctx, async |conn| statement.fetch_optional(conn).await).await?;
         let Some(row) = row else { return Ok(None) };
         let columns = kind.table().columns;
         let read = || -> Result<StoredRecord, sqlx::Error> {
@@ -339,14 +339,8 @@ impl Store for PgStore {
 
     async fn card_members(&self, card_id: i64) -> Result<Vec<(i64, i64)>, StoreError> {
         let ctx = Ctx::kind("read card members", EntityKind::Cards);
-        let mut tx = self.begin(ctx.what).await?;
-        let rows = self
-            .query(&self.inner.sql.card_members)
-            .bind(card_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.sql.card_members).bind(card_id);
+        let rows = self.in_transaction(ctx, async |conn| statement.fetch_all(conn).await).await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
             .collect::<Result<_, sqlx::Error>>()
@@ -355,14 +349,8 @@ impl Store for PgStore {
 
     async fn entity_state(&self, kind: EntityKind) -> Result<EntityState, StoreError> {
         let ctx = Ctx::kind("read the entity state", kind);
-        let mut tx = self.begin(ctx.what).await?;
-        let row = self
-            .query(&self.inner.sql.state_get)
-            .bind(kind.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.sql.state_get).bind(kind.as_str());
+        let row = self.in_transaction(ctx, async |conn| statement.fetch_optional(conn).await).await?;
         match row {
             Some(row) => {
                 Ok(state_from_row(&row).map_err(|e| self.err(e, ctx))?.unwrap_or_else(|| EntityState::new(kind)))
@@ -373,9 +361,8 @@ impl Store for PgStore {
 
     async fn entity_states(&self) -> Result<Vec<EntityState>, StoreError> {
         let ctx = Ctx::new("read the entity states");
-        let mut tx = self.begin(ctx.what).await?;
-        let rows = self.query(&self.inner.sql.states_all).fetch_all(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.sql.states_all);
+        let rows = self.in_transaction(ctx, async |conn| statement.fetch_all(conn).await).await?;
         let mut states = Vec::with_capacity(rows.len());
         for row in &rows {
             if let Some(state) = state_from_row(row).map_err(|e| self.err(e, ctx))? {
@@ -388,30 +375,20 @@ impl Store for PgStore {
 
     async fn save_entity_state(&self, state: &EntityState) -> Result<(), StoreError> {
         let ctx = Ctx::kind("write the entity state", state.kind);
-        let mut tx = self.begin(ctx.what).await?;
-        self.write_state(&mut tx, state).await.map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))
+        self.in_transaction(ctx, async |conn| self.write_state(conn, state).await).await
     }
 
     async fn start_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
         let ctx = Ctx::new("add a run to the log");
-        let mut tx = self.begin(ctx.what).await?;
-        let row = bind_run(self.query(&self.inner.sql.run_insert), run)?
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = bind_run(self.query(&self.inner.sql.run_insert), run)?;
+        let row = self.in_transaction(ctx, async |conn| statement.fetch_one(conn).await).await?;
         row.try_get(0).map_err(|e| self.err(e, ctx))
     }
 
     async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let ctx = Ctx::new("update a run in the log");
-        let mut tx = self.begin(ctx.what).await?;
-        let done = bind_run(self.query(&self.inner.sql.run_update).bind(run.id), run)?
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = bind_run(self.query(&self.inner.sql.run_update).bind(run.id), run)?;
+        let done = self.in_transaction(ctx, async |conn| statement.execute(conn).await).await?;
         if done.rows_affected() == 0 {
             return Err(backend_message(format!("no run with id {} in the run log", run.id)));
         }
@@ -420,36 +397,22 @@ impl Store for PgStore {
 
     async fn interrupt_running_runs(&self, keep: i64, reason: &str) -> Result<u64, StoreError> {
         let ctx = Ctx::new("mark interrupted runs");
-        let mut tx = self.begin(ctx.what).await?;
-        let done = self
-            .query(&self.inner.sql.runs_interrupt)
-            .bind(keep)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.sql.runs_interrupt).bind(keep).bind(reason);
+        let done = self.in_transaction(ctx, async |conn| statement.execute(conn).await).await?;
         Ok(done.rows_affected())
     }
 
     async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let ctx = Ctx::new("read the run log");
-        let mut tx = self.begin(ctx.what).await?;
-        let rows = self
-            .query(&self.inner.sql.runs_recent)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.sql.runs_recent).bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self.in_transaction(ctx, async |conn| statement.fetch_all(conn).await).await?;
         rows.iter().map(run_from_row).collect()
     }
 
     async fn counts(&self) -> Result<Vec<TableCount>, StoreError> {
         let ctx = Ctx::new("count rows");
-        let mut tx = self.begin(ctx.what).await?;
-        let rows = self.query(&self.inner.sql.counts).fetch_all(&mut *tx).await.map_err(|e| self.err(e, ctx))?;
-        tx.commit().await.map_err(|e| self.err(e, ctx))?;
+        let statement = self.query(&self.inner.sql.counts);
+        let rows = self.in_transaction(ctx, async |conn| statement.fetch_all(conn).await).await?;
         rows.iter()
             .map(|r| Ok(TableCount { table: r.try_get(0)?, live: r.try_get(1)?, deleted: r.try_get(2)? }))
             .collect::<Result<_, sqlx::Error>>()

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{pg_store, pg_store_with, server, uses_tls, with_param, DatabaseGuard, SchemaGuard};
 use kaiten_store_postgres::{migrate, LockMode, PgStore, PgStoreOptions};
 use kaiten_sync::conformance::fixtures::{board, card, card_json, cards, column, lane, space};
+use kaiten_sync::error::chain;
 use kaiten_sync::schema::{ColumnType, TABLES};
 use kaiten_sync::{Batch, EntityKind, EntityState, LockAttempt, Page, PageOutcome, Store, StoreError};
 use sqlx::{Connection, Executor, PgConnection, Row};
@@ -100,7 +101,7 @@ async fn unreachable_server_is_a_clear_error_without_the_password() {
 async fn bad_urls_and_schema_names_are_clear_errors() {
     let err = PgStore::connect("mysql://u:pw12345@h/db").await.expect_err("not a postgres URL");
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
-    assert!(!err.to_string().contains("pw12345"), "{err}");
+    assert!(!chain(&err).contains("pw12345"), "{}", chain(&err));
     let err = PgStore::connect("").await.expect_err("empty");
     assert!(err.to_string().contains("no database URL"), "{err}");
     let err = PgStore::connect_with(PgStoreOptions {
@@ -109,7 +110,7 @@ async fn bad_urls_and_schema_names_are_clear_errors() {
     })
     .await
     .expect_err("bad schema name");
-    assert!(matches!(&err, StoreError::Schema(m) if m.contains("invalid schema name")), "{err:?}");
+    assert!(matches!(&err, StoreError::Schema { message: m, .. } if m.contains("invalid schema name")), "{err:?}");
 }
 
 #[tokio::test]
@@ -126,7 +127,7 @@ async fn unknown_user_is_a_clear_error_without_the_password() {
     let text = err.to_string();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     assert!(text.contains("nosuch_kaiten_user") && text.contains("authentication failed"), "{text}");
-    assert!(!text.contains("hunter2hunter2") && !format!("{err:?}").contains("hunter2hunter2"), "{err:?}");
+    assert!(!chain(&err).contains("hunter2hunter2") && !format!("{err:?}").contains("hunter2hunter2"), "{err:?}");
 
     let missing_db = common::with_database(&url, "kaiten_no_such_database");
     let err = PgStore::connect(&missing_db).await.expect_err("no such database");
@@ -180,7 +181,7 @@ async fn schema_owned_by_another_role_is_a_permission_error() {
         let text = err.to_string();
         assert!(matches!(err, StoreError::Permission { .. }), "{err:?}");
         assert!(text.contains(&guard.schema) && text.contains("permission denied"), "{text}");
-        assert!(!text.contains("rolepass123"), "{text}");
+        assert!(!chain(&err).contains("rolepass123"), "{}", chain(&err));
         // Nothing half-written: the schema is still empty.
         let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = $1")
             .bind(&guard.schema)
@@ -225,7 +226,7 @@ async fn a_database_migrated_by_a_newer_version_is_refused() {
     drop(conn);
     let err = store.migrate().await.expect_err("newer schema");
     let text = err.to_string();
-    assert!(matches!(err, StoreError::Schema(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Schema { .. }), "{err:?}");
     assert!(
         text.contains("version 999") && text.contains(&format!("({latest})")) && text.contains("upgrade kaiten-sync"),
         "{text}"
@@ -278,7 +279,8 @@ async fn advisory_lock_excludes_other_stores_and_dies_with_its_connection() {
         LockAttempt::Held(info) => assert_eq!(info.holder, "process-a"),
         other => panic!("two stores got the lock: {other:?}"),
     }
-    a.heartbeat_lock("process-a").await.unwrap();
+    assert!(a.heartbeat_lock("process-a").await.unwrap(), "the holder's heartbeat says it still holds the lock");
+    assert!(!b.heartbeat_lock("process-b").await.unwrap(), "a heartbeat of a run that never held the lock says so");
     a.release_lock("process-a").await.unwrap();
     assert_eq!(b.try_lock("process-b", stale).await.unwrap(), LockAttempt::Acquired);
     b.release_lock("process-b").await.unwrap();
@@ -294,7 +296,10 @@ async fn advisory_lock_excludes_other_stores_and_dies_with_its_connection() {
     assert!(matches!(a.try_lock("process-a", stale).await.unwrap(), LockAttempt::Held(_)));
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(a.try_lock("process-a", Duration::from_millis(1)).await.unwrap(), LockAttempt::Acquired);
-    b.heartbeat_lock("process-b").await.expect("a former holder's heartbeat is a no-op");
+    assert!(
+        !b.heartbeat_lock("process-b").await.expect("a former holder's heartbeat is a no-op"),
+        "a holder whose lock was taken over learns it from its heartbeat"
+    );
     match b.try_lock("process-b", stale).await.unwrap() {
         LockAttempt::Held(info) => assert_eq!(info.holder, "process-a"),
         other => panic!("the old holder kept the lock: {other:?}"),
@@ -408,7 +413,7 @@ async fn foreign_keys_exist_are_deferrable_and_follow_the_option() {
     let mut p = page(Batch::Cards(vec![card(1, 999, 100, 1)]));
     p.state = Some(EntityState { cursor: Some(chrono::Utc::now()), ..EntityState::new(EntityKind::Cards) });
     let err = store.apply_page(&p).await.expect_err("board 999 is not stored");
-    assert!(err.to_string().contains("cards_board_id_fkey"), "{err}");
+    assert!(chain(&err).contains("cards_board_id_fkey"), "{}", chain(&err));
     assert_eq!(store.get(EntityKind::Cards, 1).await.unwrap(), None);
     assert!(store.card_tag_ids(1).await.unwrap().is_empty());
     assert_eq!(store.entity_state(EntityKind::Cards).await.unwrap(), EntityState::new(EntityKind::Cards));
@@ -423,7 +428,7 @@ async fn foreign_keys_exist_are_deferrable_and_follow_the_option() {
     on.migrate().await.expect("re-adding foreign keys over an orphan succeeds");
     assert_eq!(fk_count(&store).await, migrate::FOREIGN_KEYS.len() as i64);
     let err = on.apply_page(&page(Batch::Cards(vec![card(2, 998, 100, 1)]))).await.expect_err("checked again");
-    assert!(err.to_string().contains("foreign key"), "{err}");
+    assert!(chain(&err).contains("foreign key"), "{}", chain(&err));
 }
 
 async fn fk_count(store: &PgStore) -> i64 {
@@ -540,7 +545,9 @@ async fn tls_require_and_verify_full() {
             std::env::var_os("CI").is_none(),
             "CI is set but the test server has ssl={ssl_on} or {cert} is missing: the TLS test cannot run"
         );
-        eprintln!("SKIPPED: the test server has ssl={ssl_on} or {cert} is missing; enable ssl or set KAITEN_TEST_TLS_ROOT_CERT");
+        common::skip(&format!(
+            "the test server has ssl={ssl_on} or {cert} is missing; enable ssl or set KAITEN_TEST_TLS_ROOT_CERT"
+        ));
         return;
     }
     let host = std::env::var("KAITEN_TEST_TLS_HOST").unwrap_or_else(|_| "localhost".into());

@@ -26,7 +26,7 @@ const PASSWORD: &str = "kaiten-tls-test-secret";
 /// Fails in CI, says how to enable the test elsewhere.
 fn unavailable(why: &str) -> Option<TlsServer> {
     assert!(std::env::var_os("CI").is_none(), "CI is set but the TLS test cannot run: {why}");
-    eprintln!("SKIPPED: {why}");
+    common::skip(why);
     None
 }
 

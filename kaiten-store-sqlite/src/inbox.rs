@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use kaiten_sync::{EntityKind, InboxEntry, InboxResult, InboxStats, Notification, StoreError};
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use crate::error::{corrupt, db_err};
+use crate::error::{clone_err, corrupt, db_err};
 use crate::sql::{fmt_time_fixed, id_list, read_opt_time, read_time};
 
 /// The columns of an entry, in the order [`read_entry`] reads them.
@@ -101,24 +101,6 @@ pub(crate) fn push_group(conn: &mut Connection, pushes: &[&PreparedPush]) -> Vec
         }
     }
     results
-}
-
-/// The same error for each call of a group (StoreError is not `Clone`: its source is dropped).
-fn clone_err(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Busy { backend, message } => StoreError::Busy { backend, message: message.clone() },
-        StoreError::Unavailable { backend, message, .. } => {
-            StoreError::Unavailable { backend, message: message.clone(), source: None }
-        }
-        StoreError::Permission { backend, message } => StoreError::Permission { backend, message: message.clone() },
-        StoreError::NotMigrated => StoreError::NotMigrated,
-        StoreError::Schema(message) => StoreError::Schema(message.clone()),
-        StoreError::InvalidData { kind, message } => StoreError::InvalidData { kind: *kind, message: message.clone() },
-        StoreError::Backend { backend, message, .. } => {
-            StoreError::Backend { backend, message: message.clone(), source: None }
-        }
-        other => corrupt(other.to_string()),
-    }
 }
 
 fn read_entry(row: &rusqlite::Row<'_>) -> Result<InboxEntry, StoreError> {

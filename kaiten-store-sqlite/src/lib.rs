@@ -239,7 +239,7 @@ impl SqliteStore {
         configure(&conn, &location, &options).map_err(|e| open_err(&shown, e))?;
         let no_thread = |what: &str, e: std::io::Error| StoreError::Unavailable {
             backend: BACKEND,
-            message: format!("cannot start the SQLite {what} thread for {shown}: {e}"),
+            message: format!("cannot start the SQLite {what} thread for {shown}"),
             source: Some(Box::new(e)),
         };
         // A file in WAL mode gets a checkpointer: a second connection, on a thread of its own.

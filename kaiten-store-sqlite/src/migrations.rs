@@ -62,9 +62,13 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0)).map_err(db_err)?;
     let latest = latest_version();
     if current > latest {
-        return Err(StoreError::Schema(format!(
-            "database schema version {current} is newer than this kaiten-sync (knows up to {latest}): upgrade kaiten-sync"
-        )));
+        return Err(StoreError::Schema {
+            message: format!(
+                "database schema version {current} is newer than this kaiten-sync (knows up to {latest}): upgrade \
+                 kaiten-sync"
+            ),
+            source: None,
+        });
     }
     let applied: Vec<i64> = tx
         .prepare("SELECT version FROM schema_migrations")
@@ -72,12 +76,13 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .map_err(db_err)?;
     for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         tx.execute_batch(migration.sql).map_err(|e| match db_err(e) {
-            StoreError::Backend { message, .. } | StoreError::Unavailable { message, .. } => {
-                StoreError::Schema(format!("migration {} failed: {message}", migration.name))
+            StoreError::Backend { source, .. } | StoreError::Unavailable { source, .. } => {
+                StoreError::Schema { message: format!("migration {} failed", migration.name), source }
             }
-            StoreError::NotMigrated => {
-                StoreError::Schema(format!("migration {} refers to a missing table", migration.name))
-            }
+            StoreError::NotMigrated => StoreError::Schema {
+                message: format!("migration {} refers to a missing table", migration.name),
+                source: None,
+            },
             other => other,
         })?;
         tx.execute(

@@ -335,7 +335,7 @@ pub(crate) fn get(conn: &Connection, kind: EntityKind, id: i64) -> Result<Option
     }
     let raw: String = row.get(n).map_err(db_err)?;
     let raw = serde_json::from_str(&raw)
-        .map_err(|e| backend(format!("{}.raw of id {id} is not valid JSON: {e}", table.name), e))?;
+        .map_err(|e| backend(format!("{}.raw of id {id} is not valid JSON", table.name), e))?;
     let synced_at: String = row.get(n + 1).map_err(db_err)?;
     let deleted_at: Option<String> = row.get(n + 2).map_err(db_err)?;
     Ok(Some(StoredRecord {
@@ -436,7 +436,7 @@ fn entities_text(entities: &[EntityKind]) -> String {
 }
 
 fn stats_json(run: &RunRecord) -> Result<String, StoreError> {
-    serde_json::to_string(&run.stats).map_err(|e| backend(format!("cannot encode the stats of run {}: {e}", run.id), e))
+    serde_json::to_string(&run.stats).map_err(|e| backend(format!("cannot encode the stats of run {}", run.id), e))
 }
 
 /// A run's fields in the order of the log's columns (`?1..?13` of both statements below).
@@ -534,7 +534,7 @@ pub(crate) fn recent_runs(conn: &Connection, limit: usize) -> Result<Vec<RunReco
             status: RunStatus::parse(&status)
                 .ok_or_else(|| corrupt(format!("{} holds unknown status {status:?}", what("status"))))?,
             stats: serde_json::from_str::<BTreeMap<EntityKind, EntityStats>>(&stats)
-                .map_err(|e| backend(format!("{} is not valid stats JSON: {e}", what("stats")), e))?,
+                .map_err(|e| backend(format!("{} is not valid stats JSON", what("stats")), e))?,
             api_requests: u64::try_from(api_requests).unwrap_or(0),
             retries: u64::try_from(retries).unwrap_or(0),
             error: row.get(9).map_err(db_err)?,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kaiten_store_sqlite::SqliteStore;
 use kaiten_sync::conformance::fixtures::epoch;
+use kaiten_sync::error::chain;
 use kaiten_sync::{EntityKind, InboxResult, Notification, Store, StoreError};
 
 fn at(s: i64) -> DateTime<Utc> {
@@ -95,7 +96,7 @@ async fn concurrent_pushes_all_land_and_fail_alone() {
     let results = futures_join_all(pushes).await;
     for (id, result) in &results {
         match result {
-            Err(StoreError::Backend { message, .. }) if *id == 13 => assert!(message.contains("refused"), "{message}"),
+            Err(e @ StoreError::Backend { .. }) if *id == 13 => assert!(chain(e).contains("refused"), "{}", chain(e)),
             other => assert!(*id != 13 && other.is_ok(), "card {id}: {other:?}"),
         }
     }

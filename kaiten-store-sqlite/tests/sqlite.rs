@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use kaiten_store_sqlite::{latest_version, SqliteOptions, SqliteStore};
 use kaiten_sync::conformance::fixtures;
+use kaiten_sync::error::chain;
 use kaiten_sync::schema::{ColumnType, TABLES};
 use kaiten_sync::{Batch, EntityKind, EntityState, LockAttempt, Page, Scope, SqlValue, Store, StoreError};
 
@@ -93,7 +94,7 @@ async fn migrate_twice_and_refuse_a_newer_schema() {
         .await
         .unwrap();
     let err = store.migrate().await.expect_err("a newer schema is refused");
-    let StoreError::Schema(message) = &err else { panic!("expected Schema, got {err:?}") };
+    let StoreError::Schema { message, .. } = &err else { panic!("expected Schema, got {err:?}") };
     assert_eq!(
         message,
         &format!(
@@ -301,7 +302,7 @@ async fn a_failing_statement_rolls_the_whole_page_back() {
     state.cursor = Some(fixtures::epoch());
     p.state = Some(state);
     let err = store.apply_page(&p).await.unwrap_err();
-    assert!(err.to_string().contains("card 999 refused"), "{err}");
+    assert!(chain(&err).contains("card 999 refused"), "{}", chain(&err));
 
     assert_eq!(store.ids(EntityKind::Cards, true).await.unwrap(), vec![1, 2, 3]);
     let card = store.get(EntityKind::Cards, 1).await.unwrap().unwrap();

@@ -11,7 +11,8 @@ use kaiten_client::{Board, Card, CardQuery, Condition, KaitenClient, OrderDirect
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::error::SyncError;
+use crate::card_walk::{PageRules, Verdict};
+use crate::error::{chain, Chain, RefusedDeletion, SyncError};
 use crate::parents::{flatten_columns, with_board, ParentCache, Parents};
 use crate::progress::{ProgressEvent, ProgressSink};
 use crate::schema::EntityKind;
@@ -159,7 +160,23 @@ pub struct SyncOptions {
     /// Cards fetched one by one for other reasons (moved-card checks, webhooks) always store
     /// their members.
     pub card_members_backfill: bool,
+    /// The share (0.0–1.0) of a kind's live rows in a listing's scope that one sweep may mark
+    /// deleted without a check (like rsync's `--max-delete`; default 0.1, 10%). A sweep that would
+    /// mark more first asks Kaiten about a sample of them ([`DELETE_CHECK_SAMPLE`]): cards by id
+    /// (`GET /cards/{id}`), other kinds by listing their parent again (the board's columns and
+    /// lanes, the space's boards, the property's values) or the whole kind (spaces, users, card
+    /// types, property definitions). If Kaiten still has any of them its first listing was
+    /// incomplete: nothing of that kind is marked deleted, the rest of the run is stored, and the
+    /// run ends **failed** with [`SyncError::DeletionsRefused`] (in `sync_logs` and the log), so
+    /// that monitoring sees it; the next run tries again. If every sampled record is gone the
+    /// deletion is real and goes ahead, however large. `1.0` turns the check off. Tags are never
+    /// swept (a tag on no card is missing from `GET /tags`), so the check never concerns them.
+    pub max_delete_share: f64,
 }
+
+/// How many of the records a large sweep would mark deleted are checked with Kaiten first (see
+/// [`SyncOptions::max_delete_share`]).
+pub const DELETE_CHECK_SAMPLE: usize = 20;
 
 impl Default for SyncOptions {
     fn default() -> Self {
@@ -179,6 +196,7 @@ impl Default for SyncOptions {
             run_retention: Some(Duration::from_secs(30 * 24 * 3600)),
             keep_runs: 1000,
             card_members_backfill: false,
+            max_delete_share: 0.1,
         }
     }
 }
@@ -256,6 +274,13 @@ impl SyncOptions {
         self.card_members_backfill = on;
         self
     }
+
+    /// Sets [`SyncOptions::max_delete_share`] (clamped to 0.0–1.0; not a number means 0.0, so
+    /// every sweep is checked).
+    pub fn with_max_delete_share(mut self, share: f64) -> Self {
+        self.max_delete_share = if share.is_nan() { 0.0 } else { share.clamp(0.0, 1.0) };
+        self
+    }
 }
 
 /// A sweep id no listing uses: `Store::unseen` with it lists every live row in a scope.
@@ -306,6 +331,9 @@ struct CardResume {
     /// When the listing began; a resume point older than [`SyncOptions::max_resume_age`] is dropped.
     #[serde(default)]
     began: Option<DateTime<Utc>>,
+    /// What the listing learned of the route's paging (see [`crate::card_walk`]).
+    #[serde(default)]
+    rules: PageRules,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -466,7 +494,7 @@ impl SyncEngine {
         let result = self.run_locked(kind, mode, selection, entities, started, lost).await;
         heartbeat.abort();
         if let Err(e) = self.store.release_lock(&self.holder).await {
-            warn!(error = %e, "could not release the sync lock; it goes stale on its own");
+            warn!(error = %Chain(&e), "could not release the sync lock; it goes stale on its own");
         }
         result
     }
@@ -487,7 +515,7 @@ impl SyncEngine {
                         lost.store(true, Ordering::SeqCst);
                         return;
                     }
-                    Err(e) => warn!(error = %e, "sync lock heartbeat failed"),
+                    Err(e) => warn!(error = %Chain(&e), "sync lock heartbeat failed"),
                 }
             }
         })
@@ -525,6 +553,7 @@ impl SyncEngine {
             select_properties: None,
             complete: HashSet::new(),
             lost,
+            refused: Vec::new(),
         };
         let outcome = async {
             run.validate_selection().await?;
@@ -535,6 +564,12 @@ impl SyncEngine {
                 self.store.update_run(&run.record).await?;
             }
             run.record_row_counts().await?;
+            if !run.refused.is_empty() {
+                return Err(SyncError::DeletionsRefused {
+                    refused: std::mem::take(&mut run.refused),
+                    max_share: self.options.max_delete_share,
+                });
+            }
             Ok::<(), SyncError>(())
         }
         .instrument(span)
@@ -544,9 +579,9 @@ impl SyncEngine {
         record.retries = self.client.stats().retries - stats_before.retries;
         record.finished_at = Some(now_millis());
         record.status = if outcome.is_ok() { RunStatus::Succeeded } else { RunStatus::Failed };
-        record.error = outcome.as_ref().err().map(|e| e.to_string());
+        record.error = outcome.as_ref().err().map(|e| chain(e));
         if let Err(e) = self.store.update_run(&record).await {
-            warn!(error = %e, "could not record the end of the run in sync_logs");
+            warn!(error = %Chain(&e), "could not record the end of the run in sync_logs");
             if outcome.is_ok() {
                 return Err(e.into());
             }
@@ -561,7 +596,7 @@ impl SyncEngine {
             match self.store.prune_runs(before, self.options.keep_runs).await {
                 Ok(0) => {}
                 Ok(pruned) => info!(pruned, "pruned old runs from sync_logs"),
-                Err(e) => warn!(error = %e, "could not prune old runs from sync_logs"),
+                Err(e) => warn!(error = %Chain(&e), "could not prune old runs from sync_logs"),
             }
         }
         outcome?;
@@ -593,6 +628,8 @@ struct Run<'a> {
     complete: HashSet<EntityKind>,
     /// Set by the heartbeat when the lock is no longer this run's.
     lost: Arc<AtomicBool>,
+    /// Sweeps refused by the deletion guard ([`SyncOptions::max_delete_share`]).
+    refused: Vec<RefusedDeletion>,
 }
 
 impl Run<'_> {
@@ -756,17 +793,28 @@ impl Run<'_> {
         }
         // The listing is small and complete: what the store holds in scope and the listing lacks is
         // gone. (No sweep marks, so a listing with nothing new writes no data row at all.)
+        let mut refused = false;
         if !matches!(&scope, Scope::Parents(p) if p.is_empty()) {
             let stored = self.store().unseen(kind, NO_SWEEP, &scope).await?;
+            let live = stored.len();
             let gone: Vec<i64> = stored.into_iter().filter(|id| !listed.contains(id)).collect();
             if !gone.is_empty() {
-                let deleted = self.store().mark_deleted(kind, &gone, now_millis()).await?;
-                info!(kind = kind.as_str(), deleted, "marked records missing from a complete listing as deleted");
-                self.stats(kind).deleted += deleted;
+                if self.deletion_is_confirmed(kind, &gone, live).await? {
+                    let deleted = self.store().mark_deleted(kind, &gone, now_millis()).await?;
+                    info!(kind = kind.as_str(), deleted, "marked records missing from a complete listing as deleted");
+                    self.stats(kind).deleted += deleted;
+                } else {
+                    refused = true;
+                }
             }
         }
         let state = self.store().entity_state(kind).await?;
-        let state = self.new_state(state, cursor);
+        let reconciled = state.last_full_sync_at;
+        let mut state = self.new_state(state, cursor);
+        if refused {
+            // Deletions were not reconciled: the last complete listing stays the previous one.
+            state.last_full_sync_at = reconciled;
+        }
         self.store().save_entity_state(&state).await?;
         let stats = self.record.stats[&kind];
         self.engine.progress.emit(&ProgressEvent::PageDone { kind, stats });
@@ -784,18 +832,146 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn sweep_deleted(&mut self, kind: EntityKind, sweep: i64, scope: &Scope) -> Result<(), SyncError> {
+    /// Marks the rows of `kind` in `scope` that the listing `sweep` did not see as deleted, unless
+    /// the deletion guard refuses (then returns `false`). `checked`: every one of them was already
+    /// asked for by id and is gone.
+    async fn sweep_deleted(
+        &mut self,
+        kind: EntityKind,
+        sweep: i64,
+        scope: &Scope,
+        checked: bool,
+    ) -> Result<bool, SyncError> {
         if matches!(scope, Scope::Parents(p) if p.is_empty()) {
-            return Ok(());
+            return Ok(true);
         }
         let unseen = self.store().unseen(kind, sweep, scope).await?;
         if unseen.is_empty() {
-            return Ok(());
+            return Ok(true);
+        }
+        if !checked {
+            let live = match scope {
+                Scope::All => self
+                    .store()
+                    .counts()
+                    .await?
+                    .iter()
+                    .find(|c| c.table == kind.table().name)
+                    .map_or(unseen.len(), |c| usize::try_from(c.live).unwrap_or(usize::MAX)),
+                Scope::Parents(_) => self.store().unseen(kind, NO_SWEEP, scope).await?.len(),
+            };
+            if !self.deletion_is_confirmed(kind, &unseen, live).await? {
+                return Ok(false);
+            }
         }
         let deleted = self.store().mark_deleted(kind, &unseen, now_millis()).await?;
         info!(kind = kind.as_str(), deleted, "marked records missing from a complete listing as deleted");
         self.stats(kind).deleted += deleted;
-        Ok(())
+        Ok(true)
+    }
+
+    /// The deletion guard ([`SyncOptions::max_delete_share`]): whether `missing`, the live rows of
+    /// `kind` a listing did not return out of `live` in its scope, may be marked deleted. Within
+    /// the share: yes. Beyond it: yes if Kaiten no longer has any of a sample of them; otherwise
+    /// the refusal is recorded for the run's error and the answer is no.
+    async fn deletion_is_confirmed(
+        &mut self,
+        kind: EntityKind,
+        missing: &[i64],
+        live: usize,
+    ) -> Result<bool, SyncError> {
+        let max_share = self.engine.options.max_delete_share;
+        if max_share >= 1.0 || missing.len() as f64 <= max_share * live.max(missing.len()) as f64 {
+            return Ok(true);
+        }
+        let sample = spread_sample(missing, DELETE_CHECK_SAMPLE);
+        let still_there = self.still_in_kaiten(kind, &sample).await?;
+        if still_there.is_empty() {
+            info!(
+                kind = kind.as_str(),
+                missing = missing.len(),
+                live,
+                checked = sample.len(),
+                "a large deletion, confirmed: Kaiten has none of the records checked"
+            );
+            return Ok(true);
+        }
+        let refusal = RefusedDeletion { kind, missing: missing.len(), live, checked: sample.len(), still_there };
+        warn!(
+            kind = kind.as_str(),
+            missing = refusal.missing,
+            live,
+            still_there = refusal.still_there.len(),
+            checked = refusal.checked,
+            "refusing to mark records deleted: Kaiten's listing looked incomplete ({refusal})"
+        );
+        self.refused.push(refusal);
+        Ok(false)
+    }
+
+    /// Which of `ids` (rows of `kind`) Kaiten still has: cards asked for one by one, other kinds
+    /// found in a new listing of their parents (or of the whole kind).
+    async fn still_in_kaiten(&mut self, kind: EntityKind, ids: &[i64]) -> Result<Vec<i64>, SyncError> {
+        let gone = |e: &kaiten_client::Error| matches!(e, kaiten_client::Error::NotFound { .. });
+        if kind == EntityKind::Cards {
+            let mut there = Vec::new();
+            for id in ids {
+                match self.client().card(*id).await {
+                    Ok(card) if card.condition != Some(Condition::Deleted) => there.push(*id),
+                    Ok(_) => {}
+                    Err(e) if gone(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(there);
+        }
+        let client = self.client().clone();
+        let mut listed: HashSet<i64> = HashSet::new();
+        match kind {
+            EntityKind::Spaces => listed.extend(client.spaces().await?.iter().map(|s| s.id)),
+            EntityKind::Users => listed.extend(client.users().await?.iter().map(|u| u.id)),
+            EntityKind::CardTypes => listed.extend(client.card_types().await?.iter().map(|t| t.id)),
+            EntityKind::PropertyDefinitions => listed.extend(client.property_definitions().await?.iter().map(|p| p.id)),
+            // Never swept; nothing to check.
+            EntityKind::Tags | EntityKind::Cards => {}
+            EntityKind::SelectValues | EntityKind::Boards | EntityKind::Columns | EntityKind::Lanes => {
+                let column = kind.table().scope_column.unwrap_or("id");
+                let mut parents = BTreeSet::new();
+                let mut orphans = false;
+                for id in ids {
+                    let parent = self.store().get(kind, *id).await?.and_then(|row| match row.value(kind, column) {
+                        Some(crate::schema::SqlValue::Int(p)) => Some(*p),
+                        _ => None,
+                    });
+                    match parent {
+                        Some(p) => {
+                            parents.insert(p);
+                        }
+                        None => orphans = true,
+                    }
+                }
+                if kind == EntityKind::Boards && orphans {
+                    parents.extend(client.spaces().await?.iter().map(|s| s.id));
+                }
+                for parent in parents {
+                    // A parent Kaiten no longer has lists nothing.
+                    let result = match kind {
+                        EntityKind::SelectValues => client.select_values(parent).await.map(|v| ids_of(&v)),
+                        EntityKind::Boards => client.boards(parent).await.map(|v| ids_of(&v)),
+                        EntityKind::Columns => {
+                            client.columns(parent).await.map(|v| ids_of(&flatten_columns(v, parent)))
+                        }
+                        _ => client.lanes(parent).await.map(|v| ids_of(&v)),
+                    };
+                    match result {
+                        Ok(found) => listed.extend(found),
+                        Err(e) if gone(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(ids.iter().copied().filter(|id| listed.contains(id)).collect())
     }
     /// The resolver of card parents, over this run's cache (see [`crate::parents`]).
     fn parents(&mut self) -> Parents<'_> {
@@ -1011,15 +1187,20 @@ impl Run<'_> {
         // complete listing is older than `structure_max_age` (a renamed column or lane moves
         // nothing else, and Kaiten sends no event for it).
         let stale = self.is_stale(kind).await?;
+        let mut every_board = false;
         let refresh: Vec<i64> = match (self.mode, &self.changed_boards) {
             (Mode::Incremental, Some(changed)) if !stale => {
                 boards.iter().copied().filter(|b| changed.contains(b)).collect()
             }
             _ => {
                 self.complete.insert(kind);
+                every_board = true;
                 boards
             }
         };
+        // Every board of an unnarrowed run: the columns (lanes) of every board Kaiten has. Those
+        // of a board that is gone (not listed) are gone with it, so the sweep covers every row.
+        let scope = if every_board && self.lists_whole(kind) { Scope::All } else { Scope::Parents(refresh.clone()) };
         let client = self.client().clone();
         let mut lists = futures::stream::iter(refresh.clone())
             .map(|board_id| {
@@ -1051,7 +1232,7 @@ impl Run<'_> {
         if kind == EntityKind::Lanes {
             self.parents.refreshed.extend(refresh.iter().copied());
         }
-        self.write_listing(batch, Scope::Parents(refresh)).await
+        self.write_listing(batch, scope).await
     }
 
     /// The card listings of this run: one per condition, for each space or board in scope.
@@ -1108,10 +1289,12 @@ impl Run<'_> {
                 max_updated: None,
                 scope: scope_key,
                 began: Some(now_millis()),
+                rules: PageRules::default(),
             },
         };
         let page_size = self.engine.options.page_size.clamp(1, KaitenClient::CARDS_PAGE_MAX);
-        let mut next = Some(Prefetch::spawn(self.fetch_cards(&walks[current.walk], current.pos, page_size)));
+        let limit = current.rules.limit(page_size);
+        let mut next = Some(Prefetch::spawn(self.fetch_cards(&walks[current.walk], current.pos, limit)));
         while let Some(fetch) = next.take() {
             self.check_lock()?;
             let cards = match fetch.result().await {
@@ -1127,16 +1310,33 @@ impl Run<'_> {
                 Err(e) => return Err(e),
             };
             let fetched = cards.len();
-            let done_walk = fetched < page_size as usize;
             let mut after = current.clone();
             after.max_updated = after.max_updated.max(cards.iter().filter_map(|c| c.updated).max());
-            if done_walk {
-                after.walk += 1;
-                after.pos = WalkPos { after: after.start, offset: 0, offset_only: false };
-            } else {
-                after.pos = next_position(current.pos, &cards);
-                if after.pos.offset_only && !current.pos.offset_only {
-                    warn!("Kaiten did not order cards by `updated`; paging by offset for the rest of this listing");
+            // The stop rules of `card_walk`: a short page ends the walk only when it is the last
+            // one, and a listing whose end cannot be told fails here, before any sweep.
+            let asked = current.rules.limit(page_size);
+            let verdict = match after.rules.judge(page_size, current.pos, asked, &cards) {
+                Ok(verdict) => verdict,
+                Err(e) => {
+                    // The positions this listing reached rest on answers that ignored paging:
+                    // the next run must not resume from them (it would skip cards), but start over.
+                    *resume.slot(self.mode) = None;
+                    state.resume = resume.to_text();
+                    self.store().save_entity_state(&state).await?;
+                    return Err(SyncError::IncompleteListing { route: "GET /cards".to_owned(), reason: e.0 });
+                }
+            };
+            match verdict {
+                Verdict::Done => {
+                    after.walk += 1;
+                    after.pos = WalkPos { after: after.start, offset: 0, offset_only: false };
+                    after.rules.start_walk();
+                }
+                Verdict::Next(pos) => {
+                    after.pos = pos;
+                    if after.pos.offset_only && !current.pos.offset_only {
+                        warn!("Kaiten did not order cards by `updated`; paging by offset for the rest of this listing");
+                    }
                 }
             }
             let cards = if self.mode == Mode::Incremental
@@ -1163,8 +1363,9 @@ impl Run<'_> {
                 synced_at: now_millis(),
             };
             // Fetch the next page while this one is written (dropped, so aborted, if the write fails).
-            let following =
-                (!finished).then(|| Prefetch::spawn(self.fetch_cards(&walks[after.walk], after.pos, page_size)));
+            let following = (!finished).then(|| {
+                Prefetch::spawn(self.fetch_cards(&walks[after.walk], after.pos, after.rules.limit(page_size)))
+            });
             let outcome = self.store().apply_page(&page).await?;
             state = page_state;
             self.stats(kind).add_page(fetched, outcome);
@@ -1173,28 +1374,34 @@ impl Run<'_> {
             current = after;
             next = following;
         }
+        let mut swept = true;
         if let Some(sweep) = current.sweep {
             let scope = self.card_scope().await?;
-            if matches!(scope, Scope::Parents(_)) {
-                self.verify_moved_cards(sweep, &scope).await?;
-            }
-            self.sweep_deleted(kind, sweep, &scope).await?;
+            let checked =
+                if matches!(scope, Scope::Parents(_)) { self.verify_moved_cards(sweep, &scope).await? } else { false };
+            swept = self.sweep_deleted(kind, sweep, &scope, checked).await?;
         }
-        let state = self.new_state(state, current.max_updated);
+        let reconciled = state.last_full_sync_at;
+        let mut state = self.new_state(state, current.max_updated);
+        if !swept {
+            // Deletions were not reconciled: the last complete listing stays the previous one.
+            state.last_full_sync_at = reconciled;
+        }
         self.store().save_entity_state(&state).await?;
         Ok(())
     }
 
     /// In a listing limited to some boards, a card missing from it may have moved to another board
     /// rather than been deleted: ask Kaiten for each (up to [`SyncOptions::max_verified_deletions`]),
-    /// store the ones that still exist, and leave the rest to the sweep.
-    async fn verify_moved_cards(&mut self, sweep: i64, scope: &Scope) -> Result<(), SyncError> {
+    /// store the ones that still exist, and leave the rest to the sweep. Returns whether every
+    /// missing card was asked for (the rest are then known to be gone).
+    async fn verify_moved_cards(&mut self, sweep: i64, scope: &Scope) -> Result<bool, SyncError> {
         let kind = EntityKind::Cards;
         let unseen = self.store().unseen(kind, sweep, scope).await?;
         let limit = self.engine.options.max_verified_deletions;
         if unseen.len() > limit {
             warn!(candidates = unseen.len(), limit, "too many cards missing from a scoped listing to check one by one");
-            return Ok(());
+            return Ok(false);
         }
         let mut found = Vec::new();
         for id in unseen {
@@ -1205,7 +1412,7 @@ impl Run<'_> {
             }
         }
         if found.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         debug!(cards = found.len(), "cards missing from the scoped listing still exist (moved); storing them");
         let fetched = found.len();
@@ -1213,7 +1420,7 @@ impl Run<'_> {
         let page = Page { batch: Batch::Cards(cards), sweep: Some(sweep), state: None, synced_at: now_millis() };
         let outcome = self.store().apply_page(&page).await?;
         self.stats(kind).add_page(fetched, outcome);
-        Ok(())
+        Ok(true)
     }
 
     /// [`SyncOptions::card_members_backfill`]: replaces each card of a listed page that changed
@@ -1364,6 +1571,19 @@ pub(crate) fn next_position(pos: WalkPos, cards: &[Card]) -> WalkPos {
         }
         _ => WalkPos { after: pos.after, offset: pos.offset + cards.len() as u64, offset_only: false },
     }
+}
+
+/// Ids of listed records.
+fn ids_of<T: kaiten_client::Record>(records: &[T]) -> Vec<i64> {
+    records.iter().map(kaiten_client::Record::id).collect()
+}
+
+/// At most `n` of `ids`, spread evenly over them (all of them when there are no more than `n`).
+fn spread_sample(ids: &[i64], n: usize) -> Vec<i64> {
+    if ids.len() <= n {
+        return ids.to_vec();
+    }
+    (0..n).map(|i| ids[i * ids.len() / n]).collect()
 }
 
 fn split_batch(batch: Batch, size: usize) -> Vec<Batch> {

@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod card_walk;
 pub mod engine;
 pub mod error;
 pub mod holder;
@@ -45,8 +46,8 @@ pub mod webhook;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use engine::{Mode, Selection, SyncEngine, SyncOptions, SyncReport};
-pub use error::SyncError;
+pub use engine::{Mode, Selection, SyncEngine, SyncOptions, SyncReport, DELETE_CHECK_SAMPLE};
+pub use error::{RefusedDeletion, SyncError};
 pub use inbox::{InboxEntry, InboxResult, InboxStats, Notification};
 pub use kaiten_client;
 pub use memory::MemoryStore;

@@ -33,7 +33,6 @@ struct Inner {
     states: BTreeMap<EntityKind, EntityState>,
     runs: Vec<RunRecord>,
     lock: Option<LockInfo>,
-    fail_after_pages: Option<usize>,
     inbox: BTreeMap<i64, InboxEntry>,
     next_inbox_id: i64,
 }
@@ -48,12 +47,6 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Makes every `apply_page` after the next `pages` successful ones fail (to test that a failed
-    /// page leaves nothing behind and a rerun resumes). `None` turns failures off.
-    pub fn fail_after_pages(&self, pages: Option<usize>) {
-        self.inner.lock().unwrap().fail_after_pages = pages;
     }
 }
 
@@ -78,16 +71,6 @@ impl Store for MemoryStore {
 
     async fn apply_page(&self, page: &Page) -> Result<PageOutcome, StoreError> {
         let mut inner = self.inner.lock().unwrap();
-        if let Some(left) = inner.fail_after_pages {
-            if left == 0 {
-                return Err(StoreError::Backend {
-                    backend: "memory",
-                    message: "injected failure (fail_after_pages)".into(),
-                    source: None,
-                });
-            }
-            inner.fail_after_pages = Some(left - 1);
-        }
         let kind = page.batch.kind();
         let mut outcome = PageOutcome::default();
         // Work on a copy so that the page commits whole or not at all.

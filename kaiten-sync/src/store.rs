@@ -15,77 +15,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use kaiten_client::{Board, Card, CardType, Column, Lane, PropertyDefinition, SelectValue, Space, Tag, User};
+use kaiten_client::Card;
 use serde::{Deserialize, Serialize};
 
 use crate::inbox::{InboxEntry, InboxResult, InboxStats, Notification};
-use crate::schema::{EntityKind, Row, SqlValue, ToRow};
+use crate::schema::{EntityKind, Row, SqlValue};
 
-/// A page of records of one kind.
-#[derive(Debug, Clone, PartialEq)]
-#[allow(missing_docs)]
-pub enum Batch {
-    Spaces(Vec<Space>),
-    Users(Vec<User>),
-    CardTypes(Vec<CardType>),
-    Tags(Vec<Tag>),
-    PropertyDefinitions(Vec<PropertyDefinition>),
-    SelectValues(Vec<SelectValue>),
-    Boards(Vec<Board>),
-    Columns(Vec<Column>),
-    Lanes(Vec<Lane>),
-    Cards(Vec<Card>),
-}
-
-macro_rules! each_batch {
-    ($self:expr, $items:ident => $body:expr) => {
-        match $self {
-            Batch::Spaces($items) => $body,
-            Batch::Users($items) => $body,
-            Batch::CardTypes($items) => $body,
-            Batch::Tags($items) => $body,
-            Batch::PropertyDefinitions($items) => $body,
-            Batch::SelectValues($items) => $body,
-            Batch::Boards($items) => $body,
-            Batch::Columns($items) => $body,
-            Batch::Lanes($items) => $body,
-            Batch::Cards($items) => $body,
-        }
-    };
-}
+pub use crate::schema::Batch;
 
 impl Batch {
-    /// The kind of the records.
-    pub fn kind(&self) -> EntityKind {
-        match self {
-            Batch::Spaces(_) => EntityKind::Spaces,
-            Batch::Users(_) => EntityKind::Users,
-            Batch::CardTypes(_) => EntityKind::CardTypes,
-            Batch::Tags(_) => EntityKind::Tags,
-            Batch::PropertyDefinitions(_) => EntityKind::PropertyDefinitions,
-            Batch::SelectValues(_) => EntityKind::SelectValues,
-            Batch::Boards(_) => EntityKind::Boards,
-            Batch::Columns(_) => EntityKind::Columns,
-            Batch::Lanes(_) => EntityKind::Lanes,
-            Batch::Cards(_) => EntityKind::Cards,
-        }
-    }
-
-    /// Number of records.
-    pub fn len(&self) -> usize {
-        each_batch!(self, items => items.len())
-    }
-
-    /// Whether the page is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The records as rows, in page order. When the page holds the same id twice, only the last
     /// occurrence is returned (a store writes each id once per page).
     pub fn rows(&self) -> Vec<Row<'_>> {
-        let rows: Vec<Row<'_>> = each_batch!(self, items => items.iter().map(ToRow::row).collect());
-        dedup_last(rows)
+        dedup_last(self.rows_in_page_order())
     }
 
     /// The ids, in page order.
@@ -474,6 +416,9 @@ pub enum LockAttempt {
 }
 
 /// Errors of a store.
+///
+/// `message` says what the store was doing (and what to check), never the driver's text: that is
+/// the `source`, so [`crate::error::chain`] shows each once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -493,12 +438,21 @@ pub enum StoreError {
     Busy {
         /// Backend name.
         backend: &'static str,
-        /// Details.
+        /// What was waiting.
         message: String,
+        /// The driver's error, when one reported the wait.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// Migrations could not be applied, or the database was migrated by a newer version.
-    #[error("database schema problem: {0}")]
-    Schema(String),
+    #[error("database schema problem: {message}")]
+    Schema {
+        /// What is wrong, or which step failed.
+        message: String,
+        /// The error of the failed step, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The schema has not been created yet, or lacks something this version needs (a table, a
     /// column, a function): `migrate` creates or completes it.
     #[error(
@@ -511,8 +465,11 @@ pub enum StoreError {
     Permission {
         /// Backend name.
         backend: &'static str,
-        /// Details.
+        /// What was refused, and what the user needs.
         message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// Data the store cannot write (e.g. a value out of range).
     #[error("invalid data for {kind}: {message}")]
@@ -533,6 +490,13 @@ pub enum StoreError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+}
+
+impl StoreError {
+    /// A [`StoreError::Schema`] with no error behind it (a version mismatch, an invalid name).
+    pub fn schema(message: impl Into<String>) -> Self {
+        StoreError::Schema { message: message.into(), source: None }
+    }
 }
 
 /// A database the engine mirrors Kaiten into. Object safe: `Arc<dyn Store>` is what the engine holds.

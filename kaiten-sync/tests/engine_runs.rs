@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kaiten_sim::{Faults, SimConfig, Simulator};
 use kaiten_sync::conformance::engine::sim_client;
+use kaiten_sync::error::chain;
 use kaiten_sync::{EntityKind, MemoryStore, ProgressEvent, RunStatus, Store, SyncEngine, SyncOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,11 +78,23 @@ async fn network_faults_are_retried_and_a_lost_network_fails_then_resumes() {
     // Every request fails: the run fails clearly and marks nothing deleted.
     sim.set_faults(Faults { drop_rate: 1.0, ..Faults::default() });
     let err = SyncEngine::new(sim_client(&sim), store.clone()).sync_all().await.expect_err("network gone");
-    assert!(err.to_string().contains("cannot reach Kaiten"), "{err}");
+    assert!(chain(&err).contains("cannot reach Kaiten"), "{}", chain(&err));
     assert_eq!(store.recent_runs(1).await.unwrap()[0].status, RunStatus::Failed);
+    for kind in EntityKind::ALL {
+        let live = store.ids(kind, false).await.unwrap();
+        assert_eq!(store.ids(kind, true).await.unwrap(), live, "{kind}: the failed run marked nothing deleted");
+    }
+    // The network back, the next full sync (which sweeps) completes: the one card deleted in
+    // Kaiten meanwhile is marked deleted, nothing else is.
     sim.set_faults(Faults::default());
-    let report = SyncEngine::new(sim_client(&sim), store.clone()).sync_incremental().await.unwrap();
-    assert_eq!(report.stats(EntityKind::Cards).deleted, 0);
+    let gone = sim.card_ids()[7];
+    sim.delete_card(gone);
+    let report = SyncEngine::new(sim_client(&sim), store.clone()).sync_all().await.unwrap();
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 1);
+    let mut live = sim.card_ids();
+    live.sort_unstable();
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), live);
+    assert!(store.get(EntityKind::Cards, gone).await.unwrap().unwrap().deleted_at.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,8 @@ use kaiten_sync::{EntityKind, ProgressEvent, SyncEngine};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (client, _sim) = kaiten_examples::kaiten().await?;
-    let store = kaiten_examples::store().await?;
+    let mirror = kaiten_examples::mirror().await?;
+    let store = mirror.store.clone();
     let engine = SyncEngine::new(client, store.clone()).on_progress(|event| {
         if let ProgressEvent::EntityDone { kind, stats } = event {
             println!("{kind:>20}: {} fetched, {} new, {} changed", stats.fetched, stats.inserted, stats.updated);

@@ -12,7 +12,8 @@ async fn main() -> anyhow::Result<()> {
     let every = Duration::from_secs(std::env::var("SYNC_EVERY_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60));
     let rounds: Option<u32> = std::env::var("SYNC_ROUNDS").ok().and_then(|s| s.parse().ok());
     let (client, sim) = kaiten_examples::kaiten().await?;
-    let store = kaiten_examples::store().await?;
+    let mirror = kaiten_examples::mirror().await?;
+    let store = mirror.store.clone();
     let engine = SyncEngine::new(client, store);
 
     // The first run lists everything; later runs fetch only what changed.
@@ -40,7 +41,9 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             // A failed run is in sync_logs; the next tick tries again (and resumes where it stopped).
-            Err(e) if e.is_retryable() => eprintln!("sync failed, retrying next round: {e}"),
+            Err(e) if e.is_retryable() => {
+                eprintln!("sync failed, retrying next round: {}", kaiten_sync::error::Chain(&e))
+            }
             Err(e) => return Err(e.into()),
         }
         round += 1;

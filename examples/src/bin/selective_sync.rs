@@ -7,7 +7,8 @@ use kaiten_sync::{EntityKind, Mode, Selection, SyncEngine};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (client, sim) = kaiten_examples::kaiten().await?;
-    let store = kaiten_examples::store().await?;
+    let mirror = kaiten_examples::mirror().await?;
+    let store = mirror.store.clone();
     let engine = SyncEngine::new(client, store.clone());
 
     // Reference data only: users and tags.

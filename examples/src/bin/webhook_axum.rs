@@ -34,7 +34,7 @@ async fn kaiten_webhook(
             (StatusCode::OK, "ok".into())
         }
         Err(e) => {
-            eprintln!("webhook refused: {e}");
+            eprintln!("webhook refused: {}", kaiten_sync::error::Chain(&e));
             (StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.to_string())
         }
     }
@@ -43,7 +43,8 @@ async fn kaiten_webhook(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (client, sim) = kaiten_examples::kaiten().await?;
-    let store = kaiten_examples::store().await?;
+    let mirror = kaiten_examples::mirror().await?;
+    let store = mirror.store.clone();
     let secret = match (std::env::var("KAITEN_WEBHOOK_SECRET"), &sim) {
         (Ok(secret), _) => secret,
         (Err(_), Some(_)) => "example-webhook-secret-0123456789".to_owned(),

@@ -44,7 +44,7 @@ async fn a_5xx_then_success_is_retried() {
     mount(&server, "/spaces", json_body(SPACES), 1).await;
     let client = client(&server);
     assert_eq!(client.spaces().await.unwrap().len(), 2);
-    assert_eq!(client.stats(), kaiten_client::ClientStats { requests: 3, retries: 2 });
+    assert_eq!(client.stats(), kaiten_client::ClientStats { requests: 3, retries: 2, rate_limited: 0 });
 }
 
 #[tokio::test]

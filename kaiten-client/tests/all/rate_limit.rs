@@ -103,7 +103,7 @@ async fn a_429_with_retry_after_waits_then_succeeds() {
     let tags = client.tags_page(kaiten_client::PageRequest { limit: 100, offset: 0 }).await.unwrap();
     assert_eq!(tags.len(), 2);
     assert!(start.elapsed() >= Duration::from_secs(1), "{:?}", start.elapsed());
-    assert_eq!(client.stats(), kaiten_client::ClientStats { requests: 2, retries: 1 });
+    assert_eq!(client.stats(), kaiten_client::ClientStats { requests: 2, retries: 1, rate_limited: 1 });
 }
 
 #[tokio::test(start_paused = true)]

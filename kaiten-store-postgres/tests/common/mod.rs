@@ -1,8 +1,12 @@
 //! Test support: the server URL, uniquely named schemas and databases that drop themselves.
 //!
 //! Tests read the server from `KAITEN_TEST_DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`). When the server is unreachable a test prints how to
-//! enable it and returns early, unless `CI` is set: then it fails.
+//! `postgres://postgres@127.0.0.1:5432/test`). When the server is unreachable a test **fails**,
+//! saying how to start one. A developer without PostgreSQL opts out explicitly with
+//! `KAITEN_SKIP_POSTGRES=1`: then each test returns at once and prints
+//! `SKIPPED <test>: <why>` straight to stderr, where `cargo test` shows it next to the test's
+//! `ok` (the harness captures `eprintln!` of passing tests; it does not capture this). Nothing runs
+//! against another store in their place. With `CI` set the opt-out is refused.
 
 #![allow(dead_code)]
 
@@ -13,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kaiten_store_postgres::{PgStore, PgStoreOptions};
-use kaiten_sync::{MemoryStore, Store};
+use kaiten_sync::Store;
 use sqlx::{Connection, Executor, PgConnection, Row};
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -43,10 +47,37 @@ pub fn with_database(url: &str, database: &str) -> String {
     format!("{}/{database}{query}", &base[..path_start])
 }
 
-/// Whether the server answers: `Some(url)` when it does; `None` (after printing how to enable
-/// the test) when it does not and `CI` is unset. Panics when it does not and `CI` is set.
+/// Says that the running test is skipped, and why, where `cargo test` shows it: one line
+/// `SKIPPED <test name>: <why>` written straight to the process's stderr (past the harness's
+/// capture, which would hide an `eprintln!` of a passing test).
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("a test");
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
+}
+
+/// Whether the developer opted out of the PostgreSQL tests (`KAITEN_SKIP_POSTGRES` set to anything
+/// but empty, `0`, `false`, `no` or `off`).
+pub fn postgres_opted_out() -> bool {
+    std::env::var("KAITEN_SKIP_POSTGRES")
+        .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false" | "no" | "off"))
+        .unwrap_or(false)
+}
+
+/// The test server's URL when it answers. `None` (after [`skip`] says so) when the developer
+/// opted out with `KAITEN_SKIP_POSTGRES`. Panics, saying what to do, when the server does not
+/// answer, and when the opt-out is set in CI.
 pub async fn server() -> Option<String> {
     static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    if postgres_opted_out() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KAITEN_SKIP_POSTGRES is set, but so is CI: CI never skips the PostgreSQL tests"
+        );
+        skip("KAITEN_SKIP_POSTGRES is set; unset it to run the PostgreSQL tests");
+        return None;
+    }
     let url = test_url();
     let result = match CHECK.get() {
         Some(r) => r.clone(),
@@ -67,16 +98,11 @@ pub async fn server() -> Option<String> {
             cleanup_leftovers(&url).await;
             Some(url)
         }
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("PostgreSQL at {} is unreachable ({e}) and CI is set", kaiten_store_postgres::redact_url(&url))
-        }
-        Err(e) => {
-            eprintln!(
-                "SKIPPED: PostgreSQL at {} is unreachable ({e}); start PostgreSQL or set KAITEN_TEST_DATABASE_URL",
-                kaiten_store_postgres::redact_url(&url)
-            );
-            None
-        }
+        Err(e) => panic!(
+            "PostgreSQL at {} is unreachable ({e}): start it (see CONTRIBUTING.md), point KAITEN_TEST_DATABASE_URL \
+             at a server, or set KAITEN_SKIP_POSTGRES=1 to skip the PostgreSQL tests (each then says so)",
+            kaiten_store_postgres::redact_url(&url)
+        ),
     }
 }
 
@@ -239,8 +265,8 @@ impl Deref for PgTestStore {
     }
 }
 
-/// A fresh, migrated store on its own schema, or `None` when the server is unreachable (and `CI`
-/// unset).
+/// A fresh, migrated store on its own schema, or `None` when the PostgreSQL tests are skipped
+/// (see [`server`]).
 pub async fn pg_store_with(change: impl FnOnce(&mut PgStoreOptions)) -> Option<PgTestStore> {
     let url = server().await?;
     let guard = SchemaGuard::new(&url);
@@ -256,42 +282,27 @@ pub async fn pg_store() -> Option<PgTestStore> {
     pg_store_with(|_| {}).await
 }
 
-/// What the conformance suites run against: Postgres, or (when the server is unreachable and `CI`
-/// is unset, after saying so) the memory store so that the test binary still runs.
-pub enum TestStore {
-    /// A fresh schema on the test server.
-    Pg(PgTestStore),
-    /// No server here.
-    Skipped(MemoryStore),
-}
+/// What the conformance suites run against: a fresh schema on the test server.
+pub struct TestStore(PgTestStore);
 
 impl Deref for TestStore {
     type Target = dyn Store;
     fn deref(&self) -> &(dyn Store + 'static) {
-        match self {
-            TestStore::Pg(s) => &s.store,
-            TestStore::Skipped(s) => s,
-        }
+        &self.0.store
     }
 }
 
 impl TestStore {
-    pub async fn new(change: impl FnOnce(&mut PgStoreOptions)) -> Self {
-        match pg_store_with(change).await {
-            Some(s) => TestStore::Pg(s),
-            None => {
-                eprintln!("SKIPPED (ran against the memory store): no PostgreSQL server");
-                TestStore::Skipped(MemoryStore::new())
-            }
-        }
+    /// A fresh, migrated store with `change` applied to its options; `None` when the PostgreSQL
+    /// tests are skipped (see [`server`]).
+    pub async fn new(change: impl FnOnce(&mut PgStoreOptions)) -> Option<Self> {
+        pg_store_with(change).await.map(TestStore)
     }
 
     /// For the engine suite: a shared handle and the guard keeping the schema alive.
-    pub fn shared(self) -> (Arc<dyn Store>, Option<SchemaGuard>) {
-        match self {
-            TestStore::Pg(PgTestStore { store, guard }) => (Arc::new(store), Some(guard)),
-            TestStore::Skipped(m) => (Arc::new(m), None),
-        }
+    pub fn shared(self) -> (Arc<dyn Store>, SchemaGuard) {
+        let PgTestStore { store, guard } = self.0;
+        (Arc::new(store), guard)
     }
 }
 

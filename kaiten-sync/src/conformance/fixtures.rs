@@ -4,6 +4,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use kaiten_client::{Board, Card, Column, Lane, Record, Space};
 use serde_json::{json, Value};
 
+use crate::schema::{EntityKind, SqlValue};
+use crate::store::Batch;
+
 /// A fixed instant the fixtures count from (2025-01-01T00:00:00Z).
 pub fn epoch() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap()
@@ -120,4 +123,268 @@ pub fn cards_with_member_shapes() -> Vec<Card> {
         .collect();
     cards.push(card(6, 10, 100, 1));
     cards
+}
+
+/// One typed column of a [`ColumnProbe`]: the JSON field it is filled from, what the record
+/// carries there, and what the column must then hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbedColumn {
+    /// The column's name.
+    pub column: &'static str,
+    /// The field of Kaiten's JSON it comes from.
+    pub field: &'static str,
+    /// The field's value in the record.
+    pub json: Value,
+    /// The column's value.
+    pub value: SqlValue,
+}
+
+/// A record of one kind whose fields all hold different values, with the value each typed column
+/// must hold, by name. Written here by hand, apart from the declarations in
+/// [`crate::schema`], so that a value declared under the wrong column fails the tests that use
+/// it. Boolean columns can only be told apart by records in which one of them differs from the
+/// others: see [`column_probes`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnProbe {
+    /// The kind.
+    pub kind: EntityKind,
+    /// The record's id.
+    pub id: i64,
+    /// Every typed column of the kind's table.
+    pub columns: Vec<ProbedColumn>,
+}
+
+impl ColumnProbe {
+    /// The record as Kaiten would send it.
+    pub fn json(&self) -> Value {
+        let mut object = serde_json::Map::new();
+        object.insert("id".into(), json!(self.id));
+        for column in &self.columns {
+            object.insert(column.field.into(), column.json.clone());
+        }
+        Value::Object(object)
+    }
+
+    /// The record as a page of one.
+    pub fn batch(&self) -> Batch {
+        Batch::from_json(self.kind, vec![self.json()]).expect("a probe parses")
+    }
+}
+
+/// Builds the probe of one kind: every value it hands out differs from the others of the record.
+struct Probe {
+    kind: EntityKind,
+    id: i64,
+    next: i64,
+    columns: Vec<ProbedColumn>,
+}
+
+impl Probe {
+    fn new(kind: EntityKind, id: i64) -> Self {
+        Self { kind, id, next: 0, columns: Vec::new() }
+    }
+
+    fn add(mut self, column: &'static str, field: &'static str, json: Value, value: SqlValue) -> Self {
+        self.columns.push(ProbedColumn { column, field, json, value });
+        self
+    }
+
+    fn fresh(&mut self) -> i64 {
+        self.next += 1;
+        self.id * 100 + self.next
+    }
+
+    fn text(self, column: &'static str) -> Self {
+        self.text_from(column, column)
+    }
+
+    fn text_from(self, column: &'static str, field: &'static str) -> Self {
+        let text = format!("{}.{column}", self.kind);
+        self.add(column, field, json!(text), SqlValue::Text(text))
+    }
+
+    fn int(self, column: &'static str) -> Self {
+        self.int_from(column, column)
+    }
+
+    fn int_from(mut self, column: &'static str, field: &'static str) -> Self {
+        let n = self.fresh();
+        self.add(column, field, json!(n), SqlValue::Int(n))
+    }
+
+    /// An integer that names another probe's record (a parent), so stores with foreign keys
+    /// accept the row.
+    fn reference(self, column: &'static str, id: i64) -> Self {
+        self.add(column, column, json!(id), SqlValue::Int(id))
+    }
+
+    fn float(mut self, column: &'static str) -> Self {
+        let x = self.fresh() as f64 + 0.25;
+        self.add(column, column, json!(x), SqlValue::Float(x))
+    }
+
+    fn time(mut self, column: &'static str) -> Self {
+        let seconds = self.fresh();
+        self.add(column, column, json!(stamp(seconds)), SqlValue::Time(epoch() + Duration::seconds(seconds)))
+    }
+
+    fn flag(self, column: &'static str) -> Self {
+        self.flag_from(column, column)
+    }
+
+    fn flag_from(self, column: &'static str, field: &'static str) -> Self {
+        self.add(column, field, json!(true), SqlValue::Bool(true))
+    }
+
+    fn done(self) -> ColumnProbe {
+        ColumnProbe { kind: self.kind, id: self.id, columns: self.columns }
+    }
+}
+
+/// Ids of the probes' records (the parents the others reference).
+const SPACE: i64 = 101;
+const USER: i64 = 201;
+const CARD_TYPE: i64 = 301;
+const PROPERTY: i64 = 501;
+const BOARD: i64 = 701;
+const COLUMN: i64 = 801;
+const LANE: i64 = 901;
+
+/// One [`ColumnProbe`] of every kind, in [`EntityKind::ALL`] order, each followed by one probe per
+/// boolean column of kinds with several (that column true, the others false). References between
+/// them are real (a board's `space_id` is the space probe's id, ...), so they can be written in
+/// order to a store that enforces foreign keys.
+pub fn column_probes() -> Vec<ColumnProbe> {
+    use EntityKind as K;
+    let base = vec![
+        Probe::new(K::Spaces, SPACE)
+            .text("uid")
+            .text("title")
+            .flag("archived")
+            .text("parent_entity_uid")
+            .float("sort_order")
+            .text("external_id")
+            .time("created")
+            .time("updated"),
+        Probe::new(K::Users, USER)
+            .text("uid")
+            .text("full_name")
+            .text("username")
+            .text("email")
+            .flag("activated")
+            .flag_from("is_virtual", "virtual")
+            .int("role")
+            .time("created")
+            .time("updated"),
+        Probe::new(K::CardTypes, CARD_TYPE)
+            .text("uid")
+            .text("name")
+            .text("letter")
+            .int("color")
+            .flag("archived")
+            .time("created")
+            .time("updated"),
+        Probe::new(K::Tags, 401).text("uid").text("name").int("color").flag("archived").time("created").time("updated"),
+        Probe::new(K::PropertyDefinitions, PROPERTY)
+            .text("uid")
+            .text("name")
+            .text("type")
+            .int("condition")
+            .flag("multi_select")
+            .text("external_id")
+            .time("created")
+            .time("updated"),
+        Probe::new(K::SelectValues, 601)
+            .text("uid")
+            .reference("custom_property_id", PROPERTY)
+            .text("value")
+            .int("color")
+            .int("condition")
+            .float("sort_order")
+            .time("created")
+            .time("updated"),
+        Probe::new(K::Boards, BOARD)
+            .text("uid")
+            .reference("space_id", SPACE)
+            .text("title")
+            .text("description")
+            .text("external_id")
+            .float("sort_order")
+            .flag("archived")
+            .time("created")
+            .time("updated"),
+        Probe::new(K::Columns, COLUMN)
+            .text("uid")
+            .reference("board_id", BOARD)
+            .add("parent_column_id", "column_id", json!(COLUMN), SqlValue::Int(COLUMN))
+            .text("title")
+            .float("sort_order")
+            .int("type")
+            .int("wip_limit")
+            .text("external_id")
+            .time("created")
+            .time("updated"),
+        Probe::new(K::Lanes, LANE)
+            .text("uid")
+            .reference("board_id", BOARD)
+            .text("title")
+            .float("sort_order")
+            .int("condition")
+            .int("wip_limit")
+            .text("external_id")
+            .time("created")
+            .time("updated"),
+        Probe::new(K::Cards, 1001)
+            .text("uid")
+            .text("title")
+            .text("description")
+            .int("state")
+            .int("condition")
+            .flag("archived")
+            .flag("asap")
+            .flag("blocked")
+            .reference("space_id", SPACE)
+            .reference("board_id", BOARD)
+            .reference("column_id", COLUMN)
+            .reference("lane_id", LANE)
+            .reference("owner_id", USER)
+            .reference("type_id", CARD_TYPE)
+            .float("sort_order")
+            .int("version")
+            .float("size")
+            .time("due_date")
+            .text("external_id")
+            .add(
+                "properties",
+                "properties",
+                json!({"id_7": "cards.properties"}),
+                SqlValue::Json(json!({"id_7": "cards.properties"})),
+            )
+            .time("created")
+            .time("updated")
+            .time("last_moved_at")
+            .time("completed_at"),
+    ];
+    let mut probes = Vec::new();
+    for probe in base {
+        let probe = probe.done();
+        let flags: Vec<&'static str> =
+            probe.columns.iter().filter(|c| c.value == SqlValue::Bool(true)).map(|c| c.column).collect();
+        let mut variants = Vec::new();
+        if flags.len() > 1 {
+            for (i, on) in flags.iter().enumerate() {
+                let mut variant = probe.clone();
+                variant.id = probe.id + 1 + i as i64;
+                for column in variant.columns.iter_mut().filter(|c| flags.contains(&c.column)) {
+                    let set = column.column == *on;
+                    column.json = json!(set);
+                    column.value = SqlValue::Bool(set);
+                }
+                variants.push(variant);
+            }
+        }
+        probes.push(probe);
+        probes.extend(variants);
+    }
+    probes
 }

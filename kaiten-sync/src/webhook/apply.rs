@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::WebhookHandler;
 use crate::engine::{next_position, WalkPos};
-use crate::error::SyncError;
+use crate::error::{chain, SyncError};
 use crate::inbox::InboxEntry;
 use crate::parents::{ParentCache, Parents};
 use crate::schema::EntityKind;
@@ -52,7 +52,7 @@ impl BatchRun<'_> {
 
     fn settle(&mut self, kind: EntityKind, ids: impl IntoIterator<Item = i64>, outcome: &Result<(), SyncError>) {
         for id in ids {
-            self.outcomes.insert((kind, id), outcome.as_ref().map(|_| ()).map_err(ToString::to_string));
+            self.outcomes.insert((kind, id), outcome.as_ref().map(|_| ()).map_err(|e| chain(e)));
         }
     }
 

@@ -87,9 +87,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kaiten_client::KaitenClient;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
-use crate::error::SyncError;
+use crate::error::{chain, Chain, SyncError};
 use crate::inbox::{InboxEntry, InboxResult, Notification};
 use crate::parents::ParentCache;
 use crate::schema::EntityKind;
@@ -459,7 +459,7 @@ impl WebhookHandler {
                     )
                 }
                 Ok(_) => {}
-                Err(e) => warn!(error = %e, "webhook inbox: applying deliveries failed; retrying"),
+                Err(e) => warn!(error = %Chain(&e), "webhook inbox: applying deliveries failed; retrying"),
             }
             tokio::select! {
                 () = &mut shutdown => return,
@@ -483,14 +483,14 @@ impl WebhookHandler {
         match store.interrupt_webhook_runs(cutoff, "interrupted: the process applying these webhooks stopped").await {
             Ok(0) => {}
             Ok(n) => info!(runs = n, "marked webhook runs of a stopped process as interrupted"),
-            Err(e) => warn!(error = %e, "could not mark stale webhook runs interrupted"),
+            Err(e) => warn!(error = %Chain(&e), "could not mark stale webhook runs interrupted"),
         }
         if let Some(retention) = options.run_retention {
             let before = now_millis() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
             match store.prune_runs(before, options.keep_runs).await {
                 Ok(0) => {}
                 Ok(n) => info!(runs = n, "pruned old runs from sync_logs"),
-                Err(e) => warn!(error = %e, "could not prune old runs from sync_logs"),
+                Err(e) => warn!(error = %Chain(&e), "could not prune old runs from sync_logs"),
             }
         }
     }
@@ -510,12 +510,20 @@ impl WebhookHandler {
         );
         let mut record = RunRecord::start(RunKind::Webhook, kinds.keys().copied().collect(), Some(scope), now_millis());
         record.id = store.start_run(&record).await?;
+        // Every line logged while the batch runs carries its run id, as a sync's do.
+        let span = tracing::info_span!("webhook", run_id = record.id);
+        self.apply_started(entries, record).instrument(span).await
+    }
+
+    /// [`Self::apply_batch`] once its run is recorded.
+    async fn apply_started(&self, entries: Vec<InboxEntry>, mut record: RunRecord) -> Result<BatchDone, SyncError> {
+        let store = &*self.inner.store;
         let mut cache = ParentCache::default();
         let mut batch = BatchRun { handler: self, cache: &mut cache, record: &mut record, outcomes: HashMap::new() };
         let result = batch.apply(&entries).await;
         let outcomes = std::mem::take(&mut batch.outcomes);
         // Entries without an outcome (the batch failed before reaching them) fail with its error.
-        let batch_error = result.as_ref().err().map(ToString::to_string);
+        let batch_error = result.as_ref().err().map(|e| chain(e));
         let now = now_millis();
         let options = &self.inner.options;
         let mut results = Vec::with_capacity(entries.len());
@@ -546,7 +554,7 @@ impl WebhookHandler {
         record.finished_at = Some(now_millis());
         record.status = if failed == 0 && finished.is_ok() { RunStatus::Succeeded } else { RunStatus::Failed };
         if let Err(e) = &finished {
-            errors.push(format!("recording the outcome in the inbox failed: {e}"));
+            errors.push(format!("recording the outcome in the inbox failed: {}", Chain(e)));
         }
         record.error = (!errors.is_empty()).then(|| {
             let shown: Vec<&str> = errors.iter().take(10).map(String::as_str).collect();
@@ -555,7 +563,7 @@ impl WebhookHandler {
             format!("{}{tail}", shown.join("; "))
         });
         if let Err(e) = store.update_run(&record).await {
-            warn!(run_id = record.id, error = %e, "could not record the end of a webhook run in sync_logs");
+            warn!(run_id = record.id, error = %Chain(&e), "could not record the end of a webhook run in sync_logs");
         }
         finished?;
         info!(
