@@ -36,7 +36,7 @@ pub fn webhook_secret(value: Option<String>) -> Result<Secret> {
     let value = value.map(|v| v.trim().to_owned()).unwrap_or_default();
     if value.is_empty() {
         bail!(
-            "{ENV_WEBHOOK_SECRET} is not set: `serve` receives Kaiten webhooks at /webhooks/kaiten/<secret>, and Kaiten \
+            "{ENV_WEBHOOK_SECRET} is not set: `serve` receives Kaiten webhooks at /api/webhooks/kaiten/<secret>, and Kaiten \
              signs nothing, so the secret in the URL is what authenticates them. Set it to a long random string \
              (e.g. `openssl rand -hex 24`) in the environment or .env"
         );

@@ -135,7 +135,7 @@ impl Page {
         let _ = write!(html, "<dt>Next full</dt><dd>{}</dd>", next(self.next.full));
         let _ = writeln!(
             html,
-            "<dt>Webhooks</dt><dd><code>POST /webhooks/kaiten/&lt;KAITEN_WEBHOOK_SECRET&gt;</code>{}</dd></dl>",
+            "<dt>Webhooks</dt><dd><code>POST /api/webhooks/kaiten/&lt;KAITEN_WEBHOOK_SECRET&gt;</code>{}</dd></dl>",
             match &self.hmac_header {
                 Some(h) => format!(" with an HMAC in <code>{}</code>", esc(h)),
                 None => String::new(),
