@@ -8,6 +8,7 @@
 //! kaiten-sync sync --only cards,boards --board 42 [--full]
 //! kaiten-sync status [--json]
 //! kaiten-sync serve                      # webhook endpoint + admin page + scheduled syncs
+//! kaiten-sync webhooks install --url https://sync.example.com  # one Kaiten webhook per space
 //! kaiten-sync sim --cards 5000           # run the simulator on its own
 //! ```
 //!
@@ -21,6 +22,7 @@ mod metrics;
 mod output;
 mod serve;
 mod stores;
+mod webhooks;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -79,6 +81,8 @@ enum Command {
     Sim(SimArgs),
     /// Serve Kaiten webhooks, an admin page and scheduled syncs (needs KAITEN_WEBHOOK_SECRET).
     Serve(serve::ServeArgs),
+    /// Show, install or uninstall the Kaiten webhook of every space, pointing at `serve`.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +234,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Sim(args) => sim(args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Webhooks(args) => webhooks::run(args).await,
     }
 }
 

@@ -35,7 +35,7 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// Runs of the run log each scrape reads: the newest successes and failures are looked for among
 /// them, and runs finished since the last scrape are counted from them (more than this many
 /// between two scrapes are not all counted).
-pub const RUN_WINDOW: usize = 500;
+pub const RUN_WINDOW: usize = 1000;
 
 /// Upper bounds of the run-duration histogram's buckets, in seconds: a webhook batch takes well
 /// under a second, an incremental run seconds, a full sync of 100,000 cards minutes at 50
@@ -141,6 +141,25 @@ pub struct Metrics {
     written: Family<EntityOpLabels, Counter>,
     /// Finished runs of the last scrape's window already counted.
     counted: Mutex<HashSet<i64>>,
+    /// The newest runs seen by any scrape.
+    last: Mutex<LastRuns>,
+    /// Runs read per scrape ([`RUN_WINDOW`]).
+    window: usize,
+}
+
+/// The newest finished run of a kind.
+#[derive(Debug, Clone, Copy)]
+struct LastRun {
+    id: i64,
+    failed: bool,
+    duration: f64,
+}
+
+/// What scrapes have seen of the newest runs, by kind.
+#[derive(Debug, Default)]
+struct LastRuns {
+    newest: BTreeMap<&'static str, LastRun>,
+    succeeded: BTreeMap<&'static str, DateTime<Utc>>,
 }
 
 impl Default for Metrics {
@@ -175,6 +194,8 @@ impl Metrics {
             durations: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             written: Family::default(),
             counted: Mutex::new(HashSet::new()),
+            last: Mutex::new(LastRuns::default()),
+            window: RUN_WINDOW,
         }
     }
 
@@ -214,7 +235,7 @@ impl Metrics {
     /// The exposition: reads the store, counts newly finished runs, and encodes everything.
     pub async fn render(&self, store: &dyn Store, api: ClientStats) -> Result<String, StoreError> {
         let states = store.entity_states().await?;
-        let runs = store.recent_runs(RUN_WINDOW).await?;
+        let runs = store.recent_runs(self.window).await?;
         let counts = store.counts().await?;
         let inbox = store.inbox_stats().await?;
         let now = Utc::now();
@@ -237,20 +258,31 @@ impl Metrics {
             entity_last,
         );
 
-        // The newest finished run of each kind, and the newest successful one.
-        let mut newest: BTreeMap<&'static str, &RunRecord> = BTreeMap::new();
-        let mut succeeded: BTreeMap<&'static str, DateTime<Utc>> = BTreeMap::new();
-        for run in &runs {
-            let (Some(finished), kind) = (run.finished_at, run.kind.as_str()) else { continue };
-            if run.status == RunStatus::Running {
-                continue;
+        // The newest finished run of each kind, and the newest successful one, in this window or
+        // an earlier scrape's (a full sync a day old may have left the window, under webhook runs).
+        let (newest, succeeded) = {
+            let mut last = self.last.lock().unwrap();
+            for run in &runs {
+                let (Some(finished), kind) = (run.finished_at, run.kind.as_str()) else { continue };
+                if run.status == RunStatus::Running {
+                    continue;
+                }
+                let seen = LastRun {
+                    id: run.id,
+                    failed: run.status != RunStatus::Succeeded,
+                    duration: seconds_between(run.started_at, finished),
+                };
+                let entry = last.newest.entry(kind).or_insert(seen);
+                if run.id > entry.id {
+                    *entry = seen;
+                }
+                if run.status == RunStatus::Succeeded {
+                    let at = last.succeeded.entry(kind).or_insert(finished);
+                    *at = (*at).max(finished);
+                }
             }
-            newest.entry(kind).or_insert(run);
-            if run.status == RunStatus::Succeeded {
-                let at = succeeded.entry(kind).or_insert(finished);
-                *at = (*at).max(finished);
-            }
-        }
+            (last.newest.clone(), last.succeeded.clone())
+        };
         let last_success = Family::<KindLabel, Seconds>::default();
         for (kind, at) in &succeeded {
             last_success.get_or_create(&KindLabel { kind }).set(unix_seconds(*at));
@@ -258,18 +290,16 @@ impl Metrics {
         registry.register(
             "last_success_timestamp_seconds",
             format!(
-                "End of the newest successful run of each kind (full, incremental, selective, webhook) among the \
-                 newest {RUN_WINDOW} runs of the run log, Unix seconds"
+                "End of the newest successful run of each kind (full, incremental, selective, webhook) in the run \
+                 log: among its newest {RUN_WINDOW} runs, or seen there by an earlier scrape; Unix seconds"
             ),
             last_success,
         );
         let last_failed = Family::<KindLabel, Gauge>::default();
         let last_duration = Family::<KindLabel, Seconds>::default();
         for (kind, run) in &newest {
-            last_failed.get_or_create(&KindLabel { kind }).set(i64::from(run.status != RunStatus::Succeeded));
-            if let Some(finished) = run.finished_at {
-                last_duration.get_or_create(&KindLabel { kind }).set(seconds_between(run.started_at, finished));
-            }
+            last_failed.get_or_create(&KindLabel { kind }).set(i64::from(run.failed));
+            last_duration.get_or_create(&KindLabel { kind }).set(run.duration);
         }
         registry.register(
             "last_run_failed",
@@ -488,6 +518,57 @@ mod tests {
 
     fn value(samples: &BTreeMap<Series, f64>, name: &str, labels: &str) -> f64 {
         *samples.get(&(name.to_owned(), labels.to_owned())).unwrap_or_else(|| panic!("no {name}{{{labels}}}"))
+    }
+
+    #[tokio::test]
+    async fn runs_are_counted_once_and_the_last_success_outlives_the_window() {
+        use kaiten_sync::{EntityStats, RunRecord};
+        let store = MemoryStore::new();
+        let started = chrono::Utc::now();
+        let mut metrics = super::Metrics::since(started);
+        metrics.window = 2;
+        let run = |kind: RunKind, status: RunStatus, secs: i64, inserted: u64| {
+            let mut record = RunRecord::start(kind, vec![EntityKind::Cards], None, started);
+            record.finished_at = Some(started + chrono::Duration::seconds(secs));
+            record.status = status;
+            record.stats.insert(EntityKind::Cards, EntityStats { inserted, ..EntityStats::default() });
+            record
+        };
+        let before = {
+            let mut r = run(RunKind::Full, RunStatus::Succeeded, 1, 5);
+            r.started_at = started - chrono::Duration::seconds(60);
+            r.finished_at = Some(started - chrono::Duration::seconds(30));
+            r
+        };
+        for record in [before, run(RunKind::Full, RunStatus::Succeeded, 30, 10)] {
+            let id = store.start_run(&record).await.unwrap();
+            store.update_run(&RunRecord { id, ..record }).await.unwrap();
+        }
+        let api = kaiten_client::ClientStats::default();
+        let first = parse(&metrics.render(&store, api).await.unwrap());
+        assert_eq!(
+            value(&first, "kaiten_sync_runs_total", "kind=\"full\",status=\"succeeded\""),
+            1.0,
+            "not the one before start"
+        );
+        assert_eq!(value(&first, "kaiten_sync_records_written_total", "entity=\"cards\",op=\"inserted\""), 10.0);
+        let full_at = value(&first, "kaiten_sync_last_success_timestamp_seconds", "kind=\"full\"");
+        // Two webhook runs push the full run out of the window: counted once, still the last success.
+        for status in [RunStatus::Succeeded, RunStatus::Failed] {
+            let record = run(RunKind::Webhook, status, 40, 1);
+            let id = store.start_run(&record).await.unwrap();
+            store.update_run(&RunRecord { id, ..record }).await.unwrap();
+        }
+        let second = parse(&metrics.render(&store, api).await.unwrap());
+        assert_eq!(value(&second, "kaiten_sync_runs_total", "kind=\"full\",status=\"succeeded\""), 1.0);
+        assert_eq!(value(&second, "kaiten_sync_runs_total", "kind=\"webhook\",status=\"failed\""), 1.0);
+        assert_eq!(value(&second, "kaiten_sync_last_success_timestamp_seconds", "kind=\"full\""), full_at);
+        assert_eq!(value(&second, "kaiten_sync_last_run_failed", "kind=\"webhook\""), 1.0);
+        assert_eq!(value(&second, "kaiten_sync_last_run_failed", "kind=\"full\""), 0.0);
+        assert_eq!(value(&second, "kaiten_sync_records_written_total", "entity=\"cards\",op=\"inserted\""), 12.0);
+        assert_eq!(value(&second, "kaiten_sync_run_duration_seconds_count", "kind=\"webhook\""), 2.0);
+        assert_eq!(value(&second, "kaiten_sync_run_duration_seconds_bucket", "kind=\"webhook\",le=\"60\""), 2.0);
+        assert_eq!(value(&second, "kaiten_sync_run_duration_seconds_bucket", "kind=\"webhook\",le=\"30\""), 0.0);
     }
 
     #[tokio::test]

@@ -572,3 +572,25 @@ async fn the_token_never_appears_in_trace_logs() {
         }
     }
 }
+
+/// `--max-delete-share` (`KAITEN_MAX_DELETE_SHARE`) takes a share from 0 to 1 or a percentage;
+/// anything else is refused, naming the setting, before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_delete_share_is_a_share_or_a_percentage() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = sim.base_url();
+    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "sim-token"), ("KAITEN_RATE_LIMIT", "0")];
+    for bad in ["2", "-0.1", "150%", "lots"] {
+        let flag = format!("--max-delete-share={bad}");
+        let out = kaiten_sync(dir.path(), &env, &["sync", "full", &flag]).await;
+        assert_fails_with(&out, "--max-delete-share");
+        assert_fails_with(&out, "a share from 0 to 1");
+    }
+    assert_eq!(sim.request_count(), 0, "nothing ran");
+    let out = kaiten_sync(dir.path(), &env, &["sync", "full", "--max-delete-share", "25%"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let with_env: Vec<(&str, &str)> = env.iter().copied().chain([("KAITEN_MAX_DELETE_SHARE", "0.5")]).collect();
+    let out = kaiten_sync(dir.path(), &with_env, &["sync", "full"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -14,14 +14,15 @@ use tokio::sync::Semaphore;
 use crate::config::{normalize_base_url, required_var, ENV_API_TOKEN, ENV_API_URL};
 use crate::error::{Error, Result};
 use crate::models::{
-    parse_list, Board, Card, CardType, Column, Lane, PropertyDefinition, Record, SelectValue, Space, Tag, User,
+    parse_list, Board, Card, CardType, Column, ExternalWebhook, Lane, PropertyDefinition, Record, SelectValue, Space,
+    Tag, User,
 };
 use crate::pagination::{paged_stream, Pager};
 use crate::query::{CardQuery, PageRequest};
 use crate::rate_limit::RateLimiter;
 pub use crate::retry::RetryPolicy;
 use crate::secret::Secret;
-use crate::transport::Inner;
+use crate::transport::{Inner, Method};
 
 /// The default user agent: `kaiten-sync/<version>`.
 pub const DEFAULT_USER_AGENT: &str = concat!("kaiten-sync/", env!("CARGO_PKG_VERSION"));
@@ -268,7 +269,8 @@ impl KaitenClientBuilder {
 /// A typed client of the Kaiten REST API.
 ///
 /// Cheap to clone: clones share the HTTP connection pool, the rate limiter, the concurrency limit and
-/// the [`ClientStats`]. Every call is a `GET` that is rate-limited, retried per the [`RetryPolicy`], and
+/// the [`ClientStats`]. Every call is rate-limited, retried per the [`RetryPolicy`] (a `POST` only when
+/// Kaiten surely did not act on it, see [`KaitenClient::create_external_webhook`]), and
 /// traced with a `kaiten_request` span (method, route, attempt, status, duration in ms; never the token).
 ///
 /// Lists come three ways: `*_page(PageRequest)` fetches one page (the limit clamped to the route's
@@ -368,6 +370,8 @@ impl KaitenClient {
     pub const PROPERTY_DEFINITIONS_PAGE_MAX: u32 = 500;
     /// Max page size of `GET /company/custom-properties/{id}/select-values` (100).
     pub const SELECT_VALUES_PAGE_MAX: u32 = 100;
+    /// The longest external webhook URL Kaiten accepts, in characters (4096).
+    pub const EXTERNAL_WEBHOOK_URL_MAX: usize = 4096;
     /// The select value conditions Kaiten documents; the select value listings ask for all of them.
     pub const SELECT_VALUE_CONDITIONS: [&'static str; 2] = ["active", "inactive"];
 
@@ -566,6 +570,94 @@ impl KaitenClient {
     pub async fn card(&self, id: i64) -> Result<Card> {
         self.get_one(&format!("/cards/{id}")).await
     }
+
+    /// `GET /spaces/{space_id}/external-webhooks`: the space's external webhook (Kaiten holds at most
+    /// one per space), an undocumented route. Errors worth telling apart: [`Error::PaymentRequired`]
+    /// (402, webhooks are not in the plan) and [`Error::Forbidden`] (403, the token's user is not an
+    /// admin of the space).
+    pub async fn external_webhooks(&self, space_id: i64) -> Result<Vec<ExternalWebhook>> {
+        let path = format!("/spaces/{space_id}/external-webhooks");
+        let result = self.inner.request(Method::Get, &path, &[], None).await;
+        withhold_webhook_urls(result.and_then(|body| body.decode(parse_many::<ExternalWebhook>)), None)
+    }
+
+    /// `POST /spaces/{space_id}/external-webhooks` with `{"url": url}`: registers the space's webhook
+    /// (enabled). A space that already has one answers 400 ([`Error::BadRequest`]): repoint it with
+    /// [`KaitenClient::update_external_webhook`]. URLs longer than
+    /// [`KaitenClient::EXTERNAL_WEBHOOK_URL_MAX`] characters are refused without a request.
+    ///
+    /// Not idempotent, so never repeated after a timeout, a dropped connection or a 5xx (the webhook
+    /// may exist by then): only after a 429 or a connection that could not be made. After such an
+    /// error, list the space's webhooks before trying again. The URL holds a secret: it appears in no
+    /// error and no log (errors and `Debug` show it masked).
+    pub async fn create_external_webhook(&self, space_id: i64, url: &str) -> Result<ExternalWebhook> {
+        check_webhook_url(url)?;
+        let path = format!("/spaces/{space_id}/external-webhooks");
+        let body = serde_json::json!({ "url": url });
+        let result = self.inner.request(Method::Post, &path, &[], Some(&body)).await;
+        withhold_webhook_urls(result.and_then(|body| body.decode(parse_one::<ExternalWebhook>)), Some(url))
+    }
+
+    /// `PATCH /spaces/{space_id}/external-webhooks/{id}`: repoints (`url`) and/or enables or disables
+    /// (`enabled`) the space's webhook; `None` leaves a field as it is. Kaiten has no working DELETE
+    /// (405): disabling is how a webhook is removed. Setting fields to given values is idempotent, so
+    /// this is retried like a `GET`.
+    pub async fn update_external_webhook(
+        &self,
+        space_id: i64,
+        id: i64,
+        url: Option<&str>,
+        enabled: Option<bool>,
+    ) -> Result<ExternalWebhook> {
+        let mut body = serde_json::Map::new();
+        if let Some(url) = url {
+            check_webhook_url(url)?;
+            body.insert("url".to_owned(), Value::from(url));
+        }
+        if let Some(enabled) = enabled {
+            body.insert("enabled".to_owned(), Value::from(enabled));
+        }
+        let path = format!("/spaces/{space_id}/external-webhooks/{id}");
+        let result = self.inner.request(Method::Patch, &path, &[], Some(&Value::Object(body))).await;
+        withhold_webhook_urls(result.and_then(|body| body.decode(parse_one::<ExternalWebhook>)), url)
+    }
+}
+
+/// Refuses a webhook URL Kaiten would refuse anyway (too long), without echoing it.
+fn check_webhook_url(url: &str) -> Result<()> {
+    let length = url.chars().count();
+    if length > KaitenClient::EXTERNAL_WEBHOOK_URL_MAX {
+        return Err(Error::InvalidConfig(format!(
+            "a webhook URL may hold at most {} characters; this one has {length}",
+            KaitenClient::EXTERNAL_WEBHOOK_URL_MAX
+        )));
+    }
+    Ok(())
+}
+
+/// Keeps webhook URLs (which hold secrets) out of errors: a body snippet is withheld (it may quote a
+/// URL) and the URL sent, if Kaiten's message quotes it, is masked.
+fn withhold_webhook_urls<T>(result: Result<T>, sent: Option<&str>) -> Result<T> {
+    result.map_err(|error| match error {
+        Error::Decode { route, reason, .. } => {
+            Error::Decode { route, reason, body_snippet: "[withheld: the body holds webhook URLs]".to_owned() }
+        }
+        Error::BadRequest { route, status, message } => {
+            let message = match sent.map(str::trim).filter(|url| !url.is_empty()) {
+                Some(url) => message.replace(url, &crate::redact::mask_webhook_url(url)),
+                None => message,
+            };
+            Error::BadRequest { route, status, message }
+        }
+        Error::PaymentRequired { route, message } => {
+            let message = match sent.map(str::trim).filter(|url| !url.is_empty()) {
+                Some(url) => message.replace(url, &crate::redact::mask_webhook_url(url)),
+                None => message,
+            };
+            Error::PaymentRequired { route, message }
+        }
+        other => other,
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,10 @@
 //! - A client-side rate limiter (default 5 requests/s) shared by all clones of a client and adapted from
 //!   `X-RateLimit-*`, bounded concurrency, and retries of 429 / 5xx / timeouts / connection errors that
 //!   honour `Retry-After`, capped in attempts and total wait ([`RetryPolicy`]).
+//! - Kaiten's undocumented webhook management: [`KaitenClient::external_webhooks`],
+//!   [`KaitenClient::create_external_webhook`] (a `POST`, never repeated blindly) and
+//!   [`KaitenClient::update_external_webhook`]; [`mask_webhook_url`] prints a webhook URL without its
+//!   secret.
 //! - One [`Error`] enum saying what went wrong and whether it is worth retrying.
 //! - [`redact_url`]: the one redaction of passwords and tokens in URLs and connection strings that
 //!   every kaiten-sync crate uses before printing one.
@@ -72,10 +76,10 @@ pub use client::{
 pub use config::{ENV_API_TOKEN, ENV_API_URL};
 pub use error::{Error, Result};
 pub use models::{
-    Board, Card, CardState, CardType, Column, Condition, Lane, PropertyDefinition, Record, SelectValue, Space, Tag,
-    User,
+    Board, Card, CardState, CardType, Column, Condition, ExternalWebhook, Lane, PropertyDefinition, Record,
+    SelectValue, Space, Tag, User,
 };
 pub use pagination::{Pager, DEFAULT_MAX_PAGES};
 pub use query::{CardQuery, OrderDirection, PageRequest};
-pub use redact::redact_url;
+pub use redact::{mask_webhook_url, redact_url};
 pub use secret::Secret;

@@ -701,6 +701,63 @@ impl Card {
     }
 }
 
+/// A space's external webhook (Kaiten's undocumented `/spaces/{id}/external-webhooks`): the URL
+/// Kaiten posts the space's events to.
+///
+/// The URL carries the receiver's secret, so `Debug` masks it (see
+/// [`mask_webhook_url`](crate::redact::mask_webhook_url)) and leaves `raw` out; print
+/// [`ExternalWebhook::masked_url`], never `url`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct ExternalWebhook {
+    /// Integer id.
+    pub id: i64,
+    /// The space it belongs to, when Kaiten says.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub space_id: Option<i64>,
+    /// Where Kaiten posts the events: holds a secret, never print it.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub url: Option<String>,
+    /// Whether Kaiten delivers to it (`None`: not said, which Kaiten means as enabled).
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub enabled: Option<bool>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub created: Option<DateTime<Utc>>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient::timestamp")]
+    pub updated: Option<DateTime<Utc>>,
+    /// The JSON object as received (the URL included).
+    #[serde(skip)]
+    pub raw: Value,
+}
+record!(ExternalWebhook, "external webhook");
+
+impl ExternalWebhook {
+    /// Whether Kaiten delivers to it: `enabled` unless it says `false`.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled != Some(false)
+    }
+
+    /// The URL with its secret masked, fit for a log or a page.
+    pub fn masked_url(&self) -> Option<String> {
+        self.url.as_deref().map(crate::redact::mask_webhook_url)
+    }
+}
+
+impl std::fmt::Debug for ExternalWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalWebhook")
+            .field("id", &self.id)
+            .field("space_id", &self.space_id)
+            .field("url", &self.masked_url())
+            .field("enabled", &self.enabled)
+            .field("created", &self.created)
+            .field("updated", &self.updated)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Parses a JSON array of objects into records, keeping each object as its `raw`.
 pub fn parse_list<T: Record>(value: Value) -> Result<Vec<T>, serde_json::Error> {
     match value {

@@ -50,6 +50,42 @@ pub fn redact_url(text: &str) -> String {
     out
 }
 
+/// What stands in for the secret path segment of a webhook URL in [`mask_webhook_url`].
+pub const WEBHOOK_SECRET_MASK: &str = "••••";
+
+/// A webhook URL fit to print: its last path segment (where kaiten-sync's webhook URLs carry their
+/// secret, `.../api/webhooks/kaiten/<secret>`) becomes [`WEBHOOK_SECRET_MASK`], the query and the
+/// fragment are dropped and a user-info password is redacted as [`redact_url`] does.
+///
+/// ```
+/// use kaiten_client::redact::mask_webhook_url;
+///
+/// assert_eq!(
+///     mask_webhook_url("https://sync.example.com/api/webhooks/kaiten/s3cr3t"),
+///     "https://sync.example.com/api/webhooks/kaiten/••••"
+/// );
+/// assert_eq!(mask_webhook_url("https://hooks.example.com/x/tok/?key=v#f"), "https://hooks.example.com/x/••••/");
+/// assert_eq!(mask_webhook_url("https://example.com"), "https://example.com");
+/// assert_eq!(mask_webhook_url("not-a-url-s3cr3t"), "••••");
+/// ```
+pub fn mask_webhook_url(url: &str) -> String {
+    let url = redact_url(url.trim());
+    let url = &url[..url.find(['?', '#']).unwrap_or(url.len())];
+    // Not a URL: nothing in it is known to be harmless.
+    let Some(start) = after_scheme(url) else {
+        return WEBHOOK_SECRET_MASK.to_owned();
+    };
+    let path_start = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let (origin, path) = url.split_at(path_start);
+    let trimmed = path.trim_end_matches('/');
+    match trimmed.rfind('/') {
+        Some(slash) if slash + 1 < trimmed.len() => {
+            format!("{origin}{}{WEBHOOK_SECRET_MASK}{}", &trimmed[..=slash], &path[trimmed.len()..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The secrets [`redact_url`] removes from `text`, each as written and as a driver decodes it
 /// (percent-decoded, `+` as a space, unquoted): for scrubbing them from messages of code that saw
 /// the URL (a database driver's error quoting the password it was given).

@@ -57,23 +57,80 @@ impl JsonBody {
 enum Failure {
     /// Give up now.
     Fatal(Error),
-    /// Worth another attempt, after `wait` when the server said how long.
-    Retryable { error: Error, wait: Option<Duration> },
+    /// Worth another attempt, after `wait` when the server said how long. `unprocessed`: the server
+    /// surely did not act on the request (429, or the connection was never made), so even a request
+    /// that is not idempotent may be sent again.
+    Retryable { error: Error, wait: Option<Duration>, unprocessed: bool },
+}
+
+/// The HTTP methods the client sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Method {
+    /// Reads.
+    Get,
+    /// Creates: not idempotent (a repeat may create a second record or be refused as a duplicate).
+    Post,
+    /// Sets fields to the values in the body: idempotent, a repeat has the same effect.
+    Patch,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Patch => "PATCH",
+        }
+    }
+
+    /// Whether sending the request twice has the same effect as sending it once.
+    fn is_idempotent(self) -> bool {
+        !matches!(self, Self::Post)
+    }
 }
 
 impl Inner {
     /// `GET {base}{path}?{query}` with the rate limit, the concurrency limit and the retry policy; the
     /// 2xx body must be JSON.
     pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<JsonBody> {
-        let route = format!("GET {path}");
+        self.request(Method::Get, path, query, None).await
+    }
+
+    /// `{method} {base}{path}?{query}` with a JSON `body`, the rate limit, the concurrency limit and the
+    /// retry policy; the 2xx body must be JSON.
+    ///
+    /// A request that is not idempotent ([`Method::Post`]) is sent again only when the server surely
+    /// did not act on it: a 429, or a connection that could not be made. After a timeout, a dropped
+    /// connection or a 5xx it may have been applied, and a blind repeat could create a duplicate (or,
+    /// for Kaiten's one-per-space external webhooks, fail with a 400 that hides the success): the
+    /// error is returned for the caller to check the state first. `GET` and `PATCH` (which sets fields
+    /// to given values) are retried on every retryable error.
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<JsonBody> {
+        let route = format!("{} {path}", method.as_str());
         let url = format!("{}{path}", self.base_url);
         let mut waited = Duration::ZERO;
         let mut attempt = 1;
         loop {
-            let (error, server_wait) = match self.attempt(&route, &url, query, attempt).await {
+            let request = Request { method, route: &route, url: &url, query, body };
+            let (error, server_wait) = match self.attempt(&request, attempt).await {
                 Ok(body) => return Ok(body),
                 Err(Failure::Fatal(error)) => return Err(error),
-                Err(Failure::Retryable { error, wait }) => (error, wait),
+                Err(Failure::Retryable { error, unprocessed: false, .. }) if !method.is_idempotent() => {
+                    tracing::warn!(
+                        route = %route,
+                        attempts = attempt,
+                        error = &error as &dyn std::error::Error,
+                        "Kaiten request failed and is not repeated: it may have been applied"
+                    );
+                    return Err(error);
+                }
+                Err(Failure::Retryable { error, wait, .. }) => (error, wait),
             };
             if attempt >= self.retry.max_attempts {
                 tracing::warn!(
@@ -104,13 +161,7 @@ impl Inner {
     }
 
     /// One attempt: a concurrency permit, a rate-limit slot, the request, its span.
-    async fn attempt(
-        &self,
-        route: &str,
-        url: &str,
-        query: &[(&str, String)],
-        attempt: u32,
-    ) -> Result<JsonBody, Failure> {
+    async fn attempt(&self, request: &Request<'_>, attempt: u32) -> Result<JsonBody, Failure> {
         let _permit =
             self.semaphore.acquire().await.map_err(|_| {
                 Failure::Fatal(Error::InvalidConfig("the client's request semaphore was closed".into()))
@@ -120,24 +171,37 @@ impl Inner {
         if attempt > 1 {
             self.retries.fetch_add(1, Ordering::Relaxed);
         }
-        let span =
-            tracing::debug_span!("kaiten_request", method = "GET", route, attempt, status = Empty, duration_ms = Empty);
+        let span = tracing::debug_span!(
+            "kaiten_request",
+            method = request.method.as_str(),
+            route = request.route,
+            attempt,
+            status = Empty,
+            duration_ms = Empty
+        );
         let started = std::time::Instant::now();
-        let outcome = self.send(route, url, query, attempt).instrument(span.clone()).await;
+        let outcome = self.send(request, attempt).instrument(span.clone()).await;
         span.record("duration_ms", millis(started.elapsed()));
         outcome
     }
 
-    async fn send(&self, route: &str, url: &str, query: &[(&str, String)], attempt: u32) -> Result<JsonBody, Failure> {
-        let response = self
+    async fn send(&self, request: &Request<'_>, attempt: u32) -> Result<JsonBody, Failure> {
+        let route = request.route;
+        let method = match request.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Patch => reqwest::Method::PATCH,
+        };
+        let mut builder = self
             .http
-            .get(url)
-            .query(query)
+            .request(method, request.url)
+            .query(request.query)
             .header(AUTHORIZATION, self.authorization.clone())
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|err| self.transport_failure(route, err, attempt))?;
+            .header(ACCEPT, "application/json");
+        if let Some(body) = request.body {
+            builder = builder.json(body);
+        }
+        let response = builder.send().await.map_err(|err| self.transport_failure(route, err, attempt))?;
         let status = response.status();
         tracing::Span::current().record("status", status.as_u16());
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -163,7 +227,8 @@ impl Inner {
             // The bucket is per token: hold every request of this client, not just this one.
             self.limiter.hold_until(tokio::time::Instant::now() + wait.min(self.retry.max_total_wait));
         }
-        Err(Failure::Retryable { error, wait: server_wait })
+        let unprocessed = status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+        Err(Failure::Retryable { error, wait: server_wait, unprocessed })
     }
 
     /// `X-RateLimit-Remaining: 0` holds every request until `X-RateLimit-Reset`.
@@ -178,16 +243,27 @@ impl Inner {
     fn transport_failure(&self, route: &str, err: reqwest::Error, attempts: u32) -> Failure {
         let route = route.to_owned();
         if err.is_timeout() {
-            return Failure::Retryable { error: Error::Timeout { route, attempts }, wait: None };
+            return Failure::Retryable { error: Error::Timeout { route, attempts }, wait: None, unprocessed: false };
         }
         // reqwest's errors quote the whole URL, password included: they are kept without it.
         let err = err.without_url();
         if err.is_builder() {
             return Failure::Fatal(Error::InvalidConfig(format!("cannot build the request for {route}: {err}")));
         }
+        // A connection that was never made carried no request.
+        let unprocessed = err.is_connect();
         let error = Error::Connection { route, url: redact_url(&self.base_url), attempts, source: err };
-        Failure::Retryable { error, wait: None }
+        Failure::Retryable { error, wait: None, unprocessed }
     }
+}
+
+/// One request as sent on every attempt.
+struct Request<'a> {
+    method: Method,
+    route: &'a str,
+    url: &'a str,
+    query: &'a [(&'a str, String)],
+    body: Option<&'a Value>,
 }
 
 /// Parses a 2xx body as JSON, refusing anything whose content type is not JSON (an HTML login page, a

@@ -195,3 +195,15 @@ impl Faults {
         self.server_error_rate > 0.0 || self.drop_rate > 0.0 || self.truncate_rate > 0.0 || self.slow_rate > 0.0
     }
 }
+
+/// Why a space refuses its external-webhook routes (`/spaces/{id}/external-webhooks`), as a real
+/// tenant can: set per space with
+/// [`Simulator::set_external_webhook_denial`](crate::Simulator::set_external_webhook_denial).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WebhookDenial {
+    /// The feature is not in the customer's plan: every route answers 402 with a JSON `message`.
+    NotInPlan,
+    /// The token's user is not an admin of the space: every route answers 403 with no body.
+    NotAdmin,
+}

@@ -28,6 +28,14 @@
 //! paging knobs of [`Faults`] make `GET /cards` clamp its page size lower than Kaiten's 100 or
 //! ignore `offset` and `updated_after`, like tenants the documentation does not describe.
 //!
+//! Kaiten's undocumented webhook management is served too: `GET/POST /spaces/{id}/external-webhooks`
+//! and `PATCH /spaces/{id}/external-webhooks/{hook_id}` (`{"url", "enabled"}`), with their quirks: one
+//! webhook per space (a second `POST` answers 400 with a JSON `message`), URLs of at most 4096
+//! characters (400 above), GET by id and DELETE answer 405, and per space a paid feature (402) or an
+//! admin-only one (403) as [`Simulator::set_external_webhook_denial`] chooses. Once a space has an
+//! enabled external webhook, its events (cards, boards, the space) are delivered there instead of
+//! to the handle's [`Simulator::set_webhook_url`].
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use kaiten_sim::{SimConfig, Simulator};
@@ -78,7 +86,7 @@ use rand::SeedableRng;
 use serde_json::Value;
 use tokio::sync::watch;
 
-pub use config::{Faults, SimConfig};
+pub use config::{Faults, SimConfig, WebhookDenial};
 
 use cards::{lock, CursorCache};
 use company::Company;
@@ -190,9 +198,31 @@ impl Simulator {
         *lock(&self.shared.latency) = latency;
     }
 
-    /// Sets (or removes) the URL that mutation events are posted to.
+    /// Sets (or removes) the URL that mutation events are posted to. A space with an enabled
+    /// external webhook (registered through `POST /spaces/{id}/external-webhooks`) gets its events
+    /// there instead; events of other spaces and company-wide ones (tags) still come here.
     pub fn set_webhook_url(&self, url: Option<String>) {
         self.shared.webhooks.set_url(url);
+    }
+
+    /// Makes a space's external-webhook routes refuse every request (`Some`): 402 with a JSON
+    /// `message` for [`WebhookDenial::NotInPlan`], 403 without a body for
+    /// [`WebhookDenial::NotAdmin`]; `None` lifts the denial. Panics on an unknown space.
+    pub fn set_external_webhook_denial(&self, space_id: i64, denial: Option<WebhookDenial>) {
+        let mut company = self.shared.write();
+        if company.space(space_id).is_none() {
+            panic!("kaiten-sim: unknown space id {space_id}");
+        }
+        match denial {
+            Some(denial) => company.webhook_denials.insert(space_id, denial),
+            None => company.webhook_denials.remove(&space_id),
+        };
+    }
+
+    /// Every external webhook registered through the API, as `GET /spaces/{id}/external-webhooks`
+    /// serves them (`id`, `space_id`, `url`, `enabled`, `author_id`, `created`, `updated`).
+    pub fn external_webhooks_json(&self) -> Vec<Value> {
+        self.shared.read().external_webhooks.iter().cloned().map(Value::Object).collect()
     }
 
     /// With shuffle on, each delivery waits a random 0–50 ms first, so events may arrive out of order;
@@ -348,7 +378,12 @@ impl Simulator {
     fn mutate<T>(&self, f: impl FnOnce(&mut Company) -> (T, Vec<Value>)) -> T {
         let (result, events) = {
             let mut company = self.shared.write();
-            f(&mut company)
+            let (result, events) = f(&mut company);
+            let routed: Vec<(Option<String>, Value)> = events
+                .into_iter()
+                .map(|event| (company.event_space(&event).and_then(|space| company.webhook_target(space)), event))
+                .collect();
+            (result, routed)
         };
         self.shared.webhooks.send(events);
         result

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, patch};
 use axum::Router;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -23,8 +23,8 @@ use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use crate::cards::{lock, CardFilter, CursorCache, OrderKey};
-use crate::company::Company;
-use crate::config::Faults;
+use crate::company::{Company, HookError};
+use crate::config::{Faults, WebhookDenial};
 use crate::webhook::Webhooks;
 
 /// State shared by the server and every [`Simulator`](crate::Simulator) handle.
@@ -282,6 +282,11 @@ fn api() -> Router<Arc<Shared>> {
         .route("/company/custom-properties/{id}/select-values", get(select_values))
         .route("/cards", get(cards))
         .route("/cards/{id}", get(card))
+        .route("/spaces/{id}/external-webhooks", get(external_webhooks).post(create_external_webhook))
+        .route(
+            "/spaces/{id}/external-webhooks/{hook_id}",
+            patch(update_external_webhook).get(method_not_allowed).delete(method_not_allowed),
+        )
 }
 
 /// The Kaiten routes under both `/api/latest` and `/api/v1`.
@@ -616,6 +621,111 @@ async fn cards(State(shared): AppState, Query(q): Params) -> Response<Body> {
         filter.board_ids = Some(boards);
     }
     json_bytes(company.cards.query(&filter, &shared.cursors))
+}
+
+// ---------------------------------------------------------------------------------------------
+// External webhooks (undocumented in Kaiten's docs, seen in public clients)
+
+/// What Kaiten says when the plan lacks external webhooks.
+const NOT_IN_PLAN: &str = "External webhooks are not available on your current plan";
+
+fn json_status(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = json_value(value);
+    *response.status_mut() = status;
+    response
+}
+
+/// The space id of an external-webhook route after the checks every such route shares: the space
+/// exists (else 404), the plan has the feature (else 402), the token's user is a space admin (else 403).
+fn hook_space(company: &Company, id: &str) -> Result<i64, Response<Body>> {
+    let space_id = path_id(id).filter(|id| company.space(*id).is_some()).ok_or_else(not_found)?;
+    match company.webhook_denials.get(&space_id) {
+        Some(WebhookDenial::NotInPlan) => {
+            Err(json_status(StatusCode::PAYMENT_REQUIRED, &serde_json::json!({ "message": NOT_IN_PLAN })))
+        }
+        Some(WebhookDenial::NotAdmin) => Err(StatusCode::FORBIDDEN.into_response()),
+        None => Ok(space_id),
+    }
+}
+
+fn hook_error(error: HookError) -> Response<Body> {
+    match error {
+        HookError::NotFound => not_found(),
+        HookError::BadRequest(message) => bad_request(message),
+    }
+}
+
+/// The JSON object of a write's body; a body that is not one is a 400.
+fn body_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response<Body>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(bad_request("the body must be a JSON object".to_owned())),
+    }
+}
+
+async fn external_webhooks(State(shared): AppState, Path(id): Path<String>) -> Response<Body> {
+    let company = shared.read();
+    match hook_space(&company, &id) {
+        Ok(space_id) => json_list(&company.external_webhooks_of(space_id)),
+        Err(response) => response,
+    }
+}
+
+async fn create_external_webhook(State(shared): AppState, Path(id): Path<String>, body: Bytes) -> Response<Body> {
+    let mut company = shared.write();
+    let space_id = match hook_space(&company, &id) {
+        Ok(space_id) => space_id,
+        Err(response) => return response,
+    };
+    let url = match body_object(&body) {
+        Ok(map) => match map.get("url") {
+            Some(Value::String(url)) => url.clone(),
+            _ => return bad_request("url is required".to_owned()),
+        },
+        Err(response) => return response,
+    };
+    match company.create_external_webhook(space_id, &url) {
+        Ok(hook) => json_value(&hook),
+        Err(error) => hook_error(error),
+    }
+}
+
+async fn update_external_webhook(
+    State(shared): AppState,
+    Path((id, hook_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response<Body> {
+    let mut company = shared.write();
+    let space_id = match hook_space(&company, &id) {
+        Ok(space_id) => space_id,
+        Err(response) => return response,
+    };
+    let Some(hook_id) = path_id(&hook_id) else {
+        return not_found();
+    };
+    let map = match body_object(&body) {
+        Ok(map) => map,
+        Err(response) => return response,
+    };
+    let url = match map.get("url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(url)) => Some(url.clone()),
+        Some(_) => return bad_request("url must be a string".to_owned()),
+    };
+    let enabled = match map.get("enabled") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(enabled)) => Some(*enabled),
+        Some(_) => return bad_request("enabled must be a boolean".to_owned()),
+    };
+    match company.update_external_webhook(space_id, hook_id, url.as_deref(), enabled) {
+        Ok(hook) => json_value(&hook),
+        Err(error) => hook_error(error),
+    }
+}
+
+/// GET by id and DELETE of an external webhook: the path exists, the method does not.
+async fn method_not_allowed() -> Response<Body> {
+    StatusCode::METHOD_NOT_ALLOWED.into_response()
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Delivery of Kaiten-shaped webhook events to a configured URL.
+//! Delivery of Kaiten-shaped webhook events: to the space's registered external webhook when it has
+//! an enabled one, else to the URL set on the handle.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,12 +67,14 @@ impl Webhooks {
         self.shuffle.store(shuffle, Ordering::SeqCst);
     }
 
-    /// Queues the events for delivery (nothing happens without a URL).
-    pub(crate) fn send(&self, events: Vec<Value>) {
-        let Some(url) = lock(&self.url).clone() else {
-            return;
-        };
-        for body in events {
+    /// Queues the events for delivery, each to its own target (the enabled external webhook of its
+    /// space) or else to the global URL; an event with neither is dropped.
+    pub(crate) fn send(&self, events: Vec<(Option<String>, Value)>) {
+        let global = lock(&self.url).clone();
+        for (target, body) in events {
+            let Some(url) = target.or_else(|| global.clone()) else {
+                continue;
+            };
             self.pending.fetch_add(1, Ordering::SeqCst);
             if self.shuffle.load(Ordering::SeqCst) {
                 let delay = Duration::from_millis(lock(&self.rng).random_range(0..=50));

@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// changed card) to store its members in `card_members`. Webhook refetches always store them.
     #[arg(long, env = "KAITEN_CARD_MEMBERS", value_parser = clap::builder::BoolishValueParser::new())]
     members: bool,
+    /// The share (0 to 1) of a kind a scheduled sync may mark deleted without checking a sample
+    /// with Kaiten first (see `sync --max-delete-share`). 1 = no check.
+    #[arg(long, env = "KAITEN_MAX_DELETE_SHARE", default_value_t = 0.1, value_parser = crate::parse_share)]
+    max_delete_share: f64,
     #[command(flatten)]
     kaiten: KaitenArgs,
     #[command(flatten)]
@@ -402,7 +406,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         admin_token,
         schedule: schedule.clone(),
         webhook_options: WebhookOptions::default(),
-        sync_options: SyncOptions::default().with_card_members_backfill(args.members),
+        sync_options: SyncOptions::default()
+            .with_card_members_backfill(args.members)
+            .with_max_delete_share(args.max_delete_share),
     });
 
     println!("kaiten-sync serve on http://{addr} ({})", args.db.describe());

@@ -6,3 +6,4 @@ mod errors;
 mod paging;
 mod rate_limit;
 mod support;
+mod webhooks;
