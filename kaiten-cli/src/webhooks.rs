@@ -79,6 +79,48 @@ pub fn hook_url(public: &str, secret: &Secret) -> String {
     format!("{}{WEBHOOK_PATH}/{}", public.trim_end_matches('/'), secret.expose())
 }
 
+/// Which webhook URL counts as "this server": the full URL when the public URL is known, else any
+/// URL ending in `/api/webhooks/kaiten/<secret>` (what `serve` shows without `--public-url`).
+#[derive(Clone)]
+pub struct HookTarget {
+    url: Option<String>,
+    suffix: String,
+}
+
+impl HookTarget {
+    /// The target for a checked public URL (see [`public_url`]), if known, and the secret.
+    pub fn new(public: Option<&str>, secret: &Secret) -> Self {
+        HookTarget { url: public.map(|p| hook_url(p, secret)), suffix: format!("{WEBHOOK_PATH}/{}", secret.expose()) }
+    }
+
+    /// The full webhook URL, when the public URL is known. Holds the secret: never print it.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// The URL with its secret masked, or the path alone when the public URL is unknown.
+    pub fn masked(&self) -> String {
+        match &self.url {
+            Some(url) => mask_webhook_url(url),
+            None => format!("<public URL>{WEBHOOK_PATH}/{}", kaiten_client::redact::WEBHOOK_SECRET_MASK),
+        }
+    }
+
+    fn is_here(&self, url: &str) -> bool {
+        let url = url.trim();
+        match &self.url {
+            Some(target) => url == target,
+            None => url.ends_with(&self.suffix),
+        }
+    }
+}
+
+impl fmt::Debug for HookTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("HookTarget").field(&self.masked()).finish()
+    }
+}
+
 /// A space's webhook, as seen from this server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookState {
@@ -154,9 +196,9 @@ pub struct SpaceHook {
 }
 
 /// The state of a space's webhook from its listing.
-fn classify(hooks: &[ExternalWebhook], target: &str) -> (HookState, Option<i64>) {
+fn classify(hooks: &[ExternalWebhook], target: &HookTarget) -> (HookState, Option<i64>) {
     let Some(hook) = hooks.first() else { return (HookState::None, None) };
-    let here = hook.url.as_deref().map(str::trim) == Some(target);
+    let here = hook.url.as_deref().is_some_and(|url| target.is_here(url));
     let state = match (here, hook.is_enabled()) {
         (true, true) => HookState::Installed,
         (true, false) => HookState::Disabled,
@@ -186,8 +228,12 @@ pub enum Plan {
 }
 
 /// Every space (`GET /spaces`) with its webhook's state, after doing `plan` to it. Fails only when
-/// the spaces cannot be listed; a space's own failure is in its row.
-pub async fn apply(client: &KaitenClient, target: &str, plan: Plan) -> Result<Vec<SpaceHook>> {
+/// the spaces cannot be listed (or `plan` installs without a public URL); a space's own failure is
+/// in its row.
+pub async fn apply(client: &KaitenClient, target: &HookTarget, plan: Plan) -> Result<Vec<SpaceHook>> {
+    if plan == Plan::Install && target.url().is_none() {
+        bail!("installing needs the public URL (--url, or --public-url / {ENV_PUBLIC_URL} for serve)");
+    }
     let spaces = client.spaces().await.context("cannot list the spaces")?;
     let mut rows = Vec::with_capacity(spaces.len());
     for space in spaces {
@@ -200,26 +246,26 @@ pub async fn apply(client: &KaitenClient, target: &str, plan: Plan) -> Result<Ve
 async fn one_space(
     client: &KaitenClient,
     space_id: i64,
-    target: &str,
+    target: &HookTarget,
     plan: Plan,
 ) -> (HookState, Option<&'static str>) {
     let (state, id) = match client.external_webhooks(space_id).await {
         Ok(hooks) => classify(&hooks, target),
         Err(error) => return (refusal(&error), None),
     };
-    let done = match (plan, &state, id) {
-        (Plan::Install, HookState::None, _) => {
-            client.create_external_webhook(space_id, target).await.map(|_| (HookState::Installed, "created"))
+    let done = match (plan, &state, id, target.url()) {
+        (Plan::Install, HookState::None, _, Some(url)) => {
+            client.create_external_webhook(space_id, url).await.map(|_| (HookState::Installed, "created"))
         }
-        (Plan::Install, HookState::Elsewhere { .. }, Some(id)) => client
-            .update_external_webhook(space_id, id, Some(target), Some(true))
+        (Plan::Install, HookState::Elsewhere { .. }, Some(id), Some(url)) => client
+            .update_external_webhook(space_id, id, Some(url), Some(true))
             .await
             .map(|_| (HookState::Installed, "repointed")),
-        (Plan::Install, HookState::Disabled, Some(id)) => client
+        (Plan::Install, HookState::Disabled, Some(id), _) => client
             .update_external_webhook(space_id, id, None, Some(true))
             .await
             .map(|_| (HookState::Installed, "re-enabled")),
-        (Plan::Uninstall, HookState::Installed, Some(id)) => client
+        (Plan::Uninstall, HookState::Installed, Some(id), _) => client
             .update_external_webhook(space_id, id, None, Some(false))
             .await
             .map(|_| (HookState::Disabled, "disabled")),
@@ -252,10 +298,10 @@ pub async fn run(args: WebhooksArgs) -> Result<()> {
         Action::Uninstall(target) => (Plan::Uninstall, target),
     };
     let secret = webhook_secret(std::env::var(ENV_WEBHOOK_SECRET).ok())?;
-    let hook = hook_url(&public_url(&target.url)?, &secret);
+    let hook = HookTarget::new(Some(&public_url(&target.url)?), &secret);
     let client = target.kaiten.client()?;
     let rows = apply(&client, &hook, plan).await?;
-    println!("webhook URL: {}", mask_webhook_url(&hook));
+    println!("webhook URL: {}", hook.masked());
     let width = rows.iter().map(|r| r.title.chars().count()).max().unwrap_or(0).clamp(5, 40);
     println!("{:<10} {:<width$} WEBHOOK", "SPACE", "TITLE");
     for row in &rows {
@@ -266,7 +312,9 @@ pub async fn run(args: WebhooksArgs) -> Result<()> {
     println!("{}", summary(&rows));
     let failed = rows.iter().filter(|r| r.state.is_failure()).count();
     if failed > 0 {
-        bail!("{failed} space(s) failed (see above); spaces refused by the plan (402) or the role (403) are not failures");
+        bail!(
+            "{failed} space(s) failed (see above); spaces refused by the plan (402) or the role (403) are not failures"
+        );
     }
     Ok(())
 }

@@ -275,8 +275,10 @@ impl Page {
         }
         let _ = writeln!(
             html,
-            "</tbody></table><p><a href=\"{}\">All runs, filters and the last 14 days →</a></p></section>",
-            esc(&self.link.path(&format!("{ADMIN_PATH}/runs")))
+            "</tbody></table><p><a href=\"{}\">All runs, filters and the last 14 days →</a> · \
+             <a href=\"{}\">Kaiten webhooks of every space →</a></p></section>",
+            esc(&self.link.path(&format!("{ADMIN_PATH}/runs"))),
+            esc(&self.link.path(&format!("{ADMIN_PATH}/webhooks")))
         );
     }
 }

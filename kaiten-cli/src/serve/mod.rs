@@ -10,6 +10,9 @@
 //!   `POST /admin/sync/selective` (form fields `only`, `space`, `board`, `mode`): a selective run;
 //!   `POST /admin/sync/refetch` (`cards`): cards refetched by id through the webhook path;
 //!   `GET /admin/sync/runs?kind=&status=&page=`, `GET /admin/sync/runs/{id}`: the run history.
+//!   `GET /admin/sync/webhooks[?refresh=1]`: every space's Kaiten webhook (read from Kaiten at most
+//!   once a minute); `POST /admin/sync/webhooks/install`: one per space pointing here (needs
+//!   `--public-url`).
 //!   `GET /admin/sync/app.js` (static, unguarded): the page's script, polling `status.json` for
 //!   the running run's progress (`progress`).
 //!   Served to loopback clients only, unless `KAITEN_ADMIN_TOKEN` is set, which is then required
@@ -37,10 +40,12 @@
 //! | `html` | the admin page: template, escaping, sections (quick actions, progress) |
 //! | `progress` | the running run's per-kind totals, rate and estimate, from the engine's events |
 //! | `history` | the run history pages and the 14-day chart (inline SVG) |
+//! | `hooks` | the webhooks page: each space's Kaiten webhook, the install button |
 //! | `app.js` | the page's script: redraws the progress from `status.json` |
 
 mod guard;
 mod history;
+mod hooks;
 mod html;
 mod progress;
 mod routes;
@@ -117,6 +122,10 @@ pub struct ServeArgs {
     /// with Kaiten first (see `sync --max-delete-share`). 1 = no check.
     #[arg(long, env = "KAITEN_MAX_DELETE_SHARE", default_value_t = 0.1, value_parser = crate::parse_share)]
     max_delete_share: f64,
+    /// The public base URL Kaiten reaches this server at (`https://sync.example.com`; http only for
+    /// 127.0.0.1 and localhost): enables the webhooks page's install button.
+    #[arg(long, env = crate::webhooks::ENV_PUBLIC_URL, value_name = "URL")]
+    public_url: Option<String>,
     #[command(flatten)]
     kaiten: KaitenArgs,
     #[command(flatten)]
@@ -254,11 +263,14 @@ struct Inner {
     named: Mutex<Option<routes::NamedCache>>,
     /// What `/metrics` counts.
     metrics: crate::metrics::Metrics,
+    /// The webhooks page: the public URL and the spaces' webhook states, read once a minute.
+    hooks: hooks::HookAdmin,
 }
 
 impl AppState {
     /// The state for a configuration.
     pub fn new(config: ServeConfig) -> Self {
+        let hooks = hooks::HookAdmin::new(&config.webhook_secret);
         let mut auth = WebhookAuth::new(config.webhook_secret);
         if let Some(header) = config.hmac_header.filter(|h| !h.trim().is_empty()) {
             auth = auth.with_hmac_header(header.trim());
@@ -290,6 +302,7 @@ impl AppState {
             live,
             named: Mutex::new(None),
             metrics: crate::metrics::Metrics::new(),
+            hooks,
         }))
     }
 
@@ -390,6 +403,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let webhook_secret = webhook_secret(std::env::var(ENV_WEBHOOK_SECRET).ok())?;
     let admin_token = admin_token(args.listen, std::env::var(ENV_ADMIN_TOKEN).ok())?;
     let schedule = Schedule::from_args(&args);
+    let public_url =
+        args.public_url.as_deref().filter(|u| !u.trim().is_empty()).map(crate::webhooks::public_url).transpose()?;
     let client = args.kaiten.client()?;
     let store = crate::stores::open(&args.db).await?;
     store.migrate().await.context("migration failed")?;
@@ -410,6 +425,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .with_card_members_backfill(args.members)
             .with_max_delete_share(args.max_delete_share),
     });
+    state.set_public_url(public_url);
 
     println!("kaiten-sync serve on http://{addr} ({})", args.db.describe());
     println!("  webhooks:   POST http://{addr}{WEBHOOK_PATH}/<{ENV_WEBHOOK_SECRET}>");

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::guard::{admin_guard, request_limits, security_headers, AdminLink, ADMIN_BODY_LIMIT, WEBHOOK_BODY_LIMIT};
 use super::history::{self, RunFilter, HISTORY_RUNS};
 use super::html::{esc, Named, Page, ADMIN_TEMPLATE};
-use super::{progress, AppState, SyncJob, SyncKind, ADMIN_PATH, WEBHOOK_PATH};
+use super::{hooks, progress, AppState, SyncJob, SyncKind, ADMIN_PATH, WEBHOOK_PATH};
 
 /// Runs shown on the admin page.
 pub(super) const PAGE_RUNS: usize = 20;
@@ -39,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{ADMIN_PATH}/refetch"), post(refetch_cards))
         .route(&format!("{ADMIN_PATH}/runs"), get(runs_page))
         .route(&format!("{ADMIN_PATH}/runs/{{id}}"), get(run_page))
+        .route(hooks::HOOKS_PATH, get(hooks::webhooks_page))
+        .route(&format!("{}/install", hooks::HOOKS_PATH), post(hooks::install_webhooks))
         .route("/metrics", get(metrics))
         .route(&format!("{ADMIN_PATH}/metrics"), get(metrics))
         // Earlier paths, kept as aliases.

@@ -677,3 +677,134 @@ fn forms_are_decoded() {
     assert_eq!(mode, kaiten_sync::Mode::Incremental);
     assert_eq!(super::routes::refetch_ids(&[("cards".into(), "3, 4,4 5".into())]).unwrap(), vec![3, 4, 5]);
 }
+
+/// The webhooks page (`/admin/sync/webhooks`) and its install button.
+mod webhooks_page {
+    use super::*;
+    use kaiten_sim::WebhookDenial;
+
+    const HOOKS: &str = "/admin/sync/webhooks";
+
+    /// A fixture with three spaces: the second not in the plan (402), the third not administered
+    /// by the token's user (403).
+    async fn three_spaces() -> (Simulator, AppState) {
+        let sim = Simulator::start(SimConfig { spaces: 3, ..SimConfig::small() }).await.unwrap();
+        let spaces = sim.space_ids();
+        sim.set_external_webhook_denial(spaces[1], Some(WebhookDenial::NotInPlan));
+        sim.set_external_webhook_denial(spaces[2], Some(WebhookDenial::NotAdmin));
+        let client =
+            crate::config::client(&sim.base_url(), &sim.token(), 0.0, Duration::from_secs(10)).expect("client");
+        let state = AppState::new(ServeConfig {
+            store: Arc::new(MemoryStore::new()),
+            client,
+            webhook_secret: Secret::new(SECRET),
+            hmac_header: None,
+            admin_token: None,
+            schedule: Schedule::default(),
+            webhook_options: WebhookOptions::default(),
+            sync_options: SyncOptions::default(),
+        });
+        (sim, state)
+    }
+
+    fn form_post(uri: &str) -> axum::http::Request<Body> {
+        axum::http::Request::post(uri)
+            .header("host", "127.0.0.1:8080")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    fn state_of(html: &str, space: i64) -> String {
+        let at = html.find(&format!("<tr data-space=\"{space}\" data-state=\"")).expect("the space's row");
+        let rest = &html[at..];
+        let start = rest.find("data-state=\"").unwrap() + "data-state=\"".len();
+        rest[start..start + rest[start..].find('"').unwrap()].to_owned()
+    }
+
+    #[tokio::test]
+    async fn without_a_public_url_the_page_shows_states_and_a_hint_instead_of_the_button() {
+        let (sim, state) = three_spaces().await;
+        let spaces = sim.space_ids();
+        let (status, _, html) = send(&state, get_req(HOOKS), loopback()).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert_eq!(state_of(&html, spaces[0]), "none");
+        assert_eq!(state_of(&html, spaces[1]), "not in plan");
+        assert_eq!(state_of(&html, spaces[2]), "no permission");
+        assert!(html.contains("id=\"hooks-hint\""), "{html}");
+        assert!(!html.contains("/install"), "no install button without a public URL");
+        let (status, _, _) = send(&state, form_post(&format!("{HOOKS}/install")), loopback()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(sim.external_webhooks_json().is_empty());
+        // A webhook registered elsewhere with this server's secret counts as "here" even so.
+        let url = format!("https://anywhere.example.com{WEBHOOK_PATH}/{SECRET}");
+        let client = crate::config::client(&sim.base_url(), &sim.token(), 0.0, Duration::from_secs(10)).unwrap();
+        client.create_external_webhook(spaces[0], &url).await.unwrap();
+        let (_, _, html) = send(&state, get_req(&format!("{HOOKS}?refresh=1")), loopback()).await;
+        assert_eq!(state_of(&html, spaces[0]), "installed");
+        assert!(!html.contains(SECRET), "the secret is never shown");
+    }
+
+    #[tokio::test]
+    async fn states_are_read_once_a_minute_unless_refreshed() {
+        let (sim, state) = three_spaces().await;
+        send(&state, get_req(HOOKS), loopback()).await;
+        let after_first = sim.request_count();
+        assert_eq!(after_first, 4, "GET /spaces and one listing per space");
+        let (_, _, html) = send(&state, get_req(HOOKS), loopback()).await;
+        assert_eq!(sim.request_count(), after_first, "the second view is served from the cache");
+        assert!(html.contains("data-state=\"none\""));
+        send(&state, get_req(&format!("{HOOKS}?refresh=1")), loopback()).await;
+        assert_eq!(sim.request_count(), after_first + 4);
+    }
+
+    #[tokio::test]
+    async fn the_install_button_installs_where_allowed_and_reports_the_rest() {
+        let (sim, state) = three_spaces().await;
+        state.set_public_url(Some("https://sync.example.com".to_owned()));
+        let spaces = sim.space_ids();
+        let (_, _, html) = send(&state, get_req(HOOKS), loopback()).await;
+        assert!(html.contains(&format!("action=\"{HOOKS}/install\"")), "{html}");
+        assert!(html.contains("https://sync.example.com/api/webhooks/kaiten/••••"), "{html}");
+
+        // Like every admin POST: refused from another site.
+        let mut cross = form_post(&format!("{HOOKS}/install"));
+        cross.headers_mut().insert("sec-fetch-site", "cross-site".parse().unwrap());
+        let (status, _, _) = send(&state, cross, loopback()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(sim.external_webhooks_json().is_empty());
+        // And from a non-loopback client without a token.
+        let remote: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+        let (status, _, _) = send(&state, form_post(&format!("{HOOKS}/install")), remote).await;
+        assert_ne!(status, StatusCode::SEE_OTHER);
+        assert!(sim.external_webhooks_json().is_empty());
+
+        let (status, headers, _) = send(&state, form_post(&format!("{HOOKS}/install")), loopback()).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers["location"], HOOKS);
+        let hooks = sim.external_webhooks_json();
+        assert_eq!(hooks.len(), 1);
+        assert_eq!(hooks[0]["space_id"], spaces[0]);
+        assert_eq!(hooks[0]["url"], format!("https://sync.example.com{WEBHOOK_PATH}/{SECRET}"));
+
+        let (_, _, html) = send(&state, get_req(HOOKS), loopback()).await;
+        assert_eq!(state_of(&html, spaces[0]), "installed");
+        assert_eq!(state_of(&html, spaces[1]), "not in plan");
+        assert_eq!(state_of(&html, spaces[2]), "no permission");
+        assert!(html.contains("(created)"), "{html}");
+        assert!(html.contains("3 space(s): 1 installed, 1 not in plan, 1 no permission"), "{html}");
+        assert!(!html.contains(SECRET));
+
+        // Installing again changes nothing.
+        send(&state, form_post(&format!("{HOOKS}/install")), loopback()).await;
+        assert_eq!(sim.external_webhooks_json(), hooks);
+    }
+
+    #[tokio::test]
+    async fn the_admin_page_links_to_the_webhooks_page() {
+        let (_sim, state) = three_spaces().await;
+        let (_, _, html) = send(&state, get_req(ADMIN_PATH), loopback()).await;
+        assert!(html.contains(&format!("href=\"{HOOKS}\"")), "{html}");
+    }
+}
