@@ -5,9 +5,16 @@
 //! Then webhook acknowledgement latency with the inbox on each store: 500 deliveries/s from 16
 //! connections for `BENCH_WEBHOOK_SECONDS` (default 10; 2 in a smoke run), p50/p99 printed.
 //!
+//! For the full sync it also prints the sync's CPU time per card (the simulator runs on a runtime of
+//! its own, whose threads' CPU time is subtracted), the process's peak RSS and, into SQLite, the bytes
+//! written to storage (`/proc/self/io`) against the database's final size.
+//!
 //! `cargo run --release -p kaiten-bench` (`BENCH_CARDS=2000` for a smoke run; `BENCH_PG_URL` names
 //! the Postgres server, default `postgres://postgres@127.0.0.1:5432/test`; `BENCH_SKIP_PG=1` skips it).
+//! `BENCH_RATE_LIMITED=1` (or `=full`) first runs the rate-limited benchmark of [`rate_limited`]
+//! (`BENCH_RATE_LIMITED_ONLY=1`: only that).
 
+mod rate_limited;
 mod webhooks;
 
 use std::sync::Arc;
@@ -19,6 +26,67 @@ use kaiten_sim::{SimConfig, Simulator};
 use kaiten_store_postgres::{PgStore, PgStoreOptions};
 use kaiten_store_sqlite::SqliteStore;
 use kaiten_sync::{EntityKind, Store, SyncEngine};
+
+/// CPU time (user + system) of this whole process so far, in seconds (`/proc/self/stat`, clock ticks of
+/// 10 ms).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces): utime is the
+    // 14th field of the line, stime the 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// CPU time of the simulator's threads so far, in seconds (their `/proc/self/task/TID/schedstat`), so
+/// that the sync's own CPU time is the process's minus this.
+fn sim_cpu_secs() -> f64 {
+    let tids = SIM_THREADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    tids.iter()
+        .filter_map(|tid| std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
+        .sum::<u64>() as f64
+        / 1e9
+}
+
+/// Thread ids of the simulator's runtime (recorded as its threads start).
+static SIM_THREADS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Bytes this process caused to be written to storage so far (`write_bytes` of `/proc/self/io`).
+fn written_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Size of a file in bytes (0 when it does not exist).
+fn file_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Starts the simulator on a runtime of its own, so that its CPU time can be told apart from the
+/// sync's. The runtime lives as long as the process.
+async fn start_sim(config: SimConfig) -> Result<Simulator> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kaiten-sim")
+        .on_thread_start(|| {
+            if let Ok(link) = std::fs::read_link("/proc/thread-self") {
+                if let Some(tid) = link.file_name().and_then(|t| t.to_str()) {
+                    SIM_THREADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(tid.to_owned());
+                }
+            }
+        })
+        .enable_all()
+        .build()?;
+    let sim = runtime.spawn(Simulator::start(config)).await??;
+    // Never dropped: a runtime may not be dropped inside another one, and the simulator runs until exit.
+    std::mem::forget(runtime);
+    Ok(sim)
+}
 
 /// Resident memory of this process in KiB (`VmRSS`), and its peak (`VmHWM`).
 fn memory_kib() -> (u64, u64) {
@@ -34,14 +102,20 @@ fn memory_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-async fn bench_store(name: &str, sim: &Simulator, store: Arc<dyn Store>) -> Result<()> {
+/// The SQLite database file of a benchmark (its size is printed next to the bytes written).
+struct DbFile(Option<std::path::PathBuf>);
+
+async fn bench_store(name: &str, sim: &Simulator, store: Arc<dyn Store>, db: DbFile) -> Result<()> {
     store.migrate().await?;
     let client = KaitenClient::builder().base_url(sim.base_url()).token(sim.token()).rate_limit(None).build()?;
     let engine = SyncEngine::new(client, store.clone());
     let (rss_before, _) = memory_kib();
+    let (cpu_before, sim_cpu_before, written_before) = (process_cpu_secs(), sim_cpu_secs(), written_bytes());
     let started = Instant::now();
     let full = engine.sync_all().await.context("full sync")?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = (process_cpu_secs() - cpu_before) - (sim_cpu_secs() - sim_cpu_before);
+    let written = written_bytes().saturating_sub(written_before);
     let (_, peak) = memory_kib();
     let cards = full.stats(EntityKind::Cards).inserted;
     println!(
@@ -50,6 +124,22 @@ async fn bench_store(name: &str, sim: &Simulator, store: Arc<dyn Store>) -> Resu
         full.run.api_requests,
         peak.saturating_sub(rss_before) / 1024
     );
+    println!(
+        "{name:>8} full sync CPU:    {:.1} µs per card (sync's threads: {cpu:.2} s, the simulator's excluded), peak RSS of the process {} MiB",
+        cpu * 1e6 / cards.max(1) as f64,
+        peak / 1024
+    );
+    if let DbFile(Some(path)) = &db {
+        let wal = path.with_extension("db-wal");
+        let (size, wal_size) = (file_size(path), file_size(&wal));
+        println!(
+            "{name:>8} full sync writes: {:.1} MiB written to storage, database {:.1} MiB (+ WAL {:.1} MiB), {:.2}x the database",
+            written as f64 / 1048576.0,
+            size as f64 / 1048576.0,
+            wal_size as f64 / 1048576.0,
+            written as f64 / size.max(1) as f64
+        );
+    }
     let started = Instant::now();
     let idle = engine.sync_incremental().await.context("incremental sync")?;
     println!(
@@ -76,9 +166,15 @@ async fn bench_store(name: &str, sim: &Simulator, store: Arc<dyn Store>) -> Resu
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    for (cards, latency) in rate_limited::matrix() {
+        rate_limited::bench(cards, latency).await?;
+    }
+    if std::env::var("BENCH_RATE_LIMITED_ONLY").is_ok() {
+        return Ok(());
+    }
     let cards: usize = std::env::var("BENCH_CARDS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let started = Instant::now();
-    let sim = Simulator::start(SimConfig::bench(cards)).await?;
+    let sim = start_sim(SimConfig::bench(cards)).await?;
     println!(
         "simulated Kaiten: {} cards on {} boards, generated in {:.1} s",
         sim.card_ids().len(),
@@ -94,7 +190,7 @@ async fn main() -> Result<()> {
 
     let dir = tempfile::tempdir()?;
     let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("bench.db"))?);
-    bench_store("sqlite", &sim, sqlite.clone()).await?;
+    bench_store("sqlite", &sim, sqlite.clone(), DbFile(Some(dir.path().join("bench.db")))).await?;
     webhooks::bench_webhooks("sqlite", &sim, sqlite, &load).await?;
 
     if std::env::var("BENCH_SKIP_PG").is_ok() {
@@ -107,7 +203,7 @@ async fn main() -> Result<()> {
     let pg = Arc::new(
         PgStore::connect_with(options).await.context("Postgres for the benchmark (BENCH_SKIP_PG=1 skips it)")?,
     );
-    let mut result = bench_store("postgres", &sim, pg.clone()).await;
+    let mut result = bench_store("postgres", &sim, pg.clone(), DbFile(None)).await;
     if result.is_ok() {
         result = webhooks::bench_webhooks("postgres", &sim, pg.clone(), &load).await;
     }

@@ -276,3 +276,53 @@ async fn admin_pages_in_headless_chromium() {
     chromium_run(&browser, &format!("{runs_url}/{}", full.id), 500, Some(&shots.join("run-full.png"))).await;
     println!("screenshots in {}", shots.display());
 }
+
+/// The webhooks page (`/admin/sync/webhooks`) in Chromium: three spaces, one whose plan lacks
+/// webhooks (402) and one the token's user does not administer (403); the install button posted as
+/// the browser posts it; the page again with the outcome. Screenshots `webhooks.png` and
+/// `webhooks-installed.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_page_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "chromium is required in CI");
+        let _ = writeln!(std::io::stderr(), "SKIPPED webhooks_page_in_headless_chromium: no chromium on PATH");
+        return;
+    };
+    let shots = screenshots_dir();
+    let sim = Simulator::start(SimConfig { spaces: 3, ..SimConfig::small() }).await.unwrap();
+    let spaces = sim.space_ids();
+    sim.set_external_webhook_denial(spaces[1], Some(kaiten_sim::WebhookDenial::NotInPlan));
+    sim.set_external_webhook_denial(spaces[2], Some(kaiten_sim::WebhookDenial::NotAdmin));
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("mirror.db").display());
+    let (url, token) = (sim.base_url(), sim.token());
+    let env = [
+        ("KAITEN_API_URL", url.as_str()),
+        ("KAITEN_API_TOKEN", token.as_str()),
+        ("KAITEN_RATE_LIMIT", "0"),
+        ("DATABASE_URL", db_url.as_str()),
+        ("KAITEN_WEBHOOK_SECRET", SECRET),
+        ("KAITEN_PUBLIC_URL", "https://sync.example.com"),
+    ];
+    let serve = Serve::start(dir.path(), &env).await;
+    let page = format!("{}/admin/sync/webhooks", serve.base);
+
+    let dom = chromium_run(&browser, &page, 500, None).await;
+    let row =
+        |dom: &str, space: i64, state: &str| dom.contains(&format!("data-space=\"{space}\" data-state=\"{state}\""));
+    assert!(row(&dom, spaces[0], "none") && row(&dom, spaces[1], "not in plan"), "{dom}");
+    assert!(row(&dom, spaces[2], "no permission"), "{dom}");
+    assert!(dom.contains("action=\"/admin/sync/webhooks/install\""), "{dom}");
+    assert!(dom.contains("https://sync.example.com/api/webhooks/kaiten/••••") && !dom.contains(SECRET), "{dom}");
+    chromium_run(&browser, &page, 500, Some(&shots.join("webhooks.png"))).await;
+
+    assert_eq!(serve.submit("/admin/sync/webhooks/install", &[]).await, 303);
+    assert_eq!(sim.external_webhooks_json().len(), 1);
+    let dom = chromium_run(&browser, &page, 500, None).await;
+    assert!(row(&dom, spaces[0], "installed") && dom.contains("(created)"), "{dom}");
+    assert!(dom.contains("3 space(s): 1 installed, 1 not in plan, 1 no permission"), "{dom}");
+    chromium_run(&browser, &page, 500, Some(&shots.join("webhooks-installed.png"))).await;
+    // The main page links to it.
+    let dom = chromium_run(&browser, &format!("{}/admin/sync", serve.base), 500, None).await;
+    assert!(dom.contains("href=\"/admin/sync/webhooks\""), "{dom}");
+}

@@ -48,6 +48,13 @@ macro_rules! record {
                 self.updated
             }
             fn from_value(raw: Value) -> Result<Self, serde_json::Error> {
+                // serde would read a struct from an array too (`[7]` as id 7): only an object is a record.
+                if !raw.is_object() {
+                    return Err(<serde_json::Error as serde::de::Error>::custom(format!(
+                        "expected a JSON object, got {}",
+                        json_kind(&raw)
+                    )));
+                }
                 let mut parsed = <$ty>::deserialize(&raw)?;
                 parsed.raw = raw;
                 Ok(parsed)

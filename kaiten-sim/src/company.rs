@@ -1460,13 +1460,17 @@ impl Company {
     }
 }
 
-/// Why an external-webhook write was refused (the denials of a space are checked before).
+/// Why an external-webhook route was refused.
 #[derive(Debug)]
 pub(crate) enum HookError {
     /// No such webhook in this space: 404.
     NotFound,
     /// 400 with this message.
     BadRequest(String),
+    /// 402: the plan lacks external webhooks.
+    NotInPlan,
+    /// 403: the token's user is not an admin of the space.
+    NotAdmin,
 }
 
 impl Company {

@@ -637,13 +637,11 @@ fn json_status(status: StatusCode, value: &Value) -> Response<Body> {
 
 /// The space id of an external-webhook route after the checks every such route shares: the space
 /// exists (else 404), the plan has the feature (else 402), the token's user is a space admin (else 403).
-fn hook_space(company: &Company, id: &str) -> Result<i64, Response<Body>> {
-    let space_id = path_id(id).filter(|id| company.space(*id).is_some()).ok_or_else(not_found)?;
+fn hook_space(company: &Company, id: &str) -> Result<i64, HookError> {
+    let space_id = path_id(id).filter(|id| company.space(*id).is_some()).ok_or(HookError::NotFound)?;
     match company.webhook_denials.get(&space_id) {
-        Some(WebhookDenial::NotInPlan) => {
-            Err(json_status(StatusCode::PAYMENT_REQUIRED, &serde_json::json!({ "message": NOT_IN_PLAN })))
-        }
-        Some(WebhookDenial::NotAdmin) => Err(StatusCode::FORBIDDEN.into_response()),
+        Some(WebhookDenial::NotInPlan) => Err(HookError::NotInPlan),
+        Some(WebhookDenial::NotAdmin) => Err(HookError::NotAdmin),
         None => Ok(space_id),
     }
 }
@@ -652,14 +650,18 @@ fn hook_error(error: HookError) -> Response<Body> {
     match error {
         HookError::NotFound => not_found(),
         HookError::BadRequest(message) => bad_request(message),
+        HookError::NotInPlan => {
+            json_status(StatusCode::PAYMENT_REQUIRED, &serde_json::json!({ "message": NOT_IN_PLAN }))
+        }
+        HookError::NotAdmin => StatusCode::FORBIDDEN.into_response(),
     }
 }
 
 /// The JSON object of a write's body; a body that is not one is a 400.
-fn body_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response<Body>> {
+fn body_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, HookError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(bad_request("the body must be a JSON object".to_owned())),
+        _ => Err(HookError::BadRequest("the body must be a JSON object".to_owned())),
     }
 }
 
@@ -667,7 +669,7 @@ async fn external_webhooks(State(shared): AppState, Path(id): Path<String>) -> R
     let company = shared.read();
     match hook_space(&company, &id) {
         Ok(space_id) => json_list(&company.external_webhooks_of(space_id)),
-        Err(response) => response,
+        Err(error) => hook_error(error),
     }
 }
 
@@ -675,14 +677,14 @@ async fn create_external_webhook(State(shared): AppState, Path(id): Path<String>
     let mut company = shared.write();
     let space_id = match hook_space(&company, &id) {
         Ok(space_id) => space_id,
-        Err(response) => return response,
+        Err(error) => return hook_error(error),
     };
     let url = match body_object(&body) {
         Ok(map) => match map.get("url") {
             Some(Value::String(url)) => url.clone(),
             _ => return bad_request("url is required".to_owned()),
         },
-        Err(response) => return response,
+        Err(error) => return hook_error(error),
     };
     match company.create_external_webhook(space_id, &url) {
         Ok(hook) => json_value(&hook),
@@ -698,14 +700,14 @@ async fn update_external_webhook(
     let mut company = shared.write();
     let space_id = match hook_space(&company, &id) {
         Ok(space_id) => space_id,
-        Err(response) => return response,
+        Err(error) => return hook_error(error),
     };
     let Some(hook_id) = path_id(&hook_id) else {
         return not_found();
     };
     let map = match body_object(&body) {
         Ok(map) => map,
-        Err(response) => return response,
+        Err(error) => return hook_error(error),
     };
     let url = match map.get("url") {
         None | Some(Value::Null) => None,

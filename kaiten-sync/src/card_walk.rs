@@ -323,4 +323,101 @@ mod tests {
         assert_eq!((resumed.cap, resumed.confirmed), (Some(25), true));
         assert_eq!(serde_json::from_str::<PageRules>("{}").unwrap(), PageRules::default());
     }
+
+    /// Property tests of the stop rules (`PROPTEST_CASES` sets the count; see RELIABILITY.md):
+    /// against any generated `GET /cards` (a page-size maximum of at least [`MIN_SUSPECTED_CAP`],
+    /// cards sharing timestamps, `offset` or `updated_after` ignored, pages repeated at random), a
+    /// walk always ends within a bound, and it never reports done without having seen every card.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        struct Route {
+            total: i64,
+            max: u32,
+            ignore_offset: bool,
+            ignore_after: bool,
+            /// Cards per shared timestamp (1 = every card its own).
+            group: i64,
+            /// Request `k` is answered with the previous response when `repeats[k % len]`.
+            repeats: Vec<bool>,
+        }
+
+        fn route() -> impl Strategy<Value = Route> {
+            (
+                0i64..320,
+                MIN_SUSPECTED_CAP..=150,
+                prop::bool::weighted(0.2),
+                prop::bool::weighted(0.2),
+                prop_oneof![4 => Just(1i64), 1 => 1i64..120],
+                prop_oneof![3 => Just(vec![false]), 1 => prop::collection::vec(prop::bool::weighted(0.2), 1..6)],
+            )
+                .prop_map(|(total, max, ignore_offset, ignore_after, group, repeats)| Route {
+                    total,
+                    max,
+                    ignore_offset,
+                    ignore_after,
+                    group,
+                    repeats,
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn fuzz_card_walk_ends_and_never_reports_an_incomplete_listing_done(
+                route in route(),
+                page_size in prop_oneof![3 => Just(100u32), 1 => MIN_SUSPECTED_CAP..=120],
+            ) {
+                let group = route.group;
+                let mut all: Vec<Card> = (1..=route.total).map(|i| card(i, 1_000 + (i - 1) / group * 10)).collect();
+                all.sort_by_key(|c| (c.updated, c.id));
+                let serve = |pos: WalkPos, limit: u32| -> Vec<Card> {
+                    let after = if pos.offset_only || route.ignore_after { None } else { pos.after };
+                    let offset = if route.ignore_offset { 0 } else { pos.offset as usize };
+                    all.iter()
+                        .filter(|c| after.is_none_or(|a| c.updated > Some(a)))
+                        .skip(offset)
+                        .take(limit.min(route.max) as usize)
+                        .cloned()
+                        .collect()
+                };
+                // Each page costs at most a probe; keyset steps on shared timestamps re-list a group.
+                let bound = 2 * (route.total as usize + 2) + 8;
+                let mut rules = PageRules::default();
+                let mut pos = WalkPos { after: None, offset: 0, offset_only: false };
+                let (mut seen, mut previous, mut requests) = (std::collections::BTreeSet::new(), None::<Vec<Card>>, 0usize);
+                let verdict = loop {
+                    prop_assert!(requests < bound, "{route:?}: more than {bound} requests");
+                    let limit = rules.limit(page_size);
+                    let repeat = route.repeats[requests % route.repeats.len()];
+                    let page = match (&previous, repeat) {
+                        (Some(previous), true) => previous.clone(),
+                        _ => serve(pos, limit),
+                    };
+                    requests += 1;
+                    seen.extend(page.iter().map(|c| c.id));
+                    previous = Some(page.clone());
+                    match rules.judge(page_size, pos, limit, &page) {
+                        Ok(Verdict::Next(next)) => pos = next,
+                        Ok(Verdict::Done) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                };
+                match verdict {
+                    Ok(()) => prop_assert_eq!(
+                        seen.len() as i64, route.total,
+                        "{:?}, page size {}: the walk ended after {} requests without every card", route, page_size, requests
+                    ),
+                    Err(e) => prop_assert!(!e.0.is_empty()),
+                }
+                let honest = !route.ignore_offset && !route.ignore_after && route.repeats.iter().all(|r| !r);
+                if honest {
+                    prop_assert_eq!(seen.len() as i64, route.total, "an honest route is always listed completely");
+                }
+            }
+        }
+    }
 }
