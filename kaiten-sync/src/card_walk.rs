@@ -88,6 +88,11 @@ pub(crate) struct PageRules {
     pages: u64,
 }
 
+/// Whether every card of the page has the same `updated`.
+fn one_instant(cards: &[Card]) -> bool {
+    cards.windows(2).all(|w| w[0].updated == w[1].updated)
+}
+
 /// Whether `next` asks for the same cards as `prev` but further along by offset alone.
 fn is_offset_step(prev: WalkPos, next: WalkPos) -> bool {
     prev.offset_only == next.offset_only && (next.offset_only || prev.after == next.after) && next.offset > prev.offset
@@ -145,6 +150,22 @@ impl PageRules {
             Some((_, prev_ids)) => ids.iter().any(|id| !prev_ids.contains(id)),
             None => !ids.is_empty(),
         };
+        // A keyset request (`updated_after` = the previous page's newest card less 1 ms) answered
+        // with nothing new can be legitimate only when every card of the page shares one
+        // `updated` (a group of cards at one instant). Cards of several instants mean the answer is
+        // not one to this request (the route ignored `updated_after`, or repeated a page): stepping
+        // on by offset from it would skip cards. Walk the listing again by offset alone, from the
+        // start (no `updated_after`: a superset, upserted idempotently).
+        let keyset_step = previous.as_ref().is_some_and(|(prev_pos, _)| !is_offset_step(*prev_pos, pos));
+        if keyset_step && !brings_new && !pos.offset_only && !ids.is_empty() && !one_instant(cards) {
+            warn!(
+                offset = pos.offset,
+                "Kaiten answered a card page older than the `updated_after` asked; listing the cards again by offset"
+            );
+            self.probe = None;
+            self.previous = None;
+            return Ok(Verdict::Next(WalkPos { after: None, offset: 0, offset_only: true }));
+        }
         if let Some(short) = self.probe.take() {
             if !brings_new {
                 if len == short {
