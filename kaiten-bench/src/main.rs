@@ -166,6 +166,14 @@ async fn bench_store(name: &str, sim: &Simulator, store: Arc<dyn Store>, db: DbF
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // `RUST_LOG=kaiten_client=debug` shows every request with its timing.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     for (cards, latency) in rate_limited::matrix() {
         rate_limited::bench(cards, latency).await?;
     }

@@ -1,9 +1,20 @@
 //! The client-side rate limiter: a GCRA with a burst of one over tokio's clock, plus holds the server
 //! imposes through `X-RateLimit-*` and `Retry-After`.
 //!
+//! It paces request **starts**: requests overlap freely (up to the client's concurrency limit), so a
+//! caller that keeps a few requests in flight hides their latency under the wait for the next slot.
+//! (The client paces 2% below the configured rate, so that the jitter of arrival times at a server
+//! counting over a sliding window does not draw a 429.)
+//!
+//! At that pace `X-RateLimit-Remaining: 0` is the steady state, not a warning: when the window is full
+//! of this client's own requests, the limiter knows when its oldest one leaves and holds until then
+//! (plus the margin) instead of the whole-second `X-RateLimit-Reset`, which would cost up to a second
+//! each window. When the window holds requests of others (sharing the token), the reset is honoured.
+//!
 //! Written by hand rather than with `governor` so that it runs on [`tokio::time::Instant`]: tests can use
 //! tokio's paused clock and measure the limiter without waiting for real time.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,12 +31,30 @@ pub(crate) struct RateLimiter {
     state: Mutex<State>,
 }
 
+/// Kaiten's rate-limit window.
+const SERVER_WINDOW: Duration = Duration::from_secs(1);
+
+/// Slack added to the instant the server's window frees, absorbing the jitter of arrival times.
+pub(crate) const WINDOW_MARGIN: Duration = Duration::from_millis(20);
+
+/// Starts remembered (enough for Kaiten's measured limit of 50 a second).
+const HISTORY: usize = 128;
+
 #[derive(Debug, Default)]
 struct State {
     /// The earliest instant the next request may start (GCRA's theoretical arrival time).
     next_slot: Option<Instant>,
     /// No request may start before this instant (the server said so).
     hold_until: Option<Instant>,
+    /// The instants of the latest starts, oldest first (at most [`HISTORY`]).
+    starts: VecDeque<Instant>,
+}
+
+impl State {
+    /// The start `n` starts back from the latest (`n = 1`: the latest), if remembered.
+    fn start_back(&self, n: usize) -> Option<Instant> {
+        (n >= 1 && n <= self.starts.len()).then(|| self.starts[self.starts.len() - n])
+    }
 }
 
 impl RateLimiter {
@@ -55,7 +84,29 @@ impl RateLimiter {
             }
             state.next_slot = Some(at + interval);
         }
+        if state.starts.len() >= HISTORY {
+            state.starts.pop_front();
+        }
+        state.starts.push_back(at);
         (at > now).then_some(at)
+    }
+
+    /// The server said its window is used up (`X-RateLimit-Remaining: 0`), allowing `limit` requests
+    /// a window (`X-RateLimit-Limit`, if sent), and that it resets at `reset`. When this client's own
+    /// last `limit` starts all lie within one window, the window is full of them: hold until the
+    /// oldest leaves it (plus the margin), never later than `reset`. Otherwise (others share the
+    /// token, or the limit is unknown) hold until `reset`.
+    pub(crate) fn window_used_up(&self, limit: Option<usize>, reset: Instant) {
+        let now = Instant::now();
+        let own = {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            limit
+                .filter(|limit| *limit <= HISTORY)
+                .and_then(|limit| state.start_back(limit))
+                .map(|oldest| oldest + SERVER_WINDOW + WINDOW_MARGIN)
+                .filter(|&free| free > now)
+        };
+        self.hold_until(own.map_or(reset, |free| free.min(reset)));
     }
 
     /// Holds every request (of every clone of the client) until `until`.
@@ -118,6 +169,34 @@ mod tests {
         limiter.hold_until(start + Duration::from_secs(1)); // an earlier hold never shortens a longer one
         limiter.acquire().await;
         assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_full_of_own_requests_holds_only_until_the_oldest_leaves() {
+        let limiter = RateLimiter::new(Some(Duration::from_millis(200)));
+        let start = Instant::now();
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        // The server's reset is a whole second later than the window frees.
+        limiter.window_used_up(Some(5), start + Duration::from_secs(3));
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1) + WINDOW_MARGIN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_full_of_others_requests_holds_until_the_reset() {
+        let limiter = RateLimiter::new(Some(Duration::from_millis(200)));
+        let start = Instant::now();
+        limiter.acquire().await;
+        // One start of ours, a limit of 5: the other 4 are someone else's.
+        limiter.window_used_up(Some(5), start + Duration::from_secs(2));
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        // The limit unknown: the reset too.
+        limiter.window_used_up(None, start + Duration::from_secs(4));
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
     }
 
     #[test]

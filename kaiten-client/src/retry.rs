@@ -6,13 +6,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use reqwest::header::HeaderMap;
 
-/// How a request that failed in a retryable way (429, 5xx, timeout, connection error) is repeated.
+/// How a request that failed in a retryable way (429, 5xx, timeout, connection error, a JSON body cut
+/// short) is repeated.
 ///
 /// A 429 waits what the server asked (`Retry-After`, else `X-RateLimit-Reset`), anything else waits an
 /// exponential backoff with full jitter: a random time between zero and
 /// `min(max_backoff, initial_backoff * 2^(retry - 1))`. The request gives up, returning the last error,
 /// after `max_attempts` attempts or as soon as the next wait would take the total time spent waiting
-/// beyond `max_total_wait`. Other 4xx errors and undecodable bodies are never retried.
+/// beyond `max_total_wait`. Other 4xx errors and undecodable bodies (HTML, the wrong shape) are never
+/// retried.
 ///
 /// ```
 /// use std::time::Duration;
@@ -95,6 +97,11 @@ pub(crate) fn rate_limit_reset(headers: &HeaderMap, now: SystemTime) -> Option<D
     }
     let at = UNIX_EPOCH + Duration::try_from_secs_f64(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The requests a window allows (`X-RateLimit-Limit`), if the server said.
+pub(crate) fn rate_limit_limit(headers: &HeaderMap) -> Option<usize> {
+    header_str(headers, "x-ratelimit-limit")?.parse::<usize>().ok().filter(|l| *l > 0)
 }
 
 /// Whether the server said no request is left in the current window (`X-RateLimit-Remaining: 0`).

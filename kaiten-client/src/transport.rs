@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::error::{is_json_content_type, snippet, Error, Result};
 use crate::rate_limit::RateLimiter;
 use crate::redact::redact_url;
-use crate::retry::{rate_limit_exhausted, rate_limit_reset, retry_after, RetryPolicy};
+use crate::retry::{rate_limit_exhausted, rate_limit_limit, rate_limit_reset, retry_after, RetryPolicy};
 
 /// Without a reset time, `X-RateLimit-Remaining: 0` holds requests this long (Kaiten's window is 1 s).
 const DEFAULT_HOLD: Duration = Duration::from_secs(1);
@@ -213,7 +213,15 @@ impl Inner {
         let body = response.bytes().await.map_err(|err| self.transport_failure(route, err, attempt))?;
         let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         if status.is_success() {
-            return decode_json(route, content_type, &body).map_err(Failure::Fatal);
+            return decode_json(route, content_type, &body).map_err(|error| {
+                // A JSON body cut short (the connection dropped mid-body) is a transport failure:
+                // worth another attempt (of an idempotent request: the server did act on it).
+                if matches!(&error, Error::Decode { reason, .. } if reason.starts_with(TRUNCATED)) {
+                    Failure::Retryable { error, wait: None, unprocessed: false }
+                } else {
+                    Failure::Fatal(error)
+                }
+            });
         }
         let server_wait = retry_after(&headers, now).or_else(|| {
             (status == reqwest::StatusCode::TOO_MANY_REQUESTS).then(|| rate_limit_reset(&headers, now)).flatten()
@@ -232,11 +240,13 @@ impl Inner {
     }
 
     /// `X-RateLimit-Remaining: 0` holds every request until `X-RateLimit-Reset`.
+    /// When the window is full of this client's own requests, only until the oldest leaves it (see
+    /// [`RateLimiter::window_used_up`]).
     fn observe_rate_limit(&self, headers: &HeaderMap, now: SystemTime) {
         if rate_limit_exhausted(headers) {
             let wait = rate_limit_reset(headers, now).unwrap_or(DEFAULT_HOLD).min(self.retry.max_total_wait);
             tracing::debug!(wait_ms = millis(wait), "Kaiten's rate-limit window is used up: holding requests");
-            self.limiter.hold_until(tokio::time::Instant::now() + wait);
+            self.limiter.window_used_up(rate_limit_limit(headers), tokio::time::Instant::now() + wait);
         }
     }
 
@@ -268,6 +278,9 @@ struct Request<'a> {
 
 /// Parses a 2xx body as JSON, refusing anything whose content type is not JSON (an HTML login page, a
 /// proxy's error page) without parsing it.
+/// How the reason of a [`Error::Decode`] for a body cut short begins.
+const TRUNCATED: &str = "the JSON body is truncated";
+
 fn decode_json(route: &str, content_type: Option<&str>, body: &[u8]) -> Result<JsonBody> {
     let decode_error = |reason: String| Error::Decode { route: route.to_owned(), reason, body_snippet: snippet(body) };
     if let Some(ct) = content_type {
@@ -277,7 +290,7 @@ fn decode_json(route: &str, content_type: Option<&str>, body: &[u8]) -> Result<J
     }
     match serde_json::from_slice(body) {
         Ok(value) => Ok(JsonBody { route: route.to_owned(), value, snippet: snippet(body) }),
-        Err(err) if err.is_eof() => Err(decode_error(format!("the JSON body is truncated ({err})"))),
+        Err(err) if err.is_eof() => Err(decode_error(format!("{TRUNCATED} ({err})"))),
         Err(err) => Err(decode_error(format!("the body is not valid JSON ({err})"))),
     }
 }

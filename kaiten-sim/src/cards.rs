@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::company::{parse_ts_ms, Obj};
+use crate::shape::{parse_ts_ms, Obj};
 
 /// Sort keys of `GET /cards`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -158,8 +158,9 @@ impl SimConfig {
 /// Failures injected into responses. Each rate is a probability (0.0..=1.0) drawn per request, after
 /// authentication, from an RNG seeded with [`SimConfig::seed`].
 ///
-/// At most one of server error, dropped connection and truncated body applies to a request (checked in
-/// that order); a slow response can combine with any of them.
+/// At most one of 429 (a storm in progress, or a new one), server error, dropped connection and
+/// truncated body applies to a request (checked in that order); a slow response can combine with
+/// any of them.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     /// A 500, 502 or 503 with a small HTML body (`content-type: text/html`).
@@ -169,6 +170,14 @@ pub struct Faults {
     /// A successful (200) response whose JSON body is cut in half; the content-type stays
     /// `application/json` and `content-length` matches the cut body.
     pub truncate_rate: f64,
+    /// A 429 with `Retry-After` of [`Faults::rate_limited_retry_after`] (in fractional seconds),
+    /// as Kaiten answers a token over its rate limit. Each one
+    /// starts a storm: the next [`Faults::rate_limited_burst`] requests get a 429 too.
+    pub rate_limited_rate: f64,
+    /// Further requests answered 429 after each drawn one (0: single 429s).
+    pub rate_limited_burst: u32,
+    /// The `Retry-After` of an injected 429 (zero is sent as `0`).
+    pub rate_limited_retry_after: Duration,
     /// The response is delayed by an extra [`Faults::slow_by`].
     pub slow_rate: f64,
     /// Extra delay of a slow response.
@@ -192,7 +201,11 @@ impl Faults {
     /// Whether any random fault can happen (the `cards_*` paging behaviours are not random and
     /// not counted here).
     pub fn is_active(&self) -> bool {
-        self.server_error_rate > 0.0 || self.drop_rate > 0.0 || self.truncate_rate > 0.0 || self.slow_rate > 0.0
+        self.server_error_rate > 0.0
+            || self.drop_rate > 0.0
+            || self.truncate_rate > 0.0
+            || self.slow_rate > 0.0
+            || self.rate_limited_rate > 0.0
     }
 }
 

@@ -5,7 +5,7 @@
 //! Kaiten API: bare JSON arrays, `limit`/`offset` paging with silently clamped limits, the `GET /cards`
 //! filters and orders, bearer auth with a plain-text 401, a sliding-window rate limit with a text/html
 //! 429 and `X-RateLimit-*` headers, optional latency and injected faults (5xx, dropped connections,
-//! truncated bodies, slow responses). Both `/api/latest` and `/api/v1` prefixes work.
+//! truncated bodies, 429 storms, slow responses). Both `/api/latest` and `/api/v1` prefixes work.
 //!
 //! It is at least as strict as the real Kaiten (the traps of `kaiten-api.md`): deleted cards vanish
 //! from every listing (`condition=3` lists nothing) and `GET /cards/{id}` answers 404; `GET /cards`
@@ -74,6 +74,7 @@ mod cards;
 mod company;
 mod config;
 mod server;
+mod shape;
 mod webhook;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -136,6 +137,7 @@ impl Simulator {
             faults: Mutex::new(config.faults.clone()),
             fault_rng: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0xFA17)),
             request_count: Default::default(),
+            storm_left: Default::default(),
             request_log: Mutex::new(Vec::new()),
             webhooks: Webhooks::new(config.seed),
         });

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub faults: Mutex<Faults>,
     pub fault_rng: Mutex<StdRng>,
     pub request_count: AtomicU64,
+    /// Requests still to answer 429 in an injected storm ([`Faults::rate_limited_burst`]).
+    pub storm_left: std::sync::atomic::AtomicU32,
     pub request_log: Mutex<Vec<String>>,
     pub webhooks: Webhooks,
 }
@@ -151,6 +153,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdo
 
 enum Fault {
     None,
+    RateLimited(Duration),
     ServerError(u16),
     Drop,
     Truncate,
@@ -163,8 +166,16 @@ fn draw_fault(shared: &Shared) -> (Fault, Option<Duration>) {
     }
     let mut rng = lock(&shared.fault_rng);
     let (a, b, c, d): (f64, f64, f64, f64) = (rng.random(), rng.random(), rng.random(), rng.random());
+    let storm: f64 = rng.random();
     let code = [500, 502, 503][rng.random_range(0..3)];
-    let fault = if a < faults.server_error_rate {
+    let storming =
+        shared.storm_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1)).is_ok();
+    let fault = if storming {
+        Fault::RateLimited(faults.rate_limited_retry_after)
+    } else if storm < faults.rate_limited_rate {
+        shared.storm_left.store(faults.rate_limited_burst, Ordering::SeqCst);
+        Fault::RateLimited(faults.rate_limited_retry_after)
+    } else if a < faults.server_error_rate {
         Fault::ServerError(code)
     } else if b < faults.drop_rate {
         Fault::Drop
@@ -240,6 +251,16 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     let mut response = match fault {
+        Fault::RateLimited(wait) => {
+            let mut response = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "text/html",
+                "Too many requests, please try again later.".to_owned(),
+            );
+            let seconds = format!("{}", wait.as_secs_f64());
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("a number"));
+            return Ok(response);
+        }
         Fault::ServerError(code) => server_error(code),
         Fault::Drop => {
             kill.notify_one();
@@ -486,7 +507,7 @@ async fn lanes(State(shared): AppState, Path(id): Path<String>, Query(q): Params
     }
 }
 
-fn paged_objects(list: &[crate::company::Obj], q: Vec<(String, String)>, max: usize) -> Response<Body> {
+fn paged_objects(list: &[crate::shape::Obj], q: Vec<(String, String)>, max: usize) -> Response<Body> {
     match Q(q).page(max) {
         Ok((limit, offset)) => {
             let page: Vec<Value> = page_of(list, limit, offset).iter().cloned().map(Value::Object).collect();
@@ -503,7 +524,7 @@ async fn card_types(State(shared): AppState, Query(q): Params) -> Response<Body>
 /// `GET /tags`: like Kaiten, a tag on no card is not in the list.
 async fn tags(State(shared): AppState, Query(q): Params) -> Response<Body> {
     let company = shared.read();
-    let listed: Vec<crate::company::Obj> = company.tags_listed().into_iter().cloned().collect();
+    let listed: Vec<crate::shape::Obj> = company.tags_listed().into_iter().cloned().collect();
     paged_objects(&listed, q, 100)
 }
 

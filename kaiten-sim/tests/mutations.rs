@@ -408,6 +408,33 @@ async fn truncated_bodies_are_invalid_json_with_a_json_content_type() {
 }
 
 #[tokio::test]
+async fn rate_limit_storms_answer_429_with_retry_after() {
+    let sim = Simulator::start(SimConfig::small()).await.unwrap();
+    sim.set_faults(Faults {
+        rate_limited_rate: 1.0,
+        rate_limited_retry_after: Duration::from_millis(250),
+        ..Faults::default()
+    });
+    let response = get(&sim, "/users/current").await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "0.25");
+    // A storm: one drawn 429 makes the next `rate_limited_burst` requests 429 too.
+    sim.set_faults(Faults { rate_limited_rate: 0.0, ..Faults::default() });
+    assert_eq!(get(&sim, "/users/current").await.status(), 200);
+    sim.set_faults(Faults { rate_limited_rate: 1.0, rate_limited_burst: 3, ..Faults::default() });
+    assert_eq!(get(&sim, "/users/current").await.status(), 429, "starts the storm");
+    sim.set_faults(Faults { rate_limited_rate: f64::MIN_POSITIVE, rate_limited_burst: 3, ..Faults::default() });
+    let statuses: Vec<u16> = {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.push(get(&sim, "/users/current").await.status().as_u16());
+        }
+        out
+    };
+    assert_eq!(statuses, vec![429, 429, 429, 200], "three more 429s, then the storm is over");
+}
+
+#[tokio::test]
 async fn slow_responses_and_fault_rates() {
     let sim = Simulator::start(SimConfig::small()).await.unwrap();
     sim.set_faults(Faults { slow_rate: 1.0, slow_by: Duration::from_millis(200), ..Faults::default() });

@@ -11,8 +11,8 @@ pub(crate) const BACKEND: &str = "sqlite";
 type Source = Option<Box<dyn std::error::Error + Send + Sync>>;
 
 /// Maps an error of a statement to the store's error kinds: busy/locked → `Busy`, cannot open →
-/// `Unavailable`, no such table → `NotMigrated`, permission/read-only → `Permission`, the rest
-/// → `Backend`; the driver's error is the source of each.
+/// `Unavailable`, no such table → `NotMigrated`, permission/read-only → `Permission`, disk full →
+/// `Backend` saying so, the rest → `Backend`; the driver's error is the source of each.
 pub(crate) fn db_err(err: rusqlite::Error) -> StoreError {
     let message = |text: &str| text.to_owned();
     match err.sqlite_error_code() {
@@ -38,6 +38,12 @@ pub(crate) fn db_err(err: rusqlite::Error) -> StoreError {
                 source: Some(Box::new(err)),
             }
         }
+        Some(ErrorCode::DiskFull) => backend(
+            "the database is full (no space left on its disk, or its size limit reached): the transaction was \
+             rolled back; free space and run again"
+                .to_owned(),
+            err,
+        ),
         _ if is_no_such_table(&err) => StoreError::NotMigrated,
         _ => backend("a statement failed".to_owned(), err),
     }

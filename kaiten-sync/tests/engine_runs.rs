@@ -243,3 +243,24 @@ async fn old_runs_are_pruned_by_the_retention_setting() {
     assert_eq!(left.len(), 2, "{left:?}");
     assert_eq!(left[0], last.run.id, "the newest run is kept");
 }
+
+/// Fewest requests: a full sync asks Kaiten for nothing twice (the same path and query), neither the
+/// first into an empty store nor a second over a populated one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_requests_nothing_twice() {
+    let sim = Simulator::start(SimConfig { cards: 450, ..SimConfig::small() }).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = SyncEngine::new(sim_client(&sim), store);
+    for round in 0..2 {
+        sim.reset_request_log();
+        let report = engine.sync_all().await.unwrap();
+        let log = sim.request_log();
+        let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+        for line in &log {
+            *counts.entry(line.as_str()).or_default() += 1;
+        }
+        let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(repeated.is_empty(), "round {round}: requested more than once: {repeated:#?}");
+        assert_eq!(report.run.api_requests as usize, log.len(), "round {round}");
+    }
+}

@@ -99,8 +99,10 @@ fn data() -> impl Strategy<Value = Value> {
 /// A delivery body: mostly an envelope (with its parts sometimes of the wrong type or missing),
 /// sometimes any JSON value, sometimes bytes that are not JSON at all (cut envelopes included).
 fn body() -> impl Strategy<Value = Vec<u8>> {
-    let envelope = (prop::option::of(prop_oneof![4 => event_name().prop_map(Value::String), 1 => json_leaf()]),
-        prop::option::of(prop_oneof![4 => data(), 1 => json_value()]))
+    let envelope = (
+        prop::option::of(prop_oneof![4 => event_name().prop_map(Value::String), 1 => json_leaf()]),
+        prop::option::of(prop_oneof![4 => data(), 1 => json_value()]),
+    )
         .prop_map(|(event, data)| {
             let mut top = Map::new();
             if let Some(event) = event {

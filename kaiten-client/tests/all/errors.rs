@@ -167,9 +167,10 @@ async fn other_4xx_are_bad_requests_with_the_message() {
 }
 
 #[tokio::test]
-async fn a_truncated_body_is_a_decode_error_naming_the_route() {
+async fn a_truncated_body_is_retried_then_a_decode_error_naming_the_route() {
     let server = MockServer::start().await;
-    mount(&server, "/cards", json_body(r#"[{"id": 1, "title": "Login fails on Saf"#), 1).await;
+    // A body cut short is a transport failure: retried like a dropped connection (5 attempts).
+    mount(&server, "/cards", json_body(r#"[{"id": 1, "title": "Login fails on Saf"#), 5).await;
     let err = client(&server).cards_page(&kaiten_client::CardQuery::new(), PAGE).await.unwrap_err();
     let Error::Decode { route, reason, body_snippet } = &err else { panic!("{err:?}") };
     assert_eq!(route, "GET /cards");

@@ -776,7 +776,12 @@ async fn assert_row<T: ToRow>(store: &dyn Store, expected: &Value, fill: impl Fn
 /// columns), apart from: cards deleted in Kaiten since the last full sync (`unreconciled`: still
 /// live rows as last listed), and tags Kaiten never listed (`GET /tags` leaves out tags on no card;
 /// the mirror keeps every tag it ever saw, `kept_tags`).
-async fn assert_mirror_is_the_simulator(sim: &Simulator, store: &dyn Store, unreconciled: &[Value], kept_tags: &[i64]) {
+pub async fn assert_mirror_is_the_simulator(
+    sim: &Simulator,
+    store: &dyn Store,
+    unreconciled: &[Value],
+    kept_tags: &[i64],
+) {
     let sorted = |mut ids: Vec<i64>| {
         ids.sort_unstable();
         ids
@@ -1197,8 +1202,10 @@ pub async fn a_card_listing_ignoring_offset_is_walked_by_updated(store: Arc<dyn 
 }
 
 /// A Kaiten whose card listing ignores both `offset` and `updated_after` answers the first page
-/// to every request: the walk cannot reach the rest, so the run fails saying so (after three
-/// requests, not forever) and marks nothing deleted; the next run on a normal listing completes.
+/// to every request: the walk cannot reach the rest, so the run fails saying so (after four
+/// requests, not forever: the page repeated for `updated_after` sends the walk back to offset 0,
+/// where the page repeated for `offset` ends it) and marks nothing deleted; the next run on a
+/// normal listing completes.
 pub async fn a_card_listing_ignoring_paging_fails_and_deletes_nothing(store: Arc<dyn Store>) {
     let sim = start_sim(SimConfig { cards: 250, ..SimConfig::small() }).await;
     let engine = engine(&sim, &store);
@@ -1217,7 +1224,7 @@ pub async fn a_card_listing_ignoring_paging_fails_and_deletes_nothing(store: Arc
     let text = err.to_string();
     assert!(text.contains("GET /cards") && text.contains("ignores `offset`"), "{text}");
     assert!(text.contains("nothing was marked deleted"), "{text}");
-    assert_eq!(requests_to(&sim, "/cards?"), 3, "{:#?}", sim.request_log());
+    assert_eq!(requests_to(&sim, "/cards?"), 4, "{:#?}", sim.request_log());
     for kind in EntityKind::ALL {
         assert_eq!(deleted_ids(&*store, kind).await, Vec::<i64>::new(), "{kind}: nothing marked deleted");
     }
@@ -1291,6 +1298,153 @@ pub async fn a_sweep_beyond_the_delete_share_is_checked_by_id(store: Arc<dyn Sto
     assert_eq!(card_detail_requests(&sim), Vec::<String>::new());
 }
 
+// ---- API faults (issue 12) ----
+
+/// Every kind of API fault the simulator injects, `rate` in all: 5xx, dropped connections, JSON
+/// bodies cut short and 429 storms (each 429 followed by two more), a quarter each.
+pub fn api_faults(rate: f64) -> kaiten_sim::Faults {
+    kaiten_sim::Faults {
+        server_error_rate: rate / 4.0,
+        drop_rate: rate / 4.0,
+        truncate_rate: rate / 4.0,
+        rate_limited_rate: rate / 4.0 / 3.0,
+        rate_limited_burst: 2,
+        rate_limited_retry_after: Duration::from_millis(5),
+        ..kaiten_sim::Faults::default()
+    }
+}
+
+/// A client that outlasts [`api_faults`] at 30%: 20 attempts a request, millisecond backoffs (a
+/// request failing 20 times in a row at 30% faults: about 1 in 10^9).
+pub fn patient_client(sim: &Simulator) -> KaitenClient {
+    KaitenClient::builder()
+        .base_url(sim.base_url())
+        .token(sim.token())
+        .rate_limit(None)
+        .timeout(Duration::from_secs(10))
+        .retry_policy(RetryPolicy {
+            max_attempts: 20,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            max_total_wait: Duration::from_secs(5),
+        })
+        .build()
+        .expect("valid client")
+}
+
+/// Asserts no run of the run log is still `running`.
+pub async fn assert_no_run_running(store: &dyn Store) {
+    let runs = store.recent_runs(1000).await.unwrap();
+    let running: Vec<i64> = runs.iter().filter(|r| r.status == RunStatus::Running).map(|r| r.id).collect();
+    assert_eq!(running, Vec::<i64>::new(), "no run is left running");
+}
+
+/// Applies the inbox until it is empty (failed entries are retried after their backoff); panics
+/// if that takes more than 500 drains.
+pub async fn drain_until_empty(handler: &crate::WebhookHandler) -> u64 {
+    let mut failed = 0;
+    for _ in 0..500 {
+        failed += handler.drain().await.expect("a drain fails only when the database does").failed;
+        let stats = handler.store().inbox_stats().await.unwrap();
+        assert_eq!(stats.failed, 0, "no entry gave up");
+        if stats.pending == 0 {
+            return failed;
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    panic!("the inbox did not empty in 500 drains");
+}
+
+/// API faults at 10% and then 30% of requests (every kind: 5xx, dropped connections, truncated
+/// bodies, 429 storms) during a full sync, an incremental sync and webhook processing: each run
+/// succeeds through retries, and after each the mirror is exactly the simulator's company; no run
+/// is left `running`. Webhook fetches go through a client with 2 attempts: entries that fail
+/// (all of them in one drain while Kaiten answers only 5xx) are retried by the inbox's backoff.
+pub async fn api_faults_leave_the_mirror_exact(store: Arc<dyn Store>) {
+    use crate::{WebhookEvent, WebhookHandler, WebhookOptions};
+    let sim = start_sim(SimConfig::small()).await;
+    let engine = SyncEngine::new(patient_client(&sim), store.clone());
+    let webhook_client = KaitenClient::builder()
+        .base_url(sim.base_url())
+        .token(sim.token())
+        .rate_limit(None)
+        .retry_policy(RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            max_total_wait: Duration::from_secs(1),
+        })
+        .build()
+        .unwrap();
+    let options = WebhookOptions::default().with_debounce(Duration::ZERO).with_retries(
+        40,
+        Duration::from_millis(1),
+        Duration::from_millis(4),
+    );
+    let handler = WebhookHandler::applier(webhook_client, store.clone(), options);
+    let (mut retries, mut webhook_failures) = (0, 0);
+    for (round, rate) in [0.1, 0.3].into_iter().enumerate() {
+        sim.set_faults(api_faults(rate));
+        let report = engine.sync_all().await.unwrap_or_else(|e| panic!("full sync at {rate}: {}", chain(&e)));
+        retries += report.run.retries;
+        assert_mirror_is_the_simulator(&sim, &*store, &[], &[]).await;
+
+        // Cards created, renamed, moved and archived: found by an incremental run.
+        let boards = sim.board_ids();
+        let ids = sim.card_ids();
+        sim.create_card(boards[round], &format!("created under {rate} faults"));
+        sim.update_card(ids[round], json!({"title": format!("renamed under {rate} faults")}));
+        let column = *sim.column_ids(boards[1]).last().unwrap();
+        sim.move_card(ids[10 + round], column, None);
+        sim.archive_card(ids[20 + round]);
+        let report = engine.sync_incremental().await.unwrap_or_else(|e| panic!("incremental at {rate}: {}", chain(&e)));
+        retries += report.run.retries;
+        assert_mirror_is_the_simulator(&sim, &*store, &[], &[]).await;
+
+        // Webhook deliveries: cards changed and one deleted, refetched through the faults.
+        let changed: Vec<i64> = ids[30..36].to_vec();
+        for id in &changed {
+            sim.update_card(*id, json!({"title": format!("hooked {id} under {rate} faults")}));
+        }
+        let deleted = ids[40 + round];
+        sim.delete_card(deleted);
+        for id in changed.iter().chain([&deleted]) {
+            let body = json!({"event": "card:update", "data": {"old": {"id": id}, "changes": {"title": "x"}}});
+            handler.accept(WebhookEvent::parse(body.to_string().as_bytes()).unwrap()).await.unwrap();
+        }
+        // Kaiten down for one drain: every entry fails and is kept for a retry.
+        sim.set_faults(kaiten_sim::Faults { server_error_rate: 1.0, ..kaiten_sim::Faults::default() });
+        let failed = handler.drain().await.expect("entries fail, the drain does not").failed;
+        assert_eq!(failed, changed.len() as u64 + 1, "every entry failed");
+        webhook_failures += failed;
+        sim.set_faults(api_faults(rate));
+        drain_until_empty(&handler).await;
+        for id in &changed {
+            let detail = sim.card_detail_json(*id).unwrap();
+            assert_eq!(
+                stored(&*store, EntityKind::Cards, *id).await.raw,
+                detail,
+                "card {id} as GET /cards/{id} serves it"
+            );
+        }
+        assert!(stored(&*store, EntityKind::Cards, deleted).await.deleted_at.is_some(), "a 404 marks the card deleted");
+
+        // Changed again, the incremental run stores them in the listing's shape: all exact.
+        for id in &changed {
+            sim.update_card(*id, json!({"title": format!("listed {id} under {rate} faults")}));
+        }
+        let report = engine.sync_incremental().await.unwrap_or_else(|e| panic!("incremental at {rate}: {}", chain(&e)));
+        retries += report.run.retries;
+        assert_mirror_is_the_simulator(&sim, &*store, &[], &[]).await;
+        assert_no_run_running(&*store).await;
+    }
+    assert!(retries > 0, "faults were injected and retried");
+    assert!(webhook_failures > 0, "webhook fetches failed and were retried by the inbox");
+    let runs = store.recent_runs(1000).await.unwrap();
+    assert!(runs.iter().all(|r| r.status != RunStatus::Running));
+    assert!(runs.iter().filter(|r| r.kind != RunKind::Webhook).all(|r| r.status == RunStatus::Succeeded));
+}
+
 /// Generates one `#[tokio::test]` per end-to-end scenario. `$make` is an async fn returning
 /// `(Arc<dyn Store>, guard)`: a fresh, migrated, empty store and whatever keeps it alive. With
 /// `engine_conformance_tests!(optional make)`, `$make` returns `Option<(Arc<dyn Store>, guard)>`
@@ -1326,6 +1480,7 @@ macro_rules! engine_conformance_tests {
             a_card_listing_ignoring_offset_is_walked_by_updated,
             a_card_listing_ignoring_paging_fails_and_deletes_nothing,
             a_sweep_beyond_the_delete_share_is_checked_by_id,
+            api_faults_leave_the_mirror_exact,
         );
     };
     (@tests [required $make:path]; $($name:ident),* $(,)?) => {
