@@ -2,7 +2,8 @@
 //!
 //! One file holds the whole mirror: a table per entity kind with typed columns (ids, titles,
 //! parents, timestamps as RFC 3339 text) plus the raw JSON, `card_tags`, `card_members`, `sync_metadata`,
-//! `sync_logs`, `sync_lock` and `webhook_inbox`. The database runs in WAL mode, so readers (a BI tool, the
+//! `sync_logs`, `sync_lock`, `webhook_inbox` and `sweep_marks` (which unchanged rows a full listing saw,
+//! so that they are not rewritten to say so). The database runs in WAL mode, so readers (a BI tool, the
 //! `sqlite3` shell) never block the sync and the sync never blocks them.
 //!
 //! ```

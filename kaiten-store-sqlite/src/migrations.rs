@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "0002_users_role.sql", sql: include_str!("../migrations/0002_users_role.sql") },
     Migration { version: 3, name: "0003_card_members.sql", sql: include_str!("../migrations/0003_card_members.sql") },
     Migration { version: 4, name: "0004_webhook_inbox.sql", sql: include_str!("../migrations/0004_webhook_inbox.sql") },
+    Migration { version: 5, name: "0005_sweep_marks.sql", sql: include_str!("../migrations/0005_sweep_marks.sql") },
 ];
 
 /// The highest schema version this crate knows.

@@ -202,6 +202,9 @@ pub(crate) fn apply_page(conn: &mut Connection, page: PreparedPage) -> Result<Pa
     }
 
     if let (Some(sweep), false) = (page.sweep, to_mark_seen.is_empty()) {
+        // A side table rather than `seen_sweep` on the row: rewriting a whole unchanged record to
+        // move one integer made a full re-sync write about twice the database.
+        tx.prepare_cached(&sql.prune_marks).and_then(|mut s| s.execute([sweep])).map_err(db_err)?;
         tx.prepare_cached(&sql.mark_seen)
             .and_then(|mut s| s.execute(params![id_list(to_mark_seen), sweep]))
             .map_err(db_err)?;

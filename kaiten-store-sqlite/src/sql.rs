@@ -22,8 +22,10 @@ pub(crate) struct TableSql {
     /// What `apply_page` needs of the stored rows of a page (`?1` = JSON array of ids):
     /// id, updated, version (or NULL), raw, deleted flag, seen_sweep.
     pub existing: String,
-    /// Marks rows seen by a sweep: `?1` sweep, `?2` JSON array of ids.
+    /// Marks unchanged rows seen by a sweep in `sweep_marks`: `?1` JSON array of ids, `?2` sweep.
     pub mark_seen: String,
+    /// Drops the kind's marks of sweeps older than `?1`.
+    pub prune_marks: String,
     /// One row for `get`: the typed columns, raw, synced_at, deleted_at (`?1` id).
     pub get: String,
     /// Live rows a sweep did not see (`?1` sweep).
@@ -88,9 +90,17 @@ fn build(t: &TableDef) -> TableSql {
         "SELECT id, \"updated\", {version}, raw, deleted_at IS NOT NULL, seen_sweep FROM {table} WHERE id IN {IDS}"
     );
     let old_values = format!("SELECT id, {} FROM {table} WHERE id IN {IDS}", names.join(", "));
-    let mark_seen = format!("UPDATE {table} SET seen_sweep = ?2 WHERE id IN {IDS}");
+    // Unchanged rows are marked in `sweep_marks` (migration 5), not rewritten; marks of the kind's
+    // older sweeps go first (a no-op range once they are gone).
+    let kind_name = t.name.replace('\'', "''");
+    let prune_marks = format!("DELETE FROM sweep_marks WHERE kind = '{kind_name}' AND sweep < ?1");
+    let mark_seen =
+        format!("INSERT INTO sweep_marks (kind, sweep, id) SELECT '{kind_name}', ?2, value FROM json_each(?1)");
     let get = format!("SELECT {}, raw, synced_at, deleted_at FROM {table} WHERE id = ?1", names.join(", "));
-    let unseen_base = format!("SELECT id FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS NOT ?2");
+    let unseen_base = format!(
+        "SELECT id FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS NOT ?2 \
+         AND id NOT IN (SELECT id FROM sweep_marks WHERE kind = '{kind_name}' AND sweep = ?2)"
+    );
     let unseen_all = format!("{unseen_base} ORDER BY id");
     let unseen_scoped = t.scope_column.map(|c| format!("{unseen_base} AND {} IN {IDS} ORDER BY id", q(c)));
     let mark_deleted = format!("UPDATE {table} SET deleted_at = ?2 WHERE deleted_at IS NULL AND id IN {IDS}");
@@ -106,6 +116,7 @@ fn build(t: &TableDef) -> TableSql {
         old_values,
         existing,
         mark_seen,
+        prune_marks,
         get,
         unseen_all,
         unseen_scoped,
