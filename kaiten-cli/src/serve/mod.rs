@@ -429,7 +429,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     println!("kaiten-sync serve on http://{addr} ({})", args.db.describe());
     println!("  webhooks:   POST http://{addr}{WEBHOOK_PATH}/<{ENV_WEBHOOK_SECRET}>");
-    println!("              (in Kaiten: space settings → webhooks → https://your-host{WEBHOOK_PATH}/<secret>)");
+    println!(
+        "              (`kaiten-sync webhooks install --url https://your-host` registers it on every space; \
+         state at {ADMIN_PATH}/webhooks)"
+    );
     println!(
         "  admin page: http://{addr}{ADMIN_PATH} ({})",
         if protected { "requires KAITEN_ADMIN_TOKEN" } else { "this machine only" }

@@ -175,3 +175,117 @@ pub async fn webhook_runs_are_interrupted_and_old_runs_pruned(store: &dyn Store)
     assert_eq!(store.prune_runs(at(10_000), 1).await.unwrap(), 1);
     assert_eq!(store.recent_runs(10).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[3]]);
 }
+
+/// Runs one scripted sequence of inbox operations (pushes with repeats, parents and revivals,
+/// claims, finishes with re-deliveries, failures, give-ups and duplicate results, operator
+/// retries) on `store` and on the reference [`MemoryStore`], and asserts that every answer and
+/// the whole inbox after every step are the same (ids aside: a store numbers entries its own way,
+/// in the same order).
+pub async fn same_as_the_memory_store(store: &dyn Store, seed: u64) {
+    use crate::inbox::InboxEntry;
+    use crate::MemoryStore;
+
+    let memory = MemoryStore::new();
+    let stores: [&dyn Store; 2] = [store, &memory];
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (rng >> 33) % n
+    };
+    let key = |e: &InboxEntry| (e.kind, e.entity_id);
+    let strip = |mut e: InboxEntry| {
+        e.id = 0;
+        e
+    };
+    // What each store's workers hold: (worker, entries as claimed).
+    let mut held: [Vec<InboxEntry>; 2] = [Vec::new(), Vec::new()];
+    // How much of the contract the script met: claimed, removed, released, failed, retried.
+    let mut met = [0u64; 5];
+    for step in 0..400i64 {
+        let now = at(step);
+        match next(10) {
+            0..=3 => {
+                let notes: Vec<Notification> = (0..1 + next(3))
+                    .map(|_| Notification {
+                        kind: if next(5) == 0 { EntityKind::Boards } else { EntityKind::Cards },
+                        entity_id: 1 + next(12) as i64,
+                        parent_id: (next(3) == 0).then(|| next(4) as i64),
+                        event: format!("event:{}", next(4)),
+                    })
+                    .collect();
+                let due = at(step + next(3) as i64);
+                for s in stores {
+                    s.inbox_push(&notes, now, due).await.unwrap();
+                }
+            }
+            4..=5 => {
+                let (n, lease) = (next(5) as usize, at(step + 1 + next(20) as i64));
+                let mut answers = Vec::new();
+                for (i, s) in stores.iter().enumerate() {
+                    let claimed = s.inbox_claim("w", n, now, lease).await.unwrap();
+                    held[i].extend(claimed.iter().cloned());
+                    answers.push(claimed.into_iter().map(strip).collect::<Vec<_>>());
+                }
+                assert_eq!(answers[0], answers[1], "step {step}: claim {n}");
+                met[0] += answers[0].len() as u64;
+            }
+            6..=8 => {
+                // Finish some held entries (the same entities in both stores), sometimes one twice.
+                let picks: Vec<usize> = (0..1 + next(3)).map(|_| next(1000) as usize).collect();
+                let outcomes: Vec<u64> = (0..picks.len()).map(|_| next(4)).collect();
+                let mut removed = Vec::new();
+                for (i, s) in stores.iter().enumerate() {
+                    if held[i].is_empty() {
+                        removed.push(None);
+                        continue;
+                    }
+                    let results: Vec<InboxResult> = picks
+                        .iter()
+                        .zip(&outcomes)
+                        .map(|(p, o)| {
+                            let e = &held[i][p % held[i].len()];
+                            match o {
+                                0 | 1 => InboxResult::Done { id: e.id, seq: e.seq, again_at: at(step + 2) },
+                                2 => InboxResult::Failed {
+                                    id: e.id,
+                                    error: format!("e{step}"),
+                                    retry_at: Some(at(step + 5)),
+                                },
+                                _ => InboxResult::Failed { id: e.id, error: format!("gave up {step}"), retry_at: None },
+                            }
+                        })
+                        .collect();
+                    removed.push(Some(s.inbox_finish(&results, now).await.unwrap()));
+                }
+                assert_eq!(removed[0], removed[1], "step {step}: finish");
+                met[1] += removed[0].unwrap_or(0);
+                for h in &mut held {
+                    let keys: Vec<_> = picks.iter().filter(|_| !h.is_empty()).map(|p| key(&h[p % h.len()])).collect();
+                    h.retain(|e| !keys.contains(&key(e)));
+                }
+            }
+            _ => {
+                let all = next(2) == 0;
+                let mut counts = Vec::new();
+                for s in stores {
+                    let failed = s.inbox_entries(true, 100).await.unwrap();
+                    let ids: Vec<i64> = failed.iter().filter(|e| e.entity_id % 2 == 0).map(|e| e.id).collect();
+                    let ids = (!all).then_some(ids);
+                    counts.push(s.inbox_retry_failed(ids.as_deref(), at(step + 1)).await.unwrap());
+                }
+                assert_eq!(counts[0], counts[1], "step {step}: retry failed");
+                met[4] += counts[0];
+            }
+        }
+        let mut states = Vec::new();
+        for s in stores {
+            let entries: Vec<InboxEntry> = s.inbox_entries(false, 1000).await.unwrap().into_iter().map(strip).collect();
+            states.push((entries, s.inbox_stats().await.unwrap()));
+        }
+        assert_eq!(states[0], states[1], "step {step}: the inbox differs from the memory store's");
+        let entries = &states[0].0;
+        met[2] += entries.iter().filter(|e| e.claimed_by.is_none() && e.seq > 1 && e.attempts == 0).count() as u64;
+        met[3] += states[0].1.failed as u64;
+    }
+    assert!(met.iter().all(|n| *n > 0), "seed {seed} left a part of the contract untried: {met:?}");
+}
