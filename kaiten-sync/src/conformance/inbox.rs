@@ -178,7 +178,7 @@ pub async fn webhook_runs_are_interrupted_and_old_runs_pruned(store: &dyn Store)
 
 /// Runs one scripted sequence of inbox operations (pushes with repeats, parents and revivals,
 /// claims, finishes with re-deliveries, failures, give-ups and duplicate results, operator
-/// retries) on `store` and on the reference [`MemoryStore`], and asserts that every answer and
+/// retries) on `store` and on the reference [`MemoryStore`](crate::MemoryStore), and asserts that every answer and
 /// the whole inbox after every step are the same (ids aside: a store numbers entries its own way,
 /// in the same order).
 pub async fn same_as_the_memory_store(store: &dyn Store, seed: u64) {
