@@ -7,15 +7,17 @@
 //! Needs `chromium` (`/usr/bin/chromium`, or `CHROMIUM=/path`): skipped with a note when it is
 //! missing, except in CI (`CI` set), where it is a failure.
 
+mod common;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kaiten_sim::{SimConfig, Simulator};
+use common::{wait_until, Kaiten, Serve};
+use kaiten_sim::SimConfig;
 use kaiten_store_sqlite::SqliteStore;
 use kaiten_sync::{EntityKind, Store};
-use serde_json::Value;
 
 const SECRET: &str = "browser-e2e-secret-0123456789";
 
@@ -71,76 +73,6 @@ async fn chromium_run(browser: &Path, url: &str, budget_ms: u32, screenshot: Opt
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Serve {
-    _child: tokio::process::Child,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Serve {
-    async fn start(dir: &Path, env: &[(&str, &str)]) -> Serve {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"));
-        cmd.current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env.iter().copied())
-            .args(["serve", "--listen", &listen, "--no-schedule"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let child = cmd.spawn().expect("serve starts");
-        let base = format!("http://{listen}");
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap();
-        let serve = Serve { _child: child, base, http };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(serve.http.get(format!("{}/healthz", serve.base)).send().await, Ok(r) if r.status() == 200) {
-            assert!(Instant::now() < deadline, "serve did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        serve
-    }
-
-    /// Posts a form as the page's browser does (same origin, url-encoded).
-    async fn submit(&self, action: &str, fields: &[(&str, &str)]) -> reqwest::StatusCode {
-        let body = fields
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.replace(',', "%2C").replace(' ', "+")))
-            .collect::<Vec<_>>()
-            .join("&");
-        self.http
-            .post(format!("{}{action}", self.base))
-            .header("origin", &self.base)
-            .header("sec-fetch-site", "same-origin")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .expect("form posted")
-            .status()
-    }
-
-    async fn status(&self) -> Value {
-        self.http.get(format!("{}/admin/sync/status.json", self.base)).send().await.unwrap().json().await.unwrap()
-    }
-
-    async fn wait_idle(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let status = self.status().await;
-            if status["schedule"]["running"].is_null() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the run did not finish: {status}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 /// The value of `attr="..."` on the element with `id="{id}"` in a DOM dump.
 fn attr_of(dom: &str, id: &str, attr: &str) -> Option<String> {
     let start = dom.find(&format!("id=\"{id}\""))?;
@@ -166,20 +98,10 @@ async fn admin_pages_in_headless_chromium() {
         return;
     };
     let shots = screenshots_dir();
-    let sim = Simulator::start(SimConfig { cards: 1_000, ..SimConfig::small() }).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("mirror.db");
-    let db_url = format!("sqlite://{}", db.display());
-    let (url, token) = (sim.base_url(), sim.token());
-    let env = [
-        ("KAITEN_API_URL", url.as_str()),
-        ("KAITEN_API_TOKEN", token.as_str()),
-        ("KAITEN_RATE_LIMIT", "0"),
-        ("DATABASE_URL", db_url.as_str()),
-        ("KAITEN_WEBHOOK_SECRET", SECRET),
-    ];
-    let serve = Serve::start(dir.path(), &env).await;
-    let admin = format!("{}/admin/sync", serve.base);
+    let kaiten = Kaiten::start(SimConfig { cards: 1_000, ..SimConfig::small() }).await;
+    let sim = &kaiten.sim;
+    let serve = Serve::start(kaiten.path(), &kaiten.env(&[("KAITEN_WEBHOOK_SECRET", SECRET)])).await;
+    let admin = serve.url("/admin/sync");
 
     // The quick actions' selective sync: spaces and boards first, then one that fails (a board
     // Kaiten does not have), so the history has an error to show in full.
@@ -207,11 +129,10 @@ async fn admin_pages_in_headless_chromium() {
     // A slow full sync: the page's script redraws the progress while it runs.
     sim.set_latency(Duration::from_millis(300));
     assert_eq!(serve.submit("/admin/sync/full", &[]).await, 303);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while serve.status().await["progress"]["kinds_done"].as_u64().unwrap_or(0) < 2 {
-        assert!(Instant::now() < deadline, "the full run made no progress");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("the full run to make progress", || async {
+        serve.status().await["progress"]["kinds_done"].as_u64().unwrap_or(0) >= 2
+    })
+    .await;
     let dom = chromium_run(&browser, &admin, 3_000, None).await;
     let polls: u32 = attr_of(&dom, "progress", "data-polls").and_then(|p| p.parse().ok()).unwrap_or(0);
     assert!(polls >= 1, "the script polled status.json and redrew the progress: {dom}");
@@ -231,16 +152,13 @@ async fn admin_pages_in_headless_chromium() {
     let card = sim.create_card(board, "Fetched from the admin page");
     let id = card["id"].as_i64().unwrap();
     assert_eq!(serve.submit("/admin/sync/refetch", &[("cards", &id.to_string())]).await, 303);
-    let store = SqliteStore::open(&db).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.get(EntityKind::Cards, id).await.unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the card was not refetched");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let store = SqliteStore::open(&kaiten.db).unwrap();
+    wait_until("the card to be refetched", || async { store.get(EntityKind::Cards, id).await.unwrap().is_some() })
+        .await;
     // A cross-site post of the same form is refused.
     let refused = serve
         .http
-        .post(format!("{}/admin/sync/refetch", serve.base))
+        .post(serve.url("/admin/sync/refetch"))
         .header("origin", "http://evil.example")
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("cards={id}"))
@@ -255,7 +173,7 @@ async fn admin_pages_in_headless_chromium() {
     chromium_run(&browser, &admin, 2_000, Some(&shots.join("admin-sync.png"))).await;
 
     // The history, filtered, and a run's own page.
-    let runs_url = format!("{}/admin/sync/runs", serve.base);
+    let runs_url = serve.url("/admin/sync/runs");
     let dom = chromium_run(&browser, &runs_url, 500, None).await;
     assert!(dom.contains("<svg id=\"chart\"") && dom.contains("records changed"), "{dom}");
     chromium_run(&browser, &runs_url, 500, Some(&shots.join("runs.png"))).await;
@@ -289,23 +207,14 @@ async fn webhooks_page_in_headless_chromium() {
         return;
     };
     let shots = screenshots_dir();
-    let sim = Simulator::start(SimConfig { spaces: 3, ..SimConfig::small() }).await.unwrap();
+    let kaiten = Kaiten::start(SimConfig { spaces: 3, ..SimConfig::small() }).await;
+    let sim = &kaiten.sim;
     let spaces = sim.space_ids();
     sim.set_external_webhook_denial(spaces[1], Some(kaiten_sim::WebhookDenial::NotInPlan));
     sim.set_external_webhook_denial(spaces[2], Some(kaiten_sim::WebhookDenial::NotAdmin));
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite://{}", dir.path().join("mirror.db").display());
-    let (url, token) = (sim.base_url(), sim.token());
-    let env = [
-        ("KAITEN_API_URL", url.as_str()),
-        ("KAITEN_API_TOKEN", token.as_str()),
-        ("KAITEN_RATE_LIMIT", "0"),
-        ("DATABASE_URL", db_url.as_str()),
-        ("KAITEN_WEBHOOK_SECRET", SECRET),
-        ("KAITEN_PUBLIC_URL", "https://sync.example.com"),
-    ];
-    let serve = Serve::start(dir.path(), &env).await;
-    let page = format!("{}/admin/sync/webhooks", serve.base);
+    let env = kaiten.env(&[("KAITEN_WEBHOOK_SECRET", SECRET), ("KAITEN_PUBLIC_URL", "https://sync.example.com")]);
+    let serve = Serve::start(kaiten.path(), &env).await;
+    let page = serve.url("/admin/sync/webhooks");
 
     let dom = chromium_run(&browser, &page, 500, None).await;
     let row =
@@ -323,6 +232,6 @@ async fn webhooks_page_in_headless_chromium() {
     assert!(dom.contains("3 space(s): 1 installed, 1 not in plan, 1 no permission"), "{dom}");
     chromium_run(&browser, &page, 500, Some(&shots.join("webhooks-installed.png"))).await;
     // The main page links to it.
-    let dom = chromium_run(&browser, &format!("{}/admin/sync", serve.base), 500, None).await;
+    let dom = chromium_run(&browser, &serve.url("/admin/sync"), 500, None).await;
     assert!(dom.contains("href=\"/admin/sync/webhooks\""), "{dom}");
 }

@@ -1,58 +1,18 @@
 //! The `kaiten-sync` binary end to end: configuration, errors a person understands, sync, status.
 
-use std::path::Path;
+mod common;
+
 use std::process::Output;
 use std::time::Duration;
 
-use kaiten_sim::{SimConfig, Simulator};
+use common::{
+    assert_fails_with, command, run as kaiten_sync, send_signal, skip_postgres, stderr, stdout, test_database_url,
+    Kaiten,
+};
+use kaiten_sim::SimConfig;
 use kaiten_store_sqlite::SqliteStore;
 use kaiten_sync::{LockAttempt, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Runs the binary in `dir` with only the given environment (plus PATH), never the caller's `.env`.
-async fn kaiten_sync(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"));
-    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().await.expect("the binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Whether the developer opted out of the PostgreSQL tests with `KAITEN_SKIP_POSTGRES` (refused in
-/// CI); if so, says that the running test is skipped where `cargo test` shows it (straight to
-/// stderr: the harness hides an `eprintln!` of a passing test). Without the opt-out a PostgreSQL
-/// test fails when the server is unreachable.
-fn skip_postgres() -> bool {
-    use std::io::Write;
-    let opted_out = std::env::var("KAITEN_SKIP_POSTGRES")
-        .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false" | "no" | "off"));
-    if !opted_out {
-        return false;
-    }
-    assert!(std::env::var_os("CI").is_none(), "KAITEN_SKIP_POSTGRES is set, but so is CI: CI never skips");
-    let current = std::thread::current();
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "SKIPPED {}: KAITEN_SKIP_POSTGRES is set; unset it to run the PostgreSQL tests",
-        current.name().unwrap_or("a test")
-    );
-    true
-}
-
-fn assert_fails_with(out: &Output, needle: &str) {
-    assert!(!out.status.success(), "expected failure; stdout: {}", stdout(out));
-    let err = stderr(out);
-    assert!(err.contains(needle), "stderr should mention {needle:?}:\n{err}");
-}
 
 /// A server answering every request with one canned HTTP response.
 async fn canned_server(status: &str, content_type: &str, body: &str) -> String {
@@ -105,16 +65,16 @@ async fn unreachable_kaiten_is_reported() {
 
 #[tokio::test]
 async fn a_rejected_token_says_so() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
     let url = sim.base_url();
     let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "wrong-token"), ("KAITEN_RATE_LIMIT", "0")];
-    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "full"]).await;
     assert_fails_with(&out, "401");
     assert_fails_with(&out, "check KAITEN_API_TOKEN");
     assert!(!stderr(&out).contains("wrong-token"));
     // The failed run is in the run log.
-    let out = kaiten_sync(dir.path(), &[], &["status", "--json"]).await;
+    let out = kaiten_sync(dir, &[], &["status", "--json"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["runs"][0]["status"], "failed");
@@ -148,56 +108,47 @@ async fn an_unreachable_database_is_named_without_its_password() {
 
 #[tokio::test]
 async fn a_database_locked_by_another_run_is_reported() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("kaiten.db");
-    let other = SqliteStore::open(&db).unwrap();
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let dir = kaiten.path();
+    let other = SqliteStore::open(&kaiten.db).unwrap();
     other.migrate().await.unwrap();
     assert_eq!(other.try_lock("other-process", Duration::from_secs(600)).await.unwrap(), LockAttempt::Acquired);
-    let url = sim.base_url();
-    let db_url = format!("sqlite://{}", db.display());
-    let env = [
-        ("KAITEN_API_URL", url.as_str()),
-        ("KAITEN_API_TOKEN", "sim-token"),
-        ("KAITEN_RATE_LIMIT", "0"),
-        ("DATABASE_URL", db_url.as_str()),
-    ];
-    let out = kaiten_sync(dir.path(), &env, &["sync", "incremental"]).await;
+    let env = kaiten.env(&[]);
+    let out = kaiten_sync(dir, &env, &["sync", "incremental"]).await;
     assert_fails_with(&out, "another sync is running");
     assert_fails_with(&out, "other-process");
     other.release_lock("other-process").await.unwrap();
-    let out = kaiten_sync(dir.path(), &env, &["sync", "incremental"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "incremental"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[tokio::test]
 async fn dotenv_configures_a_sync_and_status_reports_it() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
     std::fs::write(
-        dir.path().join(".env"),
+        dir.join(".env"),
         format!("KAITEN_API_URL={}\nKAITEN_API_TOKEN=wrong\nKAITEN_RATE_LIMIT=0\n", sim.base_url()),
     )
     .unwrap();
     // .env.local wins over .env.
-    std::fs::write(dir.path().join(".env.local"), "KAITEN_API_TOKEN=sim-token\nDATABASE_URL=sqlite://mirror.db\n")
-        .unwrap();
-    let out = kaiten_sync(dir.path(), &[], &["sync", "full"]).await;
+    std::fs::write(dir.join(".env.local"), "KAITEN_API_TOKEN=sim-token\nDATABASE_URL=sqlite://mirror.db\n").unwrap();
+    let out = kaiten_sync(dir, &[], &["sync", "full"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("succeeded"), "{}", stdout(&out));
-    assert!(dir.path().join("mirror.db").exists());
+    assert!(kaiten.db.exists());
 
     sim.create_card(sim.board_ids()[0], "new");
-    let out = kaiten_sync(dir.path(), &[], &["sync", "--only", "cards"]).await;
+    let out = kaiten_sync(dir, &[], &["sync", "--only", "cards"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = kaiten_sync(dir.path(), &[], &["status", "--json"]).await;
+    let out = kaiten_sync(dir, &[], &["status", "--json"]).await;
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let cards = status["tables"].as_array().unwrap().iter().find(|t| t["table"] == "cards").unwrap();
     assert_eq!(cards["live"].as_u64().unwrap() as usize, sim.card_ids().len());
     assert_eq!(status["runs"][0]["kind"], "selective");
     assert_eq!(status["runs"][0]["stats"]["cards"]["inserted"], 1);
     assert_eq!(status["runs"][1]["kind"], "full");
-    let out = kaiten_sync(dir.path(), &[], &["status"]).await;
+    let out = kaiten_sync(dir, &[], &["status"]).await;
     assert!(stdout(&out).contains("card_tags"), "{}", stdout(&out));
 }
 
@@ -226,59 +177,47 @@ async fn the_quick_demo_runs() {
 /// non-zero exit, and nothing stored (no placeholder board, no lanes).
 #[tokio::test]
 async fn an_unknown_board_or_space_is_an_error_and_stores_nothing() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("kaiten.db");
-    let url = sim.base_url();
-    let db_url = format!("sqlite://{}", db.display());
-    let env = [
-        ("KAITEN_API_URL", url.as_str()),
-        ("KAITEN_API_TOKEN", "sim-token"),
-        ("KAITEN_RATE_LIMIT", "0"),
-        ("DATABASE_URL", db_url.as_str()),
-    ];
-    let out = kaiten_sync(dir.path(), &env, &["sync", "--only", "lanes", "--board", "424242", "--full"]).await;
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
+    let env = kaiten.env(&[]);
+    let out = kaiten_sync(dir, &env, &["sync", "--only", "lanes", "--board", "424242", "--full"]).await;
     assert_fails_with(&out, "Kaiten has no board 424242");
     let board = sim.board_ids()[0].to_string();
-    let out = kaiten_sync(dir.path(), &env, &["sync", "--only", "cards", "--board", &board, "--board", "7"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "--only", "cards", "--board", &board, "--board", "7"]).await;
     assert_fails_with(&out, "Kaiten has no board 7");
-    let out = kaiten_sync(dir.path(), &env, &["sync", "full", "--space", "5", "--space", "6"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "full", "--space", "5", "--space", "6"]).await;
     assert_fails_with(&out, "Kaiten has no spaces 5,6");
-    let store = SqliteStore::open(&db).unwrap();
+    let store = SqliteStore::open(&kaiten.db).unwrap();
     for table in store.counts().await.unwrap() {
         assert_eq!((table.live, table.deleted), (0, 0), "{} holds nothing", table.table);
     }
     // A known board works.
-    let out = kaiten_sync(dir.path(), &env, &["sync", "--only", "lanes", "--board", &board, "--full"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "--only", "lanes", "--board", &board, "--full"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// `status` says when deletions were last reconciled: never before a full sync, then its time.
 #[tokio::test]
 async fn status_shows_when_deletions_were_last_reconciled() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = sim.base_url();
-    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "sim-token"), ("KAITEN_RATE_LIMIT", "0")];
-    let out = kaiten_sync(
-        dir.path(),
-        &env,
-        &["sync", "--only", "cards", "--board", &sim.board_ids()[0].to_string(), "--full"],
-    )
-    .await;
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
+    let env = kaiten.api_env();
+    let out =
+        kaiten_sync(dir, &env, &["sync", "--only", "cards", "--board", &sim.board_ids()[0].to_string(), "--full"])
+            .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = kaiten_sync(dir.path(), &env, &["status"]).await;
+    let out = kaiten_sync(dir, &env, &["status"]).await;
     assert!(
         stdout(&out).contains("deleted cards last reconciled: never"),
         "a board's full sync is not all cards: {}",
         stdout(&out)
     );
-    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "full"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = kaiten_sync(dir.path(), &env, &["status"]).await;
+    let out = kaiten_sync(dir, &env, &["status"]).await;
     assert!(stdout(&out).contains("deleted cards last reconciled: 2"), "{}", stdout(&out));
     assert!(stdout(&out).contains("webhook inbox: 0 pending, 0 failed"), "{}", stdout(&out));
-    let out = kaiten_sync(dir.path(), &env, &["status", "--json"]).await;
+    let out = kaiten_sync(dir, &env, &["status", "--json"]).await;
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let cards = status["entities"].as_array().unwrap().iter().find(|e| e["kind"] == "cards").unwrap();
     assert_eq!(status["deletions_reconciled_at"], cards["last_full_sync_at"]);
@@ -290,16 +229,10 @@ async fn status_shows_when_deletions_were_last_reconciled() {
 /// changed; without it, the incremental run stores none.
 #[tokio::test]
 async fn members_flag_stores_the_members_of_changed_cards() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (url, token) = (sim.base_url(), sim.token());
-    let env = [
-        ("KAITEN_API_URL", url.as_str()),
-        ("KAITEN_API_TOKEN", token.as_str()),
-        ("KAITEN_RATE_LIMIT", "0"),
-        ("DATABASE_URL", "sqlite://mirror.db"),
-    ];
-    let out = kaiten_sync(dir.path(), &env, &["sync", "full", "--members"]).await;
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
+    let env = kaiten.env(&[]);
+    let out = kaiten_sync(dir, &env, &["sync", "full", "--members"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let served = |id: i64| {
         let mut members: Vec<(i64, i64)> = sim.card_detail_json(id).unwrap()["members"]
@@ -312,18 +245,18 @@ async fn members_flag_stores_the_members_of_changed_cards() {
         members
     };
     let stored = |id: i64| {
-        let path = dir.path().join("mirror.db");
+        let path = kaiten.db.clone();
         async move { SqliteStore::open(&path).unwrap().card_members(id).await.unwrap() }
     };
     let board = sim.board_ids()[0];
 
     let plain = sim.create_card(board, "without members")["id"].as_i64().unwrap();
-    let out = kaiten_sync(dir.path(), &env, &["sync", "incremental"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "incremental"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stored(plain).await.is_empty(), "off by default");
 
     let flagged = sim.create_card(board, "with --members")["id"].as_i64().unwrap();
-    let out = kaiten_sync(dir.path(), &env, &["sync", "incremental", "--members"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "incremental", "--members"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stored(flagged).await, served(flagged));
     assert!(!served(flagged).is_empty());
@@ -331,7 +264,7 @@ async fn members_flag_stores_the_members_of_changed_cards() {
     let by_env = sim.create_card(board, "with KAITEN_CARD_MEMBERS")["id"].as_i64().unwrap();
     let mut with_env = env.to_vec();
     with_env.push(("KAITEN_CARD_MEMBERS", "1"));
-    let out = kaiten_sync(dir.path(), &with_env, &["sync", "incremental"]).await;
+    let out = kaiten_sync(dir, &with_env, &["sync", "incremental"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stored(by_env).await, served(by_env));
     assert!(stored(plain).await.is_empty(), "an unchanged card is not fetched");
@@ -375,8 +308,7 @@ async fn migrate_names_the_database_without_its_password() {
     if skip_postgres() {
         return;
     }
-    let url = std::env::var("KAITEN_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = test_database_url();
     let url_with_password = format!("{url}{}password=Secret123", if url.contains('?') { '&' } else { '?' });
     let schema = format!("kaiten_test_cli_redact_{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
@@ -463,25 +395,16 @@ async fn settings_that_make_no_sense_are_refused_naming_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_killed_with_kill_9_does_not_block_the_next_one() {
     use std::os::unix::process::ExitStatusExt;
-    let sim = Simulator::start(SimConfig { cards: 1000, ..SimConfig::small() }).await.unwrap();
-    sim.set_latency(Duration::from_millis(50));
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("mirror.db");
-    let db_url = format!("sqlite://{}", db.display());
-    let (url, token) = (sim.base_url(), sim.token());
-    let env = [
-        ("KAITEN_API_URL", url.as_str()),
-        ("KAITEN_API_TOKEN", token.as_str()),
-        ("KAITEN_RATE_LIMIT", "0"),
-        ("DATABASE_URL", db_url.as_str()),
-    ];
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"));
-    cmd.current_dir(dir.path()).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd.args(["sync", "full"]).envs(env).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let kaiten = Kaiten::start(SimConfig { cards: 1000, ..SimConfig::small() }).await;
+    kaiten.sim.set_latency(Duration::from_millis(50));
+    let (dir, db) = (kaiten.path(), &kaiten.db);
+    let env = kaiten.env(&[]);
+    let mut cmd = command(dir, &env, &["sync", "full"]);
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     let mut child = cmd.kill_on_drop(true).spawn().expect("sync starts");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let running = match SqliteStore::open(&db) {
+        let running = match SqliteStore::open(db) {
             Ok(store) => store
                 .recent_runs(1)
                 .await
@@ -495,13 +418,12 @@ async fn a_sync_killed_with_kill_9_does_not_block_the_next_one() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = child.id().expect("still running").to_string();
-    assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    send_signal(&child, "KILL");
     let status = child.wait().await.unwrap();
     assert_eq!(status.signal(), Some(9), "killed mid-run, not finished: {status:?}");
     // The next run, started at once: no "another sync is running", no waiting.
     let started = std::time::Instant::now();
-    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "full"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("another sync is running"), "{}", stderr(&out));
     assert!(
@@ -516,27 +438,26 @@ async fn a_sync_killed_with_kill_9_does_not_block_the_next_one() {
 /// is marked deleted; `--card` with a listing option is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_card_refetches_just_those_cards() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = sim.base_url();
-    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "sim-token"), ("KAITEN_RATE_LIMIT", "0")];
-    let out = kaiten_sync(dir.path(), &env, &["sync", "full"]).await;
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
+    let env = kaiten.api_env();
+    let out = kaiten_sync(dir, &env, &["sync", "full"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let new = sim.create_card(sim.board_ids()[0], "Asked for by id")["id"].as_i64().unwrap();
     let gone = sim.card_ids()[0];
     sim.delete_card(gone);
     sim.reset_request_log();
     let ids = format!("{new},{gone}");
-    let out = kaiten_sync(dir.path(), &env, &["sync", "--card", &ids]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "--card", &ids]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("refetched 2 card(s): 2 applied, 0 failed; 2 request(s)"), "{}", stdout(&out));
-    let store = SqliteStore::open(dir.path().join("kaiten.db")).unwrap();
+    let store = SqliteStore::open(dir.join("kaiten.db")).unwrap();
     let row = store.get(kaiten_sync::EntityKind::Cards, new).await.unwrap().expect("the new card is stored");
     assert_eq!(row.raw["title"], "Asked for by id");
     let deleted = store.get(kaiten_sync::EntityKind::Cards, gone).await.unwrap().unwrap();
     assert!(deleted.deleted_at.is_some(), "a card Kaiten answers 404 for is marked deleted");
     assert_eq!(sim.request_log().len(), 2, "one request per card: {:?}", sim.request_log());
-    let out = kaiten_sync(dir.path(), &env, &["sync", "--card", "5", "--full"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "--card", "5", "--full"]).await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--card") && stderr(&out).contains("--full"), "{}", stderr(&out));
 }
@@ -547,10 +468,9 @@ async fn sync_card_refetches_just_those_cards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_never_appears_in_trace_logs() {
     const TOKEN: &str = "tok-3c9f1e-never-printed-7d2a";
-    let sim = Simulator::start(SimConfig { token: TOKEN.to_owned(), ..SimConfig::small() }).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = sim.base_url();
-    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", TOKEN), ("KAITEN_RATE_LIMIT", "0")];
+    let kaiten = Kaiten::start(SimConfig { token: TOKEN.to_owned(), ..SimConfig::small() }).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
+    let env = kaiten.api_env();
     let runs: [&[&str]; 3] = [
         &["-vvv", "sync", "full"],
         &["-vvv", "--log-format", "json", "sync", "incremental"],
@@ -561,7 +481,7 @@ async fn the_token_never_appears_in_trace_logs() {
             // Faults: the retries log the failed attempts too.
             sim.set_faults(kaiten_sim::Faults { server_error_rate: 0.2, ..kaiten_sim::Faults::default() });
         }
-        let out = kaiten_sync(dir.path(), &env, args).await;
+        let out = kaiten_sync(dir, &env, args).await;
         let (out_text, err_text) = (stdout(&out), stderr(&out));
         assert!(out.status.success(), "{args:?}: {err_text}");
         assert!(err_text.lines().count() > 50, "{args:?}: trace logging is on: {err_text}");
@@ -577,20 +497,19 @@ async fn the_token_never_appears_in_trace_logs() {
 /// anything else is refused, naming the setting, before anything runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_delete_share_is_a_share_or_a_percentage() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = sim.base_url();
-    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "sim-token"), ("KAITEN_RATE_LIMIT", "0")];
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
+    let env = kaiten.api_env();
     for bad in ["2", "-0.1", "150%", "lots"] {
         let flag = format!("--max-delete-share={bad}");
-        let out = kaiten_sync(dir.path(), &env, &["sync", "full", &flag]).await;
+        let out = kaiten_sync(dir, &env, &["sync", "full", &flag]).await;
         assert_fails_with(&out, "--max-delete-share");
         assert_fails_with(&out, "a share from 0 to 1");
     }
     assert_eq!(sim.request_count(), 0, "nothing ran");
-    let out = kaiten_sync(dir.path(), &env, &["sync", "full", "--max-delete-share", "25%"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "full", "--max-delete-share", "25%"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let with_env: Vec<(&str, &str)> = env.iter().copied().chain([("KAITEN_MAX_DELETE_SHARE", "0.5")]).collect();
-    let out = kaiten_sync(dir.path(), &with_env, &["sync", "full"]).await;
+    let out = kaiten_sync(dir, &with_env, &["sync", "full"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -6,30 +6,24 @@
 //! fewer requests than a run from scratch, and all of them together list fewer card pages than
 //! two runs from scratch would. On SQLite, and on Postgres (a throwaway schema, dropped at the end).
 
+mod common;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{command, pg_store, send_signal, skip_postgres, test_database_url, DropSchemas};
 use kaiten_sim::{SimConfig, Simulator};
 use kaiten_store_sqlite::SqliteStore;
-use kaiten_sync::conformance::engine::{assert_mirror_is_the_simulator, assert_no_run_running};
 use kaiten_sync::{RunStatus, Store};
+use kaiten_sync_testkit::engine::{assert_mirror_is_the_simulator, assert_no_run_running};
 
 const KILLS: usize = 10;
 
 fn sync_full(dir: &Path, env: &[(&str, &str)]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"));
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["sync", "full"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = command(dir, env, &["sync", "full"]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
     cmd
 }
 
@@ -103,8 +97,7 @@ async fn killed_ten_times_then_resumed(make: impl AsyncFnOnce(&Path) -> Target) 
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::time::sleep(extra).await;
-        let pid = child.id().expect("running").to_string();
-        assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        send_signal(&child, "KILL");
         let status = child.wait().await.unwrap();
         assert!(!status.success(), "trial {trial}: killed");
         killed += 1;
@@ -165,58 +158,17 @@ async fn sync_killed_at_ten_random_points_resumes_and_ends_exact_on_sqlite() {
     .await;
 }
 
-/// Drops the test's schemas when the test ends, however it ends.
-struct DropSchemas(String, Vec<String>);
-
-impl Drop for DropSchemas {
-    fn drop(&mut self) {
-        let (url, schemas) = (self.0.clone(), self.1.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                use sqlx::Connection;
-                let Ok(mut conn) = sqlx::PgConnection::connect(&url).await else { return };
-                for schema in schemas {
-                    let _ =
-                        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&mut conn).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_killed_at_ten_random_points_resumes_and_ends_exact_on_postgres() {
-    use kaiten_store_postgres::{PgStore, PgStoreOptions};
-    if std::env::var("KAITEN_SKIP_POSTGRES")
-        .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false" | "no" | "off"))
-    {
-        use std::io::Write;
-        assert!(std::env::var_os("CI").is_none(), "KAITEN_SKIP_POSTGRES is set, but so is CI: CI never skips");
-        // Straight to stderr, where `cargo test` shows it (an `eprintln!` of a passing test is hidden).
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "SKIPPED sync_killed_at_ten_random_points_resumes_and_ends_exact_on_postgres: KAITEN_SKIP_POSTGRES is \
-             set; unset it to run the PostgreSQL tests"
-        );
+    if skip_postgres() {
         return;
     }
-    let url = std::env::var("KAITEN_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = test_database_url();
     let name = format!("kaiten_test_kill_{}", std::process::id());
     let (schema, fresh) = (name.clone(), format!("{name}_fresh"));
     let _drop = DropSchemas(url.clone(), vec![schema.clone(), fresh.clone()]);
     killed_ten_times_then_resumed(async |_: &Path| {
-        let mut options = PgStoreOptions::new(url.clone());
-        options.schema = schema.clone();
-        let store = PgStore::connect_with(options).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL at {} is unreachable ({e}): start it, set KAITEN_TEST_DATABASE_URL, or set \
-                 KAITEN_SKIP_POSTGRES=1 to skip the PostgreSQL tests",
-                kaiten_client::redact_url(&url)
-            )
-        });
+        let store = pg_store(&url, &schema).await;
         store.migrate().await.unwrap();
         Target {
             env: vec![("DATABASE_URL", url.clone()), ("KAITEN_DB_SCHEMA", schema.clone())],

@@ -1,23 +1,14 @@
 //! `--log-format json` (`KAITEN_LOG_FORMAT=json`): every line on stderr is a JSON object, and the
 //! lines of a run (a sync, a webhook batch) carry its run id.
 
-use std::path::Path;
-use std::process::{Output, Stdio};
+mod common;
+
 use std::time::Duration;
 
-use kaiten_sim::{SimConfig, Simulator};
+use common::{run as kaiten_sync, Kaiten, Serve};
+use kaiten_sim::SimConfig;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// Runs the binary in `dir` with only the given environment (plus PATH).
-async fn kaiten_sync(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"));
-    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().await.expect("the binary runs")
-}
 
 /// Every line of `stderr`, parsed; fails on a line that is not a JSON object.
 fn json_lines(stderr: &[u8]) -> Vec<Value> {
@@ -44,11 +35,11 @@ fn message(line: &Value) -> &str {
 
 #[tokio::test]
 async fn json_logs_are_one_object_a_line_with_the_run_id_on_every_line_of_a_run() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
     let (url, token) = (sim.base_url(), sim.token());
-    let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", token.as_str()), ("KAITEN_RATE_LIMIT", "0")];
-    let out = kaiten_sync(dir.path(), &env, &["--log-format", "json", "-v", "sync", "full"]).await;
+    let env = kaiten.api_env();
+    let out = kaiten_sync(dir, &env, &["--log-format", "json", "-v", "sync", "full"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines = json_lines(&out.stderr);
     let first = lines.iter().position(|l| run_id(l).is_some()).expect("lines of the run carry its id");
@@ -66,7 +57,7 @@ async fn json_logs_are_one_object_a_line_with_the_run_id_on_every_line_of_a_run(
 
     // The environment variable does the same, and the error that ends a command is a JSON line too.
     let env = [("KAITEN_API_URL", url.as_str()), ("KAITEN_API_TOKEN", "wrong-token"), ("KAITEN_LOG_FORMAT", "json")];
-    let out = kaiten_sync(dir.path(), &env, &["sync", "incremental"]).await;
+    let out = kaiten_sync(dir, &env, &["sync", "incremental"]).await;
     assert!(!out.status.success());
     let lines = json_lines(&out.stderr);
     let last = lines.last().expect("the error");
@@ -75,7 +66,7 @@ async fn json_logs_are_one_object_a_line_with_the_run_id_on_every_line_of_a_run(
     assert!(!String::from_utf8_lossy(&out.stderr).contains("wrong-token"));
 
     // An unknown format is refused with the choices.
-    let out = kaiten_sync(dir.path(), &[], &["--log-format", "yaml", "status"]).await;
+    let out = kaiten_sync(dir, &[], &["--log-format", "yaml", "status"]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("text") && err.contains("json"), "{err}");
@@ -83,45 +74,19 @@ async fn json_logs_are_one_object_a_line_with_the_run_id_on_every_line_of_a_run(
 
 #[tokio::test]
 async fn webhook_batches_log_their_run_id_in_json() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let sim = &kaiten.sim;
     let secret = "logs-test-secret-0123456789";
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KAITEN_API_URL", sim.base_url())
-        .env("KAITEN_API_TOKEN", sim.token())
-        .env("KAITEN_RATE_LIMIT", "0")
-        .env("KAITEN_WEBHOOK_SECRET", secret)
-        .env("KAITEN_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .args(["serve", "--listen", &listen, "--no-schedule"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut api = kaiten.api_env();
+    api.extend([("KAITEN_WEBHOOK_SECRET", secret), ("KAITEN_LOG_FORMAT", "json"), ("RUST_LOG", "info")]);
+    let mut serve = Serve::start_piped(kaiten.path(), &api).await;
+    let mut stderr = BufReader::new(serve.child.stderr.take().unwrap()).lines();
 
     let card = sim.create_card(sim.board_ids()[0], "Logged");
     let body = serde_json::json!({"event": "card:add", "data": card}).to_string();
-    let http = reqwest::Client::new();
-    let url = format!("http://{listen}/api/webhooks/kaiten/{secret}");
-    let mut delivered = false;
-    for _ in 0..100 {
-        match http.post(&url).body(body.clone()).send().await {
-            Ok(response) => {
-                assert!(response.status().is_success(), "{}", response.status());
-                delivered = true;
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    assert!(delivered, "serve answered");
+    let url = serve.url(&format!("/api/webhooks/kaiten/{secret}"));
+    let response = serve.http.post(&url).body(body).send().await.expect("serve answered");
+    assert!(response.status().is_success(), "{}", response.status());
 
     let mut seen = Vec::new();
     let applied = tokio::time::timeout(Duration::from_secs(30), async {
@@ -142,6 +107,6 @@ async fn webhook_batches_log_their_run_id_in_json() {
     assert_eq!(line["spans"][0]["name"], "webhook", "{line}");
     assert_eq!(line["spans"][0]["run_id"], id, "{line}");
     assert!(seen.iter().all(|l| !l.to_string().contains(secret)), "the secret is never logged");
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    let _ = serve.child.start_kill();
+    let _ = serve.child.wait().await;
 }

@@ -1,6 +1,8 @@
 //! `kaiten-sync status` shows a run still running in another process kind by kind, from what the
 //! engine persists after each entity kind (`RunRecord::stats` through `Store::update_run`).
 
+mod common;
+
 use kaiten_store_sqlite::SqliteStore;
 use kaiten_sync::{EntityKind, EntityStats, RunKind, RunRecord, Store};
 
@@ -23,15 +25,8 @@ async fn status_prints_the_per_kind_counts_of_a_running_run() {
     run.api_requests = 9;
     store.update_run(&run).await.unwrap();
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-        .arg("status")
-        .output()
-        .await
-        .unwrap();
+    let db_url = format!("sqlite://{}", db.display());
+    let out = common::run(dir.path(), &[("DATABASE_URL", &db_url)], &["status"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&format!("run #{} (full) running for", run.id)), "{stdout}");

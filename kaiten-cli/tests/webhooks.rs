@@ -1,44 +1,26 @@
 //! `kaiten-sync webhooks status|install|uninstall` as a process against the simulator, then a
 //! change in an installed space delivered by the simulator to a running `serve` and applied.
 
-use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use kaiten_sim::{SimConfig, Simulator, WebhookDenial};
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use common::{free_port, wait_until, Kaiten, Serve};
+use kaiten_sim::{SimConfig, WebhookDenial};
 use kaiten_store_sqlite::SqliteStore;
 use kaiten_sync::{EntityKind, Store};
 use serde_json::json;
 
 const SECRET: &str = "hooks-e2e-secret-0123456789";
 
-fn command(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaiten-sync"));
-    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
+/// Runs the binary; checks the secret is in neither of its outputs.
 async fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (Output, String, String) {
-    let out = command(dir, env, args).output().await.expect("the binary runs");
-    let (stdout, stderr) =
-        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let out = common::run(dir, env, args).await;
+    let (stdout, stderr) = (common::stdout(&out), common::stderr(&out));
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "the secret is never printed:\n{stdout}\n{stderr}");
     (out, stdout, stderr)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The line of a space in the `webhooks` table.
@@ -51,25 +33,16 @@ fn line_of(stdout: &str, space: i64) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_reports_plan_and_role_refusals_and_serve_receives_the_installed_space() {
-    let sim = Simulator::start(SimConfig { spaces: 3, ..SimConfig::small() }).await.unwrap();
+    let kaiten = Kaiten::start(SimConfig { spaces: 3, ..SimConfig::small() }).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
     let spaces = sim.space_ids();
     sim.set_external_webhook_denial(spaces[1], Some(WebhookDenial::NotInPlan));
     sim.set_external_webhook_denial(spaces[2], Some(WebhookDenial::NotAdmin));
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("mirror.db");
-    let db_url = format!("sqlite://{}", db.display());
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
-    let (api, token) = (sim.base_url(), sim.token());
-    let env = [
-        ("KAITEN_API_URL", api.as_str()),
-        ("KAITEN_API_TOKEN", token.as_str()),
-        ("KAITEN_RATE_LIMIT", "0"),
-        ("DATABASE_URL", db_url.as_str()),
-        ("KAITEN_WEBHOOK_SECRET", SECRET),
-    ];
+    let env = kaiten.env(&[("KAITEN_WEBHOOK_SECRET", SECRET)]);
 
-    let (out, stdout, stderr) = run(dir.path(), &env, &["webhooks", "status", "--url", &public]).await;
+    let (out, stdout, stderr) = run(dir, &env, &["webhooks", "status", "--url", &public]).await;
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(line_of(&stdout, spaces[0]).contains("no webhook"), "{stdout}");
     assert!(line_of(&stdout, spaces[1]).contains("not in plan (402)"), "{stdout}");
@@ -77,7 +50,7 @@ async fn install_reports_plan_and_role_refusals_and_serve_receives_the_installed
     assert!(stdout.contains(&format!("webhook URL: {public}/api/webhooks/kaiten/••••")), "{stdout}");
 
     // Install: the refused spaces are reported, not failures; exit 0.
-    let (out, stdout, stderr) = run(dir.path(), &env, &["webhooks", "install", "--url", &public]).await;
+    let (out, stdout, stderr) = run(dir, &env, &["webhooks", "install", "--url", &public]).await;
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(line_of(&stdout, spaces[0]).contains("installed here, enabled (created)"), "{stdout}");
     assert!(line_of(&stdout, spaces[1]).contains("not in plan (402)"), "{stdout}");
@@ -89,41 +62,31 @@ async fn install_reports_plan_and_role_refusals_and_serve_receives_the_installed
     assert_eq!(hooks[0]["url"], format!("{public}/api/webhooks/kaiten/{SECRET}"));
 
     // Status shows it; installing again changes nothing.
-    let (out, stdout, _) = run(dir.path(), &env, &["webhooks", "status", "--url", &public]).await;
+    let (out, stdout, _) = run(dir, &env, &["webhooks", "status", "--url", &public]).await;
     assert!(out.status.success());
     assert!(line_of(&stdout, spaces[0]).contains("installed here, enabled"), "{stdout}");
-    let (out, stdout, _) = run(dir.path(), &env, &["webhooks", "install", "--url", &public]).await;
+    let (out, stdout, _) = run(dir, &env, &["webhooks", "install", "--url", &public]).await;
     assert!(out.status.success() && !stdout.contains("(created)"), "{stdout}");
     assert_eq!(sim.external_webhooks_json(), hooks);
 
     // Seen from another public URL, the webhook points elsewhere; install repoints it.
     let other = format!("http://localhost:{port}");
-    let (_, stdout, _) = run(dir.path(), &env, &["webhooks", "status", "--url", &other]).await;
+    let (_, stdout, _) = run(dir, &env, &["webhooks", "status", "--url", &other]).await;
     assert!(
         line_of(&stdout, spaces[0]).contains(&format!("points elsewhere: {public}/api/webhooks/kaiten/••••")),
         "{stdout}"
     );
 
     // A mirror, then `serve` where the webhook points: a card change in the installed space arrives.
-    let (out, _, stderr) = run(dir.path(), &env, &["sync", "full"]).await;
+    let (out, _, stderr) = run(dir, &env, &["sync", "full"]).await;
     assert!(out.status.success(), "{stderr}");
     let listen = format!("127.0.0.1:{port}");
-    let _serve = command(dir.path(), &env, &["serve", "--listen", &listen, "--no-schedule", "--public-url", &public])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    wait_until("/healthz", || async {
-        matches!(http.get(format!("{public}/healthz")).send().await, Ok(r) if r.status() == 200)
-    })
-    .await;
+    let serve = Serve::start_on(dir, &env, &listen, &["--public-url", &public], false).await;
     let board = sim.boards_json().iter().find(|b| b["space_id"] == spaces[0]).unwrap()["id"].as_i64().unwrap();
     let card = sim.card_ids().into_iter().find(|id| sim.card_json(*id).unwrap()["board_id"] == board).unwrap();
     sim.update_card(card, json!({"title": "Delivered through the installed webhook"}));
     assert!(sim.flush_webhooks(Duration::from_secs(10)).await);
-    let store = SqliteStore::open(&db).unwrap();
+    let store = SqliteStore::open(&kaiten.db).unwrap();
     wait_until("the change applied", || async {
         store
             .get(EntityKind::Cards, card)
@@ -134,13 +97,13 @@ async fn install_reports_plan_and_role_refusals_and_serve_receives_the_installed
     .await;
 
     // serve's webhooks page shows the same states.
-    let html = http.get(format!("{public}/admin/sync/webhooks")).send().await.unwrap().text().await.unwrap();
+    let html = serve.http.get(format!("{public}/admin/sync/webhooks")).send().await.unwrap().text().await.unwrap();
     assert!(html.contains(&format!("data-space=\"{}\" data-state=\"installed\"", spaces[0])), "{html}");
     assert!(html.contains(&format!("data-space=\"{}\" data-state=\"not in plan\"", spaces[1])), "{html}");
     assert!(html.contains("Install on every space") && !html.contains(SECRET), "{html}");
 
     // Uninstall disables it (Kaiten has no DELETE).
-    let (out, stdout, _) = run(dir.path(), &env, &["webhooks", "uninstall", "--url", &public]).await;
+    let (out, stdout, _) = run(dir, &env, &["webhooks", "uninstall", "--url", &public]).await;
     assert!(out.status.success(), "{stdout}");
     assert!(line_of(&stdout, spaces[0]).contains("points here, disabled (disabled)"), "{stdout}");
     assert_eq!(sim.external_webhooks_json()[0]["enabled"], false);
@@ -148,24 +111,23 @@ async fn install_reports_plan_and_role_refusals_and_serve_receives_the_installed
 
 #[tokio::test]
 async fn webhooks_refuse_plain_http_a_missing_secret_and_report_failures() {
-    let sim = Simulator::start(SimConfig::small()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (api, token) = (sim.base_url(), sim.token());
-    let base = [("KAITEN_API_URL", api.as_str()), ("KAITEN_API_TOKEN", token.as_str()), ("KAITEN_RATE_LIMIT", "0")];
-    let (out, _, stderr) = run(dir.path(), &base, &["webhooks", "install", "--url", "https://sync.example.com"]).await;
+    let kaiten = Kaiten::start(SimConfig::small()).await;
+    let (sim, dir) = (&kaiten.sim, kaiten.path());
+    let base = kaiten.api_env();
+    let (out, _, stderr) = run(dir, &base, &["webhooks", "install", "--url", "https://sync.example.com"]).await;
     assert!(!out.status.success());
     assert!(stderr.contains("KAITEN_WEBHOOK_SECRET is not set"), "{stderr}");
 
     let mut env = base.to_vec();
     env.push(("KAITEN_WEBHOOK_SECRET", SECRET));
-    let (out, _, stderr) = run(dir.path(), &env, &["webhooks", "install", "--url", "http://sync.example.com"]).await;
+    let (out, _, stderr) = run(dir, &env, &["webhooks", "install", "--url", "http://sync.example.com"]).await;
     assert!(!out.status.success());
     assert!(stderr.contains("must be https"), "{stderr}");
     assert!(sim.external_webhooks_json().is_empty());
 
     // Kaiten failing for another reason is a failure: exit non-zero.
     sim.set_faults(kaiten_sim::Faults { server_error_rate: 1.0, ..Default::default() });
-    let (out, _, stderr) = run(dir.path(), &env, &["webhooks", "status", "--url", "https://sync.example.com"]).await;
+    let (out, _, stderr) = run(dir, &env, &["webhooks", "status", "--url", "https://sync.example.com"]).await;
     assert!(!out.status.success());
     assert!(stderr.contains("cannot list the spaces"), "{stderr}");
 }

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kaiten_store_postgres::{PgStore, PgStoreOptions};
-use kaiten_sync::conformance::fixtures::{self, board, column, lane, space};
 use kaiten_sync::{Batch, EntityKind, InboxResult, Notification, Page, Store};
+use kaiten_sync_testkit::fixtures::{self, board, column, lane, space};
 use sqlx::{Connection, Executor, PgConnection};
 
 const TASKS: u64 = 16;

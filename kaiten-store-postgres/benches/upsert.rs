@@ -16,8 +16,8 @@
 use std::time::{Duration, Instant};
 
 use kaiten_store_postgres::{PgStore, PgStoreOptions};
-use kaiten_sync::conformance::fixtures::{self, board, column, lane, space};
 use kaiten_sync::{Batch, EntityKind, Page, PageOutcome, Store};
+use kaiten_sync_testkit::fixtures::{self, board, column, lane, space};
 use sqlx::{Connection, Executor, PgConnection};
 
 const PAGE: i64 = 100;

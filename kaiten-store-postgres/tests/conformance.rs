@@ -13,7 +13,7 @@ async fn make_store() -> Option<TestStore> {
     TestStore::new(|o| o.foreign_keys = false).await
 }
 
-kaiten_sync::store_conformance_tests!(optional make_store);
+kaiten_sync_testkit::store_conformance_tests!(optional make_store);
 
 mod table_lock {
     //! The lock behaviours again with `LockMode::Table`.
@@ -23,13 +23,13 @@ mod table_lock {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lock_excludes_other_holders() {
         let Some(store) = TestStore::new(|o| o.lock_mode = LockMode::Table).await else { return };
-        kaiten_sync::conformance::lock_excludes_other_holders(&*store).await;
+        kaiten_sync_testkit::store::lock_excludes_other_holders(&*store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migrate_is_idempotent() {
         let Some(store) = TestStore::new(|o| o.lock_mode = LockMode::Table).await else { return };
-        kaiten_sync::conformance::migrate_is_idempotent(&*store).await;
+        kaiten_sync_testkit::store::migrate_is_idempotent(&*store).await;
     }
 }
 
@@ -40,7 +40,7 @@ mod foreign_keys {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_column_round_trips_by_name() {
         let Some(store) = TestStore::new(|_| {}).await else { return };
-        kaiten_sync::conformance::every_column_round_trips_by_name(&*store).await;
+        kaiten_sync_testkit::store::every_column_round_trips_by_name(&*store).await;
     }
 }
 
@@ -54,11 +54,11 @@ mod engine {
         Some(TestStore::new(|_| {}).await?.shared())
     }
 
-    kaiten_sync::engine_conformance_tests!(optional make_shared_store);
+    kaiten_sync_testkit::engine_conformance_tests!(optional make_shared_store);
 
     mod webhook {
         //! Webhook deliveries applied to this store.
         use super::make_shared_store;
-        kaiten_sync::webhook_conformance_tests!(optional make_shared_store);
+        kaiten_sync_testkit::webhook_conformance_tests!(optional make_shared_store);
     }
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use common::{server, SchemaGuard};
 use kaiten_sim::{SimConfig, Simulator};
 use kaiten_store_postgres::PgStore;
-use kaiten_sync::conformance::engine::{assert_mirror_is_the_simulator, assert_no_run_running, sim_client};
 use kaiten_sync::error::chain;
 use kaiten_sync::{EntityKind, ProgressEvent, RunStatus, Store, SyncEngine, SyncError, SyncOptions};
+use kaiten_sync_testkit::engine::{assert_mirror_is_the_simulator, assert_no_run_running, sim_client};
 use sqlx::{Connection, PgConnection};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use kaiten_store_postgres::PgStore;
 use kaiten_sync::{EntityKind, InboxResult, Notification, Store};
 
 fn at(s: i64) -> chrono::DateTime<chrono::Utc> {
-    kaiten_sync::conformance::fixtures::epoch() + chrono::Duration::seconds(s)
+    kaiten_sync_testkit::fixtures::epoch() + chrono::Duration::seconds(s)
 }
 
 /// Two stores, as two processes would have, on one fresh schema (migrated by both).
@@ -64,7 +64,7 @@ async fn a_lease_lost_to_another_process_finishes_nothing_twice() {
 async fn every_answer_matches_the_memory_store() {
     for seed in 1..=3 {
         let Some(store) = common::pg_store().await else { return };
-        kaiten_sync::conformance::inbox::same_as_the_memory_store(&*store, seed).await;
+        kaiten_sync_testkit::inbox::same_as_the_memory_store(&*store, seed).await;
         store.close().await;
     }
 }

@@ -171,13 +171,13 @@ async fn make_shared_store() -> Option<(Arc<dyn Store>, Guard)> {
 mod engine {
     //! The end-to-end sync scenarios through the pooler.
     use super::make_shared_store;
-    kaiten_sync::engine_conformance_tests!(optional make_shared_store);
+    kaiten_sync_testkit::engine_conformance_tests!(optional make_shared_store);
 }
 
 mod webhook {
     //! Webhook deliveries through the pooler.
     use super::make_shared_store;
-    kaiten_sync::webhook_conformance_tests!(optional make_shared_store);
+    kaiten_sync_testkit::webhook_conformance_tests!(optional make_shared_store);
 }
 
 /// Many clients writing pages of two tables at once over one server connection, so that their
@@ -186,8 +186,8 @@ mod webhook {
 /// page written by the wrong statement).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pages_through_the_pooler_all_land() {
-    use kaiten_sync::conformance::fixtures::{board, epoch, space};
     use kaiten_sync::{Batch, EntityKind, Page};
+    use kaiten_sync_testkit::fixtures::{board, epoch, space};
 
     let Some((store, bouncer, _guard)) = pooled_store(12, 1).await else { return };
     let store = Arc::new(store);
@@ -231,7 +231,7 @@ mod inbox {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let Some((store, _bouncer, _guard)) = pooled_store(6, 2).await else { return };
-                kaiten_sync::conformance::$name(&store).await;
+                kaiten_sync_testkit::store::$name(&store).await;
                 store.close().await;
             }
         )*};

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use common::{pg_store, pg_store_with, server, uses_tls, with_param, DatabaseGuard, SchemaGuard};
 use kaiten_store_postgres::{migrate, LockMode, PgStore, PgStoreOptions};
-use kaiten_sync::conformance::fixtures::{board, card, card_json, cards, column, lane, space};
 use kaiten_sync::error::chain;
 use kaiten_sync::schema::{ColumnType, TABLES};
 use kaiten_sync::{Batch, EntityKind, EntityState, LockAttempt, Page, PageOutcome, Store, StoreError};
+use kaiten_sync_testkit::fixtures::{board, card, card_json, cards, column, lane, space};
 use sqlx::{Connection, Executor, PgConnection, Row};
 
 fn page(batch: Batch) -> Page {
-    Page { batch, sweep: None, state: None, synced_at: kaiten_sync::conformance::fixtures::epoch() }
+    Page { batch, sweep: None, state: None, synced_at: kaiten_sync_testkit::fixtures::epoch() }
 }
 
 /// A board with its space, column 1001 and lane 1050 (what `fixtures::cards(.., 10, ..)` points to).
@@ -36,7 +36,7 @@ async fn users_queries_work_as_written_in_the_default_schema() {
     let mut p = page(Batch::Cards(cards(1, 25, 10, 100)));
     for (i, first) in [1, 26].into_iter().enumerate() {
         p.batch = Batch::Cards(cards(first, 25, 10, 100));
-        p.synced_at = kaiten_sync::conformance::fixtures::epoch() + chrono::Duration::seconds(i as i64);
+        p.synced_at = kaiten_sync_testkit::fixtures::epoch() + chrono::Duration::seconds(i as i64);
         store.apply_page(&p).await.unwrap();
     }
 
@@ -595,7 +595,7 @@ async fn records_whose_hash_is_unknown_are_compared_by_json_and_still_swept() {
     assert_eq!(outcome, PageOutcome { inserted: 0, updated: 0, unchanged: 3 }, "same JSON: unchanged");
     assert!(store.unseen(EntityKind::Cards, 5, &kaiten_sync::Scope::All).await.unwrap().is_empty(), "all swept");
     let stored = store.get(EntityKind::Cards, 2).await.unwrap().unwrap();
-    assert_eq!(stored.synced_at, kaiten_sync::conformance::fixtures::epoch(), "not rewritten");
+    assert_eq!(stored.synced_at, kaiten_sync_testkit::fixtures::epoch(), "not rewritten");
 }
 
 #[tokio::test]
@@ -779,7 +779,7 @@ async fn pages_keep_looking_rows_up_by_key_while_the_table_grows() {
 #[tokio::test]
 async fn card_members_migration_fills_the_table_like_the_page_path() {
     let Some(store) = pg_store_with(|o| o.foreign_keys = false).await else { return };
-    let cards = kaiten_sync::conformance::fixtures::cards_with_member_shapes();
+    let cards = kaiten_sync_testkit::fixtures::cards_with_member_shapes();
     store.apply_page(&page(Batch::Cards(cards))).await.unwrap();
     let mut written = Vec::new();
     for id in 1..=6 {

@@ -9,8 +9,8 @@ mod common;
 use common::{server, SchemaGuard};
 use kaiten_sim::{SimConfig, Simulator};
 use kaiten_store_postgres::{migrate, PgStore};
-use kaiten_sync::conformance::engine::sim_client;
 use kaiten_sync::{EntityKind, RunKind, RunStatus, SqlValue, Store, SyncEngine};
+use kaiten_sync_testkit::engine::sim_client;
 use sqlx::{Connection, Executor, PgConnection};
 
 /// What version 1 of the store wrote, as its own SQL would have written it (`{s}` is the schema):

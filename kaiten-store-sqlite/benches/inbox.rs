@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kaiten_store_sqlite::SqliteStore;
-use kaiten_sync::conformance::fixtures;
 use kaiten_sync::{Batch, EntityKind, InboxResult, Notification, Page, Store};
+use kaiten_sync_testkit::fixtures;
 
 const TASKS: u64 = 16;
 const RATE: u64 = 500;

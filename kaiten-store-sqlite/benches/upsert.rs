@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use kaiten_store_sqlite::SqliteStore;
-use kaiten_sync::conformance::fixtures;
 use kaiten_sync::{Batch, Page, PageOutcome, Store};
+use kaiten_sync_testkit::fixtures;
 
 const PAGE: i64 = 100;
 

@@ -27,7 +27,7 @@ async fn make_store() -> TestStore {
     TestStore { store, _dir: dir }
 }
 
-kaiten_sync::store_conformance_tests!(make_store);
+kaiten_sync_testkit::store_conformance_tests!(make_store);
 
 /// A shared store for the engine scenarios, and the directory that keeps its file.
 async fn make_shared_store() -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -38,11 +38,11 @@ async fn make_shared_store() -> (Arc<dyn Store>, tempfile::TempDir) {
 /// The engine's end-to-end scenarios against the simulator, on SQLite.
 mod engine {
     use super::make_shared_store;
-    kaiten_sync::engine_conformance_tests!(make_shared_store);
+    kaiten_sync_testkit::engine_conformance_tests!(make_shared_store);
 
     mod webhook {
         //! Webhook deliveries applied to this store.
         use super::make_shared_store;
-        kaiten_sync::webhook_conformance_tests!(make_shared_store);
+        kaiten_sync_testkit::webhook_conformance_tests!(make_shared_store);
     }
 }

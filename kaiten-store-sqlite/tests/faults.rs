@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use kaiten_sim::{SimConfig, Simulator};
 use kaiten_store_sqlite::{SqliteOptions, SqliteStore};
-use kaiten_sync::conformance::engine::{assert_mirror_is_the_simulator, assert_no_run_running, sim_client};
 use kaiten_sync::error::chain;
 use kaiten_sync::{EntityKind, ProgressEvent, RunStatus, Store, SyncEngine, SyncOptions};
+use kaiten_sync_testkit::engine::{assert_mirror_is_the_simulator, assert_no_run_running, sim_client};
 
 /// Every stored card is one Kaiten serves, byte for byte (no row half-written), and the database
 /// file is sound.

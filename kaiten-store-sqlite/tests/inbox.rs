@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kaiten_store_sqlite::SqliteStore;
-use kaiten_sync::conformance::fixtures::epoch;
 use kaiten_sync::error::chain;
 use kaiten_sync::{EntityKind, InboxResult, Notification, Store, StoreError};
+use kaiten_sync_testkit::fixtures::epoch;
 
 fn at(s: i64) -> DateTime<Utc> {
     epoch() + chrono::Duration::seconds(s)
@@ -179,6 +179,6 @@ async fn every_answer_matches_the_memory_store() {
     for seed in 1..=6 {
         let store = SqliteStore::in_memory().unwrap();
         store.migrate().await.unwrap();
-        kaiten_sync::conformance::inbox::same_as_the_memory_store(&store, seed).await;
+        kaiten_sync_testkit::inbox::same_as_the_memory_store(&store, seed).await;
     }
 }

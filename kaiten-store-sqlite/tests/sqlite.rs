@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kaiten_store_sqlite::{latest_version, SqliteOptions, SqliteStore};
-use kaiten_sync::conformance::fixtures;
 use kaiten_sync::error::chain;
 use kaiten_sync::schema::{ColumnType, TABLES};
 use kaiten_sync::{Batch, EntityKind, EntityState, LockAttempt, Page, Scope, SqlValue, Store, StoreError};
+use kaiten_sync_testkit::fixtures;
 
 fn page(batch: Batch) -> Page {
     Page { batch, sweep: None, state: None, synced_at: fixtures::epoch() + chrono::Duration::seconds(1000) }

@@ -5,8 +5,8 @@
 
 use kaiten_sim::{SimConfig, Simulator};
 use kaiten_store_sqlite::{SqliteStore, MIGRATIONS};
-use kaiten_sync::conformance::engine::sim_client;
 use kaiten_sync::{EntityKind, RunKind, RunStatus, SqlValue, Store, SyncEngine};
+use kaiten_sync_testkit::engine::sim_client;
 
 /// What version 1 of the store wrote, as its own SQL would have written it: one row of every kind
 /// (a card with members in its raw JSON, as `GET /cards/{id}` returns them, and a card marked

@@ -104,13 +104,6 @@ impl PageRules {
         self.cap.map_or(page_size, |cap| cap.min(page_size)).max(1)
     }
 
-    /// Starts the next walk of the listing (what was learned of the route is kept).
-    pub(crate) fn start_walk(&mut self) {
-        self.probe = None;
-        self.previous = None;
-        self.pages = 0;
-    }
-
     /// Judges `cards`, the page fetched at `pos` with `asked` cards at most, in a listing whose
     /// configured page size is `page_size`.
     pub(crate) fn judge(

@@ -5,8 +5,8 @@
 //!   [`SyncEngine::sync_selection`]) syncs, one at a time per database, resumable page by page,
 //!   reporting [`ProgressEvent`]s and logging every run in `sync_logs`.
 //! - [`Store`] is what a database must do; [`MemoryStore`] is always here, `kaiten-store-sqlite`
-//!   and `kaiten-store-postgres` are the real ones. The `conformance` feature holds the suite every
-//!   store passes (`store_conformance_tests!`, `engine_conformance_tests!`, `webhook_conformance_tests!`).
+//!   and `kaiten-store-postgres` are the real ones. The `kaiten-sync-testkit` crate holds the suite
+//!   every store passes (`store_conformance_tests!`, `engine_conformance_tests!`, `webhook_conformance_tests!`).
 //! - [`webhook`] takes Kaiten webhook deliveries as notifications ([`WebhookHandler`]): recorded
 //!   durably in the store's inbox, then each entity is fetched from Kaiten and stored through the
 //!   same page path and parent handling as a sync; logged in `sync_logs` per drained batch.
@@ -42,9 +42,6 @@ pub mod progress;
 pub mod schema;
 pub mod store;
 pub mod webhook;
-
-#[cfg(feature = "conformance")]
-pub mod conformance;
 
 pub use engine::{Mode, Selection, SyncEngine, SyncOptions, SyncReport, DELETE_CHECK_SAMPLE};
 pub use error::{RefusedDeletion, SyncError};

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kaiten_sim::{Faults, SimConfig, Simulator};
-use kaiten_sync::conformance::engine::sim_client;
 use kaiten_sync::error::chain;
 use kaiten_sync::{EntityKind, MemoryStore, ProgressEvent, RunStatus, Store, SyncEngine, SyncOptions};
+use kaiten_sync_testkit::engine::sim_client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_is_resumed_and_its_stale_lock_taken_over() {
@@ -16,7 +16,9 @@ async fn a_killed_run_is_resumed_and_its_stale_lock_taken_over() {
         .unwrap();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let pages = Arc::new(Mutex::new(0u32));
-    let killed = SyncEngine::new(sim_client(&sim), store.clone()).on_progress({
+    // Pages of 50 walked one at a time: the first commit leaves cards to list.
+    let one_by_one = SyncOptions::default().with_page_size(50).with_concurrency(1);
+    let killed = SyncEngine::new(sim_client(&sim), store.clone()).with_options(one_by_one).on_progress({
         let pages = pages.clone();
         move |e| {
             if let ProgressEvent::PageDone { kind: EntityKind::Cards, .. } = e {
@@ -24,26 +26,31 @@ async fn a_killed_run_is_resumed_and_its_stale_lock_taken_over() {
             }
         }
     });
-    // "Kill" the process: drop the run as soon as two pages of cards are committed.
+    // "Kill" the process: drop the run as soon as cards are committed.
     let run = tokio::spawn(async move { killed.sync_all().await });
-    while *pages.lock().unwrap() < 2 {
+    while *pages.lock().unwrap() < 1 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     run.abort();
     let _ = run.await;
     let stored_after_kill = store.ids(EntityKind::Cards, true).await.unwrap().len();
-    assert!((150..600).contains(&stored_after_kill), "{stored_after_kill} cards stored before the kill");
+    assert!((50..600).contains(&stored_after_kill), "{stored_after_kill} cards stored before the kill");
 
     // The killed run still holds the lock: a new run refuses until it goes stale, then takes over.
     let refused = SyncEngine::new(sim_client(&sim), store.clone()).sync_all().await;
     assert!(matches!(refused, Err(kaiten_sync::SyncError::Locked { .. })), "{refused:?}");
     let options = SyncOptions::default()
+        .with_page_size(50)
         .with_lock_stale_after(Duration::from_millis(200))
         .with_lock_wait(Duration::from_secs(10));
     sim.reset_request_log();
     let report = SyncEngine::new(sim_client(&sim), store.clone()).with_options(options).sync_all().await.unwrap();
     let card_requests = sim.request_log().iter().filter(|r| r.contains("/cards?")).count();
-    assert!(card_requests <= 5, "resumed after the committed pages ({card_requests} card requests)");
+    let left = (600 - stored_after_kill).div_ceil(50);
+    assert!(
+        card_requests <= left + 3,
+        "resumed after the committed pages ({card_requests} card requests, {left} pages left)"
+    );
     assert_eq!(report.stats(EntityKind::Cards).deleted, 0);
     let mut expected = sim.card_ids();
     expected.sort_unstable();
@@ -263,4 +270,98 @@ async fn a_full_sync_requests_nothing_twice() {
         assert!(repeated.is_empty(), "round {round}: requested more than once: {repeated:#?}");
         assert_eq!(report.run.api_requests as usize, log.len(), "round {round}");
     }
+}
+
+/// Card requests in the simulator's log, and how many of them carried an `updated_before` bound (a
+/// window of a split walk).
+fn card_requests(sim: &Simulator) -> (usize, usize) {
+    let log = sim.request_log();
+    let cards: Vec<&String> = log.iter().filter(|r| r.contains("/cards?")).collect();
+    let bounded = cards.iter().filter(|r| r.contains("updated_before=")).count();
+    (cards.len(), bounded)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_card_walk_is_split_into_windows_listed_together_and_loses_nothing() {
+    let sim = Simulator::start(SimConfig { cards: 3_000, latency: Duration::from_millis(5), ..SimConfig::small() })
+        .await
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let options = SyncOptions::default().with_concurrency(4);
+    let report =
+        SyncEngine::new(sim_client(&sim), store.clone()).with_options(options.clone()).sync_all().await.unwrap();
+    let mut expected = sim.card_ids();
+    expected.sort_unstable();
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), expected);
+    let (requests, bounded) = card_requests(&sim);
+    assert!(bounded > 0, "the live walk was split into windows ({requests} card requests)");
+    // 30 full pages plus one closing page per window: splits cost a few requests, not a page each.
+    let full_pages = expected.len().div_ceil(100);
+    assert!(requests <= full_pages + 2 + 6, "{requests} card requests for {full_pages} pages");
+    assert!(report.stats(EntityKind::Cards).fetched as usize >= expected.len());
+
+    // A change in every part of the time range and a deleted card: an incremental run finds the
+    // changes, the next full sync (split again) finds the deletion and nothing else.
+    let ids = sim.card_ids();
+    for id in ids.iter().step_by(300) {
+        sim.update_card(*id, serde_json::json!({"title": format!("changed {id}")}));
+    }
+    let gone = ids[1234];
+    sim.delete_card(gone);
+    let incremental = SyncEngine::new(sim_client(&sim), store.clone()).sync_incremental().await.unwrap();
+    assert_eq!(incremental.stats(EntityKind::Cards).updated, 10);
+    sim.reset_request_log();
+    let full = SyncEngine::new(sim_client(&sim), store.clone()).with_options(options).sync_all().await.unwrap();
+    assert_eq!(full.stats(EntityKind::Cards).deleted, 1);
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap().len(), expected.len() - 1);
+    assert!(card_requests(&sim).1 > 0, "split again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_while_several_windows_are_open_resumes_each_of_them() {
+    let sim = Simulator::start(SimConfig { cards: 3_000, latency: Duration::from_millis(10), ..SimConfig::small() })
+        .await
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let killed =
+        SyncEngine::new(sim_client(&sim), store.clone()).with_options(SyncOptions::default().with_concurrency(4));
+    let run = tokio::spawn(async move { killed.sync_all().await });
+    // "Kill" the run as soon as a committed resume point names several open windows.
+    let open_windows = |resume: &str| -> usize {
+        let point: serde_json::Value = serde_json::from_str(resume).unwrap();
+        point["full"]["windows"].as_array().map_or(0, Vec::len)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let resume = loop {
+        let state = store.entity_state(EntityKind::Cards).await.unwrap();
+        if let Some(resume) = state.resume.filter(|r| open_windows(r) >= 2) {
+            break resume;
+        }
+        assert!(std::time::Instant::now() < deadline, "never saw two windows open");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    run.abort();
+    let _ = run.await;
+    // The run may have committed one more page between the check and the abort.
+    let resume = store.entity_state(EntityKind::Cards).await.unwrap().resume.unwrap_or(resume);
+    let windows = open_windows(&resume);
+    let stored_after_kill = store.ids(EntityKind::Cards, true).await.unwrap().len();
+    assert!(stored_after_kill < 3_000, "{stored_after_kill} cards stored before the kill");
+
+    let options = SyncOptions::default()
+        .with_concurrency(4)
+        .with_lock_stale_after(Duration::from_millis(200))
+        .with_lock_wait(Duration::from_secs(10));
+    sim.reset_request_log();
+    let report = SyncEngine::new(sim_client(&sim), store.clone()).with_options(options).sync_all().await.unwrap();
+    let (requests, _) = card_requests(&sim);
+    let remaining_pages = (3_000 - stored_after_kill).div_ceil(100);
+    assert!(
+        requests <= remaining_pages + windows + 6,
+        "resumed each window ({requests} card requests for {remaining_pages} pages left, {windows} windows)"
+    );
+    assert_eq!(report.stats(EntityKind::Cards).deleted, 0, "nothing missed, so nothing swept");
+    let mut expected = sim.card_ids();
+    expected.sort_unstable();
+    assert_eq!(store.ids(EntityKind::Cards, true).await.unwrap(), expected);
 }

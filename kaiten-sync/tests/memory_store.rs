@@ -12,9 +12,9 @@ async fn make_shared_store() -> (Arc<dyn Store>, ()) {
     (Arc::new(MemoryStore::new()), ())
 }
 
-kaiten_sync::store_conformance_tests!(make_store);
+kaiten_sync_testkit::store_conformance_tests!(make_store);
 
 mod engine {
     use super::make_shared_store;
-    kaiten_sync::engine_conformance_tests!(make_shared_store);
+    kaiten_sync_testkit::engine_conformance_tests!(make_shared_store);
 }

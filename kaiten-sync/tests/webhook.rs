@@ -1,11 +1,11 @@
 //! Webhook signatures and constant-time comparison; the delivery scenarios of
-//! `kaiten_sync::conformance::webhook` run here on the memory store (and in the SQLite and
+//! `kaiten_sync_testkit::webhook` run here on the memory store (and in the SQLite and
 //! Postgres stores' tests on theirs).
 
 use std::sync::Arc;
 
-use kaiten_sync::conformance::webhook::SECRET;
 use kaiten_sync::{constant_time_eq, MemoryStore, Store};
+use kaiten_sync_testkit::webhook::SECRET;
 
 #[test]
 fn constant_time_compare() {
@@ -21,4 +21,4 @@ async fn make_shared_store() -> (Arc<dyn Store>, ()) {
     (Arc::new(MemoryStore::new()), ())
 }
 
-kaiten_sync::webhook_conformance_tests!(make_shared_store);
+kaiten_sync_testkit::webhook_conformance_tests!(make_shared_store);

@@ -338,7 +338,7 @@ pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
 pub async fn claim_from_a_shared_inbox(stores: Vec<Arc<dyn Store>>, workers: usize, entries: i64) -> Vec<usize> {
     use kaiten_sync::{EntityKind, InboxResult, Notification};
 
-    let at = |s: i64| kaiten_sync::conformance::fixtures::epoch() + chrono::Duration::seconds(s);
+    let at = |s: i64| kaiten_sync_testkit::fixtures::epoch() + chrono::Duration::seconds(s);
     let notes: Vec<Notification> = (1..=entries)
         .map(|id| Notification { kind: EntityKind::Cards, entity_id: id, parent_id: None, event: "card:update".into() })
         .collect();

@@ -3,16 +3,11 @@
 //!
 //! A store's test file holds one line:
 //! ```ignore
-//! kaiten_sync::store_conformance_tests!(make_store);
+//! kaiten_sync_testkit::store_conformance_tests!(make_store);
 //! ```
 //! where `async fn make_store() -> H` returns a fresh, migrated, empty store `H` such that `&*h`
 //! is a `&S` with `S: Store` (an `Arc<S>`, a `Box<dyn Store>`, or a guard that derefs to the store
 //! and cleans up its database when dropped).
-
-pub mod engine;
-pub mod fixtures;
-pub mod inbox;
-pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,19 +16,19 @@ use chrono::{DateTime, TimeZone, Utc};
 use kaiten_client::{CardType, PropertyDefinition, Record, SelectValue, Tag, User};
 use serde_json::json;
 
-use crate::schema::{EntityKind, SqlValue};
-use crate::store::{
-    Batch, EntityState, EntityStats, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store,
-    StoreError,
-};
-use fixtures::{board, card, card_json, cards, column, epoch, lane, space};
-pub use inbox::{
+use crate::fixtures::{self, board, card, card_json, cards, column, epoch, lane, space};
+pub use crate::inbox::{
     inbox_claims_due_entries_under_a_lease, inbox_coalesces_deliveries_per_entity,
     inbox_concurrent_claims_are_disjoint, inbox_failures_back_off_then_stay_failed,
     inbox_finish_removes_unless_redelivered, webhook_runs_are_interrupted_and_old_runs_pruned,
 };
+use kaiten_sync::schema::{EntityKind, SqlValue};
+use kaiten_sync::store::{
+    Batch, EntityState, EntityStats, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store,
+    StoreError,
+};
 
-fn at(seconds: i64) -> DateTime<Utc> {
+pub(crate) fn at(seconds: i64) -> DateTime<Utc> {
     epoch() + chrono::Duration::seconds(seconds)
 }
 
@@ -49,7 +44,7 @@ fn outcome(inserted: u64, updated: u64, unchanged: u64) -> PageOutcome {
     PageOutcome { inserted, updated, unchanged }
 }
 
-fn count_of(counts: &[crate::store::TableCount], table: &str) -> (i64, i64) {
+fn count_of(counts: &[kaiten_sync::store::TableCount], table: &str) -> (i64, i64) {
     let c = counts.iter().find(|c| c.table == table).unwrap_or_else(|| panic!("counts() lacks table {table}"));
     (c.live, c.deleted)
 }
@@ -61,12 +56,12 @@ type CardLinks = (i64, Vec<i64>, Vec<(i64, i64)>);
 /// per-kind states, the run log and the webhook inbox.
 #[derive(Debug, PartialEq)]
 struct Snapshot {
-    counts: Vec<crate::store::TableCount>,
-    rows: Vec<crate::store::StoredRecord>,
+    counts: Vec<kaiten_sync::store::TableCount>,
+    rows: Vec<kaiten_sync::store::StoredRecord>,
     links: Vec<CardLinks>,
     states: Vec<EntityState>,
     runs: Vec<RunRecord>,
-    inbox: Vec<crate::inbox::InboxEntry>,
+    inbox: Vec<kaiten_sync::inbox::InboxEntry>,
 }
 
 async fn snapshot(store: &dyn Store) -> Snapshot {
@@ -135,7 +130,7 @@ pub async fn migrate_is_idempotent(store: &dyn Store) {
     run.finished_at = Some(at(1000));
     run.stats.insert(EntityKind::Cards, EntityStats { pages: 1, fetched: 3, inserted: 3, ..EntityStats::default() });
     store.update_run(&run).await.unwrap();
-    let note = crate::inbox::Notification {
+    let note = kaiten_sync::inbox::Notification {
         kind: EntityKind::Cards,
         entity_id: 2,
         parent_id: Some(10),
@@ -679,7 +674,7 @@ macro_rules! store_conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let store = $make().await;
-                $crate::conformance::$name(&*store).await;
+                $crate::store::$name(&*store).await;
             }
         )*
     };
@@ -688,7 +683,7 @@ macro_rules! store_conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let Some(store) = $make().await else { return };
-                $crate::conformance::$name(&*store).await;
+                $crate::store::$name(&*store).await;
             }
         )*
     };

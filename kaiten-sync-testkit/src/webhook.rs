@@ -11,12 +11,14 @@ use kaiten_sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::engine::{sim_client, FlakyStore};
-use crate::inbox::InboxResult;
-use crate::schema::{EntityKind, SqlValue};
-use crate::store::{now_millis, RunKind, RunRecord, RunStatus, Store, StoredRecord};
-use crate::webhook::{hmac_sha256_hex, WebhookAuth, WebhookError, WebhookHandler, WebhookOptions, WebhookOutcome};
-use crate::SyncEngine;
+use crate::engine::{sim_client, FlakyStore};
+use kaiten_sync::inbox::InboxResult;
+use kaiten_sync::schema::{EntityKind, SqlValue};
+use kaiten_sync::store::{now_millis, RunKind, RunRecord, RunStatus, Store, StoredRecord};
+use kaiten_sync::webhook::{
+    hmac_sha256_hex, WebhookAuth, WebhookError, WebhookHandler, WebhookOptions, WebhookOutcome,
+};
+use kaiten_sync::SyncEngine;
 
 /// The URL secret of the handlers these scenarios build.
 pub const SECRET: &str = "wh-secret-0123456789abcdef";
@@ -54,7 +56,7 @@ async fn deliver(handler: &WebhookHandler, body: &Value) -> Result<WebhookOutcom
     handler.handle(SECRET, None, body.to_string().as_bytes()).await
 }
 
-async fn drain(handler: &WebhookHandler) -> crate::DrainReport {
+async fn drain(handler: &WebhookHandler) -> kaiten_sync::DrainReport {
     handler.drain().await.expect("drain")
 }
 
@@ -225,15 +227,7 @@ pub async fn deliveries_for_one_card_coalesce(store: Arc<dyn Store>) {
     // With the worker running and a one-second window, a burst spread over a second costs at
     // most two fetches.
     let windowed = handler_with(&sim, &store, test_options().with_debounce(Duration::from_millis(1000)));
-    let worker = windowed.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        worker
-            .run_worker(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, task) = start_worker(&windowed);
     sim.reset_request_log();
     for i in 0..20 {
         sim.update_card(id, json!({"title": format!("Second burst {i}")}));
@@ -246,6 +240,20 @@ pub async fn deliveries_for_one_card_coalesce(store: Arc<dyn Store>) {
     let _ = stop.send(());
     task.await.unwrap();
     assert_card_is_kaitens(&sim, &store, id).await;
+}
+
+/// Runs `handler`'s worker in a task until the returned sender is used (or dropped).
+fn start_worker(handler: &WebhookHandler) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let worker = handler.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        worker
+            .run_worker(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, task)
 }
 
 async fn wait_for_empty_inbox(store: &Arc<dyn Store>, timeout: Duration) {
@@ -478,15 +486,7 @@ pub async fn acknowledged_deliveries_survive_a_dead_worker(store: Arc<dyn Store>
     let report = drain(&second).await;
     assert_eq!(report.applied, 1, "the unclaimed entry is applied at once");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let worker = second.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        worker
-            .run_worker(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, task) = start_worker(&second);
     wait_for_empty_inbox(&store, Duration::from_secs(10)).await;
     let _ = stop.send(());
     task.await.unwrap();
@@ -718,7 +718,7 @@ macro_rules! webhook_conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let (store, _guard) = $make().await;
-                $crate::conformance::webhook::$name(store).await;
+                $crate::webhook::$name(store).await;
             }
         )*
     };
@@ -727,7 +727,7 @@ macro_rules! webhook_conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let Some((store, _guard)) = $make().await else { return };
-                $crate::conformance::webhook::$name(store).await;
+                $crate::webhook::$name(store).await;
             }
         )*
     };

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use crate::inbox::{InboxResult, Notification};
-use crate::schema::EntityKind;
-use crate::store::{RunKind, RunRecord, RunStatus, Store};
+use kaiten_sync::inbox::{InboxResult, Notification};
+use kaiten_sync::schema::EntityKind;
+use kaiten_sync::store::{RunKind, RunRecord, RunStatus, Store};
 
-use super::at;
+use crate::store::at;
 
 fn note(kind: EntityKind, id: i64, event: &str) -> Notification {
     Notification { kind, entity_id: id, parent_id: None, event: event.to_owned() }
@@ -178,12 +178,12 @@ pub async fn webhook_runs_are_interrupted_and_old_runs_pruned(store: &dyn Store)
 
 /// Runs one scripted sequence of inbox operations (pushes with repeats, parents and revivals,
 /// claims, finishes with re-deliveries, failures, give-ups and duplicate results, operator
-/// retries) on `store` and on the reference [`MemoryStore`](crate::MemoryStore), and asserts that every answer and
+/// retries) on `store` and on the reference [`MemoryStore`](kaiten_sync::MemoryStore), and asserts that every answer and
 /// the whole inbox after every step are the same (ids aside: a store numbers entries its own way,
 /// in the same order).
 pub async fn same_as_the_memory_store(store: &dyn Store, seed: u64) {
-    use crate::inbox::InboxEntry;
-    use crate::MemoryStore;
+    use kaiten_sync::inbox::InboxEntry;
+    use kaiten_sync::MemoryStore;
 
     let memory = MemoryStore::new();
     let stores: [&dyn Store; 2] = [store, &memory];

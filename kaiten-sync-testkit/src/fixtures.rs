@@ -4,8 +4,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use kaiten_client::{Board, Card, Column, Lane, Record, Space};
 use serde_json::{json, Value};
 
-use crate::schema::{EntityKind, SqlValue};
-use crate::store::Batch;
+use kaiten_sync::schema::{EntityKind, SqlValue};
+use kaiten_sync::store::Batch;
 
 /// A fixed instant the fixtures count from (2025-01-01T00:00:00Z).
 pub fn epoch() -> DateTime<Utc> {
@@ -90,7 +90,7 @@ pub fn lane(id: i64, board_id: i64) -> Lane {
 }
 
 /// Cards 1 to 6 of board 10 as `GET /cards/{id}` might return them, with `members` in every shape
-/// the member parser ([`crate::store::CardMembers`]) must handle: the usual one, `user_id` or `id`
+/// the member parser ([`kaiten_sync::store::CardMembers`]) must handle: the usual one, `user_id` or `id`
 /// alone, a missing or non-integer `type`, a user listed twice, entries without a usable user, an
 /// empty list, a list that is not an array, scalars in the list, and a card of the list shape
 /// (no `members`). For checking that what a store derives elsewhere (a migration) agrees.
@@ -141,7 +141,7 @@ pub struct ProbedColumn {
 
 /// A record of one kind whose fields all hold different values, with the value each typed column
 /// must hold, by name. Written here by hand, apart from the declarations in
-/// [`crate::schema`], so that a value declared under the wrong column fails the tests that use
+/// [`kaiten_sync::schema`], so that a value declared under the wrong column fails the tests that use
 /// it. Boolean columns can only be told apart by records in which one of them differs from the
 /// others: see [`column_probes`].
 #[derive(Debug, Clone, PartialEq)]
