@@ -65,9 +65,16 @@ impl RateLimiter {
 
     /// Waits until this caller may send one request. Slots are reserved in call order, so concurrent
     /// callers are spaced `interval` apart and never exceed the rate.
-    pub(crate) async fn acquire(&self) {
-        if let Some(at) = self.reserve(Instant::now()) {
-            tokio::time::sleep_until(at).await;
+    ///
+    /// Returns the instant the request starts (for [`RateLimiter::window_used_up`]).
+    pub(crate) async fn acquire(&self) -> Instant {
+        let now = Instant::now();
+        match self.reserve(now) {
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                at
+            }
+            None => now,
         }
     }
 
@@ -91,20 +98,25 @@ impl RateLimiter {
         (at > now).then_some(at)
     }
 
-    /// The server said its window is used up (`X-RateLimit-Remaining: 0`), allowing `limit` requests
-    /// a window (`X-RateLimit-Limit`, if sent), and that it resets at `reset`. When this client's own
-    /// last `limit` starts all lie within one window, the window is full of them: hold until the
-    /// oldest leaves it (plus the margin), never later than `reset`. Otherwise (others share the
+    /// The server said its window is used up (`X-RateLimit-Remaining: 0`) in its answer to the
+    /// request that started at `sent`, allowing `limit` requests a window (`X-RateLimit-Limit`, if
+    /// sent), and that it resets at `reset`. When this client's own last `limit` starts up to `sent`
+    /// all lie within one window, the window the server counted was full of them: hold until the
+    /// oldest leaves it (plus the margin; no hold if it left already, which an answer arriving
+    /// after a long latency often finds), never later than `reset`. Otherwise (others share the
     /// token, or the limit is unknown) hold until `reset`.
-    pub(crate) fn window_used_up(&self, limit: Option<usize>, reset: Instant) {
-        let now = Instant::now();
+    ///
+    /// Starts are counted up to `sent`, not up to the answer: with several requests in flight,
+    /// those started after `sent` were not in the window the server counted.
+    pub(crate) fn window_used_up(&self, limit: Option<usize>, reset: Instant, sent: Instant) {
         let own = {
             let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let later = state.starts.iter().rev().take_while(|&&start| start > sent).count();
             limit
                 .filter(|limit| *limit <= HISTORY)
-                .and_then(|limit| state.start_back(limit))
+                .and_then(|limit| state.start_back(limit + later))
+                .filter(|&oldest| sent.saturating_duration_since(oldest) < SERVER_WINDOW)
                 .map(|oldest| oldest + SERVER_WINDOW + WINDOW_MARGIN)
-                .filter(|&free| free > now)
         };
         self.hold_until(own.map_or(reset, |free| free.min(reset)));
     }
@@ -175,11 +187,12 @@ mod tests {
     async fn a_window_full_of_own_requests_holds_only_until_the_oldest_leaves() {
         let limiter = RateLimiter::new(Some(Duration::from_millis(200)));
         let start = Instant::now();
+        let mut sent = start;
         for _ in 0..5 {
-            limiter.acquire().await;
+            sent = limiter.acquire().await;
         }
         // The server's reset is a whole second later than the window frees.
-        limiter.window_used_up(Some(5), start + Duration::from_secs(3));
+        limiter.window_used_up(Some(5), start + Duration::from_secs(3), sent);
         limiter.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_secs(1) + WINDOW_MARGIN);
     }
@@ -188,13 +201,13 @@ mod tests {
     async fn a_window_full_of_others_requests_holds_until_the_reset() {
         let limiter = RateLimiter::new(Some(Duration::from_millis(200)));
         let start = Instant::now();
-        limiter.acquire().await;
+        let sent = limiter.acquire().await;
         // One start of ours, a limit of 5: the other 4 are someone else's.
-        limiter.window_used_up(Some(5), start + Duration::from_secs(2));
+        limiter.window_used_up(Some(5), start + Duration::from_secs(2), sent);
         limiter.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         // The limit unknown: the reset too.
-        limiter.window_used_up(None, start + Duration::from_secs(4));
+        limiter.window_used_up(None, start + Duration::from_secs(4), sent);
         limiter.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_secs(4));
     }
@@ -207,5 +220,24 @@ mod tests {
         let later = now + Duration::from_secs(10);
         assert_eq!(limiter.reserve(later), None);
         assert_eq!(limiter.reserve(later), Some(later + Duration::from_millis(200)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_counts_only_the_starts_before_its_request() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(Some(Duration::from_millis(200))));
+        let start = Instant::now();
+        // Five requests 200 ms apart; the fifth (sent at 800 ms) is answered "window used up" after
+        // 300 ms of latency, when three more have started (1.0, 1.2 and 1.4 s).
+        let mut starts = Vec::new();
+        for _ in 0..8 {
+            starts.push(limiter.acquire().await);
+        }
+        let fifth = starts[4];
+        assert_eq!(fifth - start, Duration::from_millis(800));
+        limiter.window_used_up(Some(5), start + Duration::from_secs(3), fifth);
+        // The server counted the starts at 0..800 ms: free at 1 s (+ margin), long past the reset
+        // of 3 s; the next slot (1.6 s) is not delayed.
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(1600));
     }
 }

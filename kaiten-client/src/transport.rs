@@ -166,7 +166,7 @@ impl Inner {
             self.semaphore.acquire().await.map_err(|_| {
                 Failure::Fatal(Error::InvalidConfig("the client's request semaphore was closed".into()))
             })?;
-        self.limiter.acquire().await;
+        let sent = self.limiter.acquire().await;
         self.requests.fetch_add(1, Ordering::Relaxed);
         if attempt > 1 {
             self.retries.fetch_add(1, Ordering::Relaxed);
@@ -180,12 +180,12 @@ impl Inner {
             duration_ms = Empty
         );
         let started = std::time::Instant::now();
-        let outcome = self.send(request, attempt).instrument(span.clone()).await;
+        let outcome = self.send(request, attempt, sent).instrument(span.clone()).await;
         span.record("duration_ms", millis(started.elapsed()));
         outcome
     }
 
-    async fn send(&self, request: &Request<'_>, attempt: u32) -> Result<JsonBody, Failure> {
+    async fn send(&self, request: &Request<'_>, attempt: u32, sent: tokio::time::Instant) -> Result<JsonBody, Failure> {
         let route = request.route;
         let method = match request.method {
             Method::Get => reqwest::Method::GET,
@@ -209,7 +209,7 @@ impl Inner {
         }
         let headers = response.headers().clone();
         let now = SystemTime::now();
-        self.observe_rate_limit(&headers, now);
+        self.observe_rate_limit(&headers, now, sent);
         let body = response.bytes().await.map_err(|err| self.transport_failure(route, err, attempt))?;
         let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         if status.is_success() {
@@ -242,11 +242,11 @@ impl Inner {
     /// `X-RateLimit-Remaining: 0` holds every request until `X-RateLimit-Reset`.
     /// When the window is full of this client's own requests, only until the oldest leaves it (see
     /// [`RateLimiter::window_used_up`]).
-    fn observe_rate_limit(&self, headers: &HeaderMap, now: SystemTime) {
+    fn observe_rate_limit(&self, headers: &HeaderMap, now: SystemTime, sent: tokio::time::Instant) {
         if rate_limit_exhausted(headers) {
             let wait = rate_limit_reset(headers, now).unwrap_or(DEFAULT_HOLD).min(self.retry.max_total_wait);
             tracing::debug!(wait_ms = millis(wait), "Kaiten's rate-limit window is used up: holding requests");
-            self.limiter.window_used_up(rate_limit_limit(headers), tokio::time::Instant::now() + wait);
+            self.limiter.window_used_up(rate_limit_limit(headers), tokio::time::Instant::now() + wait, sent);
         }
     }
 

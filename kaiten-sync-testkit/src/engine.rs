@@ -439,18 +439,26 @@ pub async fn selective_sync_touches_only_the_selection(store: Arc<dyn Store>) {
     assert!(stored(&*store, EntityKind::Cards, other_board_card.unwrap()).await.deleted_at.is_none());
 }
 
-/// A store that fails every `apply_page` of cards after a number of successful ones.
+/// A store that fails (or never finishes) every `apply_page` of cards after a number of
+/// successful ones.
 #[derive(Debug)]
 pub struct FlakyStore {
     inner: Arc<dyn Store>,
     card_pages_left: AtomicUsize,
     inbox_fails: std::sync::atomic::AtomicBool,
+    hang: bool,
 }
 
 impl FlakyStore {
     /// Wraps `inner`; card pages after the first `pages` fail.
     pub fn new(inner: Arc<dyn Store>, pages: usize) -> Self {
-        Self { inner, card_pages_left: AtomicUsize::new(pages), inbox_fails: Default::default() }
+        Self { inner, card_pages_left: AtomicUsize::new(pages), inbox_fails: Default::default(), hang: false }
+    }
+
+    /// Wraps `inner`; writing a card page after the first `pages` never finishes (a process stuck
+    /// there until it is killed: what a test aborting the run at that point needs to be exact).
+    pub fn hanging(inner: Arc<dyn Store>, pages: usize) -> Self {
+        Self { hang: true, ..Self::new(inner, pages) }
     }
 
     /// Makes recording webhook deliveries in the inbox fail (or work again).
@@ -470,6 +478,9 @@ impl Store for FlakyStore {
     async fn apply_page(&self, page: &Page) -> Result<PageOutcome, StoreError> {
         if page.batch.kind() == EntityKind::Cards && !page.batch.is_empty() {
             let left = self.card_pages_left.load(Ordering::SeqCst);
+            if left == 0 && self.hang {
+                std::future::pending::<()>().await;
+            }
             if left == 0 {
                 return Err(StoreError::Backend {
                     backend: "flaky",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use kaiten_sim::{Faults, SimConfig, Simulator};
 use kaiten_sync::error::chain;
 use kaiten_sync::{EntityKind, MemoryStore, ProgressEvent, RunStatus, Store, SyncEngine, SyncOptions};
-use kaiten_sync_testkit::engine::sim_client;
+use kaiten_sync_testkit::engine::{sim_client, FlakyStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_is_resumed_and_its_stale_lock_taken_over() {
@@ -16,9 +16,11 @@ async fn a_killed_run_is_resumed_and_its_stale_lock_taken_over() {
         .unwrap();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let pages = Arc::new(Mutex::new(0u32));
-    // Pages of 50 walked one at a time: the first commit leaves cards to list.
+    // Pages of 50 walked one at a time; the store takes the first write of cards and never
+    // finishes the second, where the process is "killed".
     let one_by_one = SyncOptions::default().with_page_size(50).with_concurrency(1);
-    let killed = SyncEngine::new(sim_client(&sim), store.clone()).with_options(one_by_one).on_progress({
+    let stuck: Arc<dyn Store> = Arc::new(FlakyStore::hanging(store.clone(), 1));
+    let killed = SyncEngine::new(sim_client(&sim), stuck).with_options(one_by_one).on_progress({
         let pages = pages.clone();
         move |e| {
             if let ProgressEvent::PageDone { kind: EntityKind::Cards, .. } = e {
@@ -26,11 +28,12 @@ async fn a_killed_run_is_resumed_and_its_stale_lock_taken_over() {
             }
         }
     });
-    // "Kill" the process: drop the run as soon as cards are committed.
     let run = tokio::spawn(async move { killed.sync_all().await });
     while *pages.lock().unwrap() < 1 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Give the run time to reach the write it never finishes, then "kill" it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     run.abort();
     let _ = run.await;
     let stored_after_kill = store.ids(EntityKind::Cards, true).await.unwrap().len();
@@ -41,6 +44,7 @@ async fn a_killed_run_is_resumed_and_its_stale_lock_taken_over() {
     assert!(matches!(refused, Err(kaiten_sync::SyncError::Locked { .. })), "{refused:?}");
     let options = SyncOptions::default()
         .with_page_size(50)
+        .with_concurrency(1)
         .with_lock_stale_after(Duration::from_millis(200))
         .with_lock_wait(Duration::from_secs(10));
     sim.reset_request_log();
@@ -49,7 +53,8 @@ async fn a_killed_run_is_resumed_and_its_stale_lock_taken_over() {
     let left = (600 - stored_after_kill).div_ceil(50);
     assert!(
         card_requests <= left + 3,
-        "resumed after the committed pages ({card_requests} card requests, {left} pages left)"
+        "resumed after the committed pages ({card_requests} card requests, {left} pages left): {:#?}",
+        sim.request_log()
     );
     assert_eq!(report.stats(EntityKind::Cards).deleted, 0);
     let mut expected = sim.card_ids();

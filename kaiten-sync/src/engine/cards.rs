@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kaiten_client::{Card, CardQuery, Condition, KaitenClient, OrderDirection, PageRequest};
 use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
 
+use super::prefetch::Task;
 use super::resume::{CardResume, ResumeState, WalkPos, Window};
 use super::run::Run;
 use super::Mode;
@@ -103,9 +104,9 @@ impl Run<'_> {
             listing.open(window);
         }
         let sweep = listing.current.sweep;
-        let (tx, rx) = mpsc::channel(listing.target * 2);
-        let driver = tokio::spawn(listing.drive(tx));
-        Ok(CardFeed { rx, driver: AbortOnDrop(driver), state, resume, sweep, max_updated: None })
+        let (tx, rx) = mpsc::channel(PAGES_AHEAD.max(listing.target * 2));
+        let driver = Task::spawn(listing.drive(tx));
+        Ok(CardFeed { rx, driver, state, resume, sweep, max_updated: None })
     }
 
     pub(super) async fn sync_cards(&mut self) -> Result<(), SyncError> {
@@ -178,12 +179,7 @@ impl Run<'_> {
         }
         if !finished {
             // The walk stopped without finishing: it panicked, or was cancelled.
-            let driver = &mut feed.driver.0;
-            if let Err(e) = driver.await {
-                if e.is_panic() {
-                    std::panic::resume_unwind(e.into_panic());
-                }
-            }
+            feed.driver.join().await?;
             return Err(SyncError::Cancelled);
         }
         let listing = &mut feed;
@@ -398,10 +394,15 @@ struct CardListing {
 /// bound on what a transaction holds in memory and what a killed run loses.
 const MAX_PAGES_PER_COMMIT: usize = 10;
 
+/// Batches of judged pages the walk may hold before they are written (while the run lists
+/// structure, or while a transaction commits): enough to keep requests going through the rate
+/// limiter meanwhile, bounded so that memory stays flat (a page of 100 cards is about 1 MB parsed).
+const PAGES_AHEAD: usize = 16;
+
 /// A window is split only when it is estimated to hold at least this many more pages, so that
 /// each half has several: every window ends with a page that is not full, so a split costs about
 /// one request, which a split of a short window would not win back.
-const MIN_PAGES_TO_SPLIT: f64 = 8.0;
+const MIN_PAGES_TO_SPLIT: f64 = 4.0;
 
 impl CardListing {
     /// Opens a window.
@@ -619,20 +620,11 @@ pub(super) enum FeedError {
     Paging(PagingError),
 }
 
-/// Aborts a task when dropped.
-pub(super) struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// A run's card listing as its consumer sees it: batches of judged pages from the task that walks
 /// it, and the state they are committed with.
 pub(super) struct CardFeed {
     rx: mpsc::Receiver<Result<Judged, FeedError>>,
-    driver: AbortOnDrop,
+    driver: Task<()>,
     /// The cards' entity state as last committed.
     state: EntityState,
     resume: ResumeState,

@@ -4,7 +4,8 @@
 //!   [`SyncReport`];
 //! - `lock`: the run lock and its heartbeat;
 //! - `run`: one run in progress, the small kinds, structure and deletion sweeps;
-//! - `cards`: the card listing, its pages and resume points (`resume`).
+//! - `cards`: the card listing, its pages and resume points (`resume`);
+//! - `prefetch`: listings requested as soon as a run starts.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
@@ -23,6 +24,7 @@ use crate::store::{now_millis, RunKind, RunRecord, RunStatus, Store};
 mod cards;
 mod lock;
 mod options;
+mod prefetch;
 mod resume;
 mod run;
 
@@ -183,8 +185,13 @@ impl SyncEngine {
             lost,
             refused: Vec::new(),
             cards: None,
+            prefetched: prefetch::Prefetched::default(),
         };
         let outcome = async {
+            // Small kinds are requested together, the first card pages with them.
+            let every_space = selection.spaces.is_empty() && selection.boards.is_empty();
+            run.prefetched =
+                prefetch::Prefetched::start(&self.client, &entities, every_space, self.options.concurrency);
             run.validate_selection().await?;
             if entities.contains(&EntityKind::Cards) {
                 // The first card pages are fetched while the other kinds are listed.

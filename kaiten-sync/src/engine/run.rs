@@ -10,6 +10,7 @@ use kaiten_client::{Board, Condition, KaitenClient, Space};
 use tracing::{info, info_span, warn, Instrument};
 
 use super::options::join_ids;
+use super::prefetch::{take_or, Prefetched};
 use super::{Mode, Selection, SyncEngine, DELETE_CHECK_SAMPLE};
 use crate::error::{RefusedDeletion, SyncError};
 use crate::parents::{flatten_columns, with_board, ParentCache, Parents};
@@ -43,6 +44,8 @@ pub(super) struct Run<'a> {
     pub(super) refused: Vec<RefusedDeletion>,
     /// The card listing, planned (and its first pages requested) when the run starts.
     pub(super) cards: Option<super::cards::CardFeed>,
+    /// Listings of small kinds requested when the run started.
+    pub(super) prefetched: Prefetched,
 }
 
 impl Run<'_> {
@@ -73,17 +76,20 @@ impl Run<'_> {
         match kind {
             EntityKind::Spaces => self.sync_spaces().instrument(span).await?,
             EntityKind::Users => {
-                let users = self.client().users().await?;
+                let client = self.client().clone();
+                let users = take_or(&mut self.prefetched.users, client.users()).await?;
                 self.write_listing(Batch::Users(users), Scope::All).instrument(span).await?
             }
             EntityKind::CardTypes => {
-                let types = self.client().card_types().await?;
+                let client = self.client().clone();
+                let types = take_or(&mut self.prefetched.card_types, client.card_types()).await?;
                 self.write_listing(Batch::CardTypes(types), Scope::All).instrument(span).await?
             }
             EntityKind::Tags => {
                 // Kaiten leaves tags on no card out of `GET /tags`, and tags cannot be deleted
                 // through the API: absence from the list is not a deletion, so no sweep.
-                let tags = self.client().tags().await?;
+                let client = self.client().clone();
+                let tags = take_or(&mut self.prefetched.tags, client.tags()).await?;
                 self.write_unswept(Batch::Tags(tags)).instrument(span).await?
             }
             EntityKind::PropertyDefinitions => self.sync_properties().instrument(span).await?,
@@ -397,6 +403,11 @@ impl Run<'_> {
     }
 
     pub(super) async fn list_spaces(&mut self) -> Result<Vec<Space>, SyncError> {
+        if let Some(task) = self.prefetched.spaces.take() {
+            if self.parents.spaces.is_none() {
+                self.parents.spaces = Some(task.join().await??);
+            }
+        }
         self.parents().list_spaces(false).await
     }
 
@@ -435,7 +446,8 @@ impl Run<'_> {
 
     pub(super) async fn sync_properties(&mut self) -> Result<(), SyncError> {
         let since = self.store().entity_state(EntityKind::PropertyDefinitions).await?.cursor;
-        let props = self.client().property_definitions().await?;
+        let client = self.client().clone();
+        let props = take_or(&mut self.prefetched.properties, client.property_definitions()).await?;
         let ids: Vec<i64> = props.iter().map(|p| p.id).collect();
         let stored: HashSet<i64> =
             self.store().existing_ids(EntityKind::PropertyDefinitions, &ids).await?.into_iter().collect();
@@ -515,17 +527,28 @@ impl Run<'_> {
         // before this run, or not stored at all.
         let since = self.store().entity_state(EntityKind::Boards).await?.cursor;
         let spaces = self.spaces_in_scope().await?;
-        let client = self.client().clone();
-        let mut lists = futures::stream::iter(spaces.clone())
-            .map(|space_id| {
-                let client = client.clone();
-                async move { client.boards(space_id).await.map(|b| (space_id, b)) }
-            })
-            .buffered(self.engine.options.concurrency.max(1));
+        let prefetched = match self.prefetched.boards.take() {
+            Some(task) => task.join().await?,
+            None => None,
+        };
+        let lists: Vec<(i64, Result<Vec<Board>, kaiten_client::Error>)> = match prefetched {
+            // Requested for the same spaces when the run started.
+            Some(lists) if lists.iter().map(|(id, _)| *id).eq(spaces.iter().copied()) => lists,
+            _ => {
+                let client = self.client().clone();
+                futures::stream::iter(spaces.clone())
+                    .map(|space_id| {
+                        let client = client.clone();
+                        async move { (space_id, client.boards(space_id).await) }
+                    })
+                    .buffered(self.engine.options.concurrency.max(1))
+                    .collect()
+                    .await
+            }
+        };
         let mut boards: Vec<Board> = Vec::new();
-        while let Some(list) = lists.next().await {
-            let (space_id, list) = list?;
-            boards.extend(list.into_iter().map(|mut b| {
+        for (space_id, list) in lists {
+            boards.extend(list?.into_iter().map(|mut b| {
                 b.space_id = b.space_id.or(Some(space_id));
                 b
             }));
