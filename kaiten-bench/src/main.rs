@@ -12,6 +12,7 @@
 //!
 //! `cargo run --release -p kaiten-bench` (`BENCH_CARDS=2000` for a smoke run; `BENCH_PG_URL` names
 //! the Postgres server, default `postgres://postgres@127.0.0.1:5432/test`; `BENCH_SKIP_PG=1` skips it).
+//! `BENCH_CONCURRENCY` sets [`kaiten_sync::SyncOptions::concurrency`] (default 4).
 //! `BENCH_RATE_LIMITED=1` (or `=full`) first runs the rate-limited benchmark of [`rate_limited`]
 //! (`BENCH_RATE_LIMITED_ONLY=1`: only that).
 
@@ -106,7 +107,11 @@ struct DbFile(Option<std::path::PathBuf>);
 async fn bench_store(name: &str, sim: &Simulator, store: Arc<dyn Store>, db: DbFile) -> Result<()> {
     store.migrate().await?;
     let client = KaitenClient::builder().base_url(sim.base_url()).token(sim.token()).rate_limit(None).build()?;
-    let engine = SyncEngine::new(client, store.clone());
+    let mut options = kaiten_sync::SyncOptions::default();
+    if let Some(concurrency) = std::env::var("BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()) {
+        options = options.with_concurrency(concurrency);
+    }
+    let engine = SyncEngine::new(client, store.clone()).with_options(options);
     let (rss_before, _) = memory_kib();
     let (cpu_before, sim_cpu_before, written_before) = (process_cpu_secs(), sim_cpu_secs(), written_bytes());
     let started = Instant::now();

@@ -15,10 +15,12 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use kaiten_store_postgres::{PgStore, PgStoreOptions};
 use kaiten_sync::{Batch, EntityKind, Page, PageOutcome, Store};
-use kaiten_sync_testkit::fixtures::{self, board, column, lane, space};
-use sqlx::{Connection, Executor, PgConnection};
+use kaiten_sync_testkit::fixtures;
+use sqlx::Executor;
 
 const PAGE: i64 = 100;
 const TARGET: f64 = 30_000.0;
@@ -158,37 +160,21 @@ async fn server_floor(store: &PgStore, schema: &str, total: i64, foreign_keys: b
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let url =
-        std::env::var("KAITEN_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let url = common::url();
     let total = env_number("BENCH_CARDS", 100_000).max(1);
     let cache = env_number("BENCH_STATEMENT_CACHE", 0).max(0) as usize;
     let foreign_keys = env_number("BENCH_FOREIGN_KEYS", 1) != 0;
     let schema = format!("kaiten_bench_{}", std::process::id());
-    let store = match PgStore::connect_with(PgStoreOptions {
+    let options = PgStoreOptions {
         schema: schema.clone(),
         statement_cache_capacity: cache,
         foreign_keys,
         ..PgStoreOptions::new(&url)
-    })
-    .await
-    {
-        Ok(store) => store,
-        Err(e) => {
-            eprintln!("benchmark skipped: {e} (start PostgreSQL or set KAITEN_TEST_DATABASE_URL)");
-            if std::env::var_os("CI").is_some() {
-                std::process::exit(1);
-            }
-            return;
-        }
     };
+    let Some(store) = common::connect(options).await else { return };
     store.migrate().await.expect("migrate");
-    for batch in [
-        Batch::Spaces(vec![space(1)]),
-        Batch::Boards(vec![board(10, 1)]),
-        Batch::Columns(vec![column(1001, 10, None)]),
-        Batch::Lanes(vec![lane(1050, 10)]),
-    ] {
-        store.apply_page(&Page { batch, sweep: None, state: None, synced_at: fixtures::epoch() }).await.unwrap();
+    for page in fixtures::board_10_parent_pages() {
+        store.apply_page(&page).await.unwrap();
     }
 
     println!(
@@ -228,8 +214,6 @@ async fn main() {
         println!("kept schema {schema}");
         return;
     }
-    let mut conn = PgConnection::connect(&url).await.expect("connect to drop the schema");
-    conn.execute(format!("DROP SCHEMA \"{schema}\" CASCADE").as_str()).await.expect("drop the benchmark schema");
-    conn.close().await.ok();
+    common::drop_schema(&url, &schema).await;
     println!("first insert {first:.0} rows/s, unchanged re-upsert {unchanged:.0} rows/s (target {TARGET:.0} each)");
 }

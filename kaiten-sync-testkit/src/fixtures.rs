@@ -5,7 +5,7 @@ use kaiten_client::{Board, Card, Column, Lane, Record, Space};
 use serde_json::{json, Value};
 
 use kaiten_sync::schema::{EntityKind, SqlValue};
-use kaiten_sync::store::Batch;
+use kaiten_sync::store::{Batch, Page};
 
 /// A fixed instant the fixtures count from (2025-01-01T00:00:00Z).
 pub fn epoch() -> DateTime<Utc> {
@@ -87,6 +87,20 @@ pub fn lane(id: i64, board_id: i64) -> Lane {
     Lane::from_value(json!({"id": id, "title": format!("Lane {id}"), "board_id": board_id, "condition": 1,
         "sort_order": 1.0, "created": stamp(0), "updated": stamp(1)}))
     .unwrap()
+}
+
+/// Pages of the parents [`card`]s of board 10 sit in (space 1, board 10, column 1001, lane 1050),
+/// parents first, synced at [`epoch`]: what a store with foreign keys on needs before such cards.
+pub fn board_10_parent_pages() -> Vec<Page> {
+    [
+        Batch::Spaces(vec![space(1)]),
+        Batch::Boards(vec![board(10, 1)]),
+        Batch::Columns(vec![column(1001, 10, None)]),
+        Batch::Lanes(vec![lane(1050, 10)]),
+    ]
+    .into_iter()
+    .map(|batch| Page { batch, sweep: None, state: None, synced_at: epoch() })
+    .collect()
 }
 
 /// Cards 1 to 6 of board 10 as `GET /cards/{id}` might return them, with `members` in every shape

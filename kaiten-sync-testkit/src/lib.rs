@@ -9,6 +9,8 @@
 //!   [`engine::api_faults`], [`engine::FlakyStore`]).
 //! - [`webhook`]: webhook deliveries, end to end over HTTP included, by [`webhook_conformance_tests!`].
 //! - [`inbox`]: a randomized model check of a store's inbox against the [`MemoryStore`](kaiten_sync::MemoryStore).
+//! - [`inbox_load`]: the webhook inbox push-latency benchmark every store's `inbox` bench runs.
+//! - [`upgrade`]: a mirror written by the first release's schema, upgraded with nothing lost.
 //! - [`fixtures`]: records shaped like Kaiten's JSON, for tests and benchmarks.
 //!
 //! A store author adds this crate (and `tokio` with its `macros` feature) to the store's
@@ -36,5 +38,7 @@
 pub mod engine;
 pub mod fixtures;
 pub mod inbox;
+pub mod inbox_load;
 pub mod store;
+pub mod upgrade;
 pub mod webhook;

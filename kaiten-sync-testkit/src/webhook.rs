@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kaiten_sim::{SimConfig, Simulator};
+use kaiten_sim::{Faults, SimConfig, Simulator};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -500,30 +500,99 @@ pub async fn acknowledged_deliveries_survive_a_dead_worker(store: Arc<dyn Store>
     assert_eq!(store.inbox_finish(&[stale], now_millis()).await.unwrap(), 0);
 }
 
-/// A bulk change (more cards than a listing page holds) is fetched with one incremental listing,
-/// not one request per card.
-pub async fn a_bulk_change_is_fetched_by_one_listing(store: Arc<dyn Store>) {
+/// A full sync of a simulator of 400 cards into `store`, then `faults` on its card listing, and
+/// a delivery for each of 150 cards Kaiten changed since: a batch the handler fetches with its
+/// bulk listing. Returns the simulator (its request log reset), the handler and the changed ids.
+async fn bulk_change(store: &Arc<dyn Store>, faults: Faults) -> (Simulator, WebhookHandler, Vec<i64>) {
     let sim = Simulator::start(SimConfig { cards: 400, ..SimConfig::small() }).await.expect("simulator");
     SyncEngine::new(sim_client(&sim), store.clone()).sync_all().await.expect("full sync");
-    let handler = handler(&sim, &store);
-    let ids = sim.card_ids();
-    let moved: Vec<i64> = ids.iter().copied().take(150).collect();
+    sim.set_faults(faults);
+    let handler = handler(&sim, store);
+    let moved: Vec<i64> = sim.card_ids().into_iter().take(150).collect();
     for id in &moved {
         sim.update_card(*id, json!({"size": 13}));
         deliver(&handler, &card_update(*id, json!({}), json!({"size": 13}))).await.unwrap();
     }
     sim.reset_request_log();
-    let report = drain(&handler).await;
+    (sim, handler, moved)
+}
+
+/// Drains a bulk change: every card applied from the listing (none fetched one by one, at most
+/// `max_listing` listing requests), stored as Kaiten has it.
+async fn assert_bulk_change_applied(
+    sim: &Simulator,
+    store: &Arc<dyn Store>,
+    handler: &WebhookHandler,
+    moved: &[i64],
+    max_listing: usize,
+) {
+    let report = drain(handler).await;
     assert_eq!((report.entries, report.applied, report.failed), (150, 150, 0), "{report:?}");
-    let single = sim.request_log().iter().filter(|r| r.contains("/cards/")).count();
-    let listing = requests_to(&sim, "/cards?");
+    let single = requests_to(sim, "/cards/");
+    let listing = requests_to(sim, "/cards?");
     assert_eq!(single, 0, "no card fetched one by one: {:?}", sim.request_log());
-    assert!(listing <= 4, "{listing} listing requests for 150 cards");
-    for id in &moved {
-        let row = stored(&store, EntityKind::Cards, *id).await;
+    assert!(listing <= max_listing, "{listing} listing requests for 150 cards: {:?}", sim.request_log());
+    for id in moved {
+        let row = stored(store, EntityKind::Cards, *id).await;
         assert_eq!(row.raw["size"], 13, "card {id}");
         assert_eq!(row.raw["version"], sim.card_json(*id).unwrap()["version"], "card {id}");
     }
+}
+
+/// A bulk change (more cards than a listing page holds) is fetched with one incremental listing,
+/// not one request per card.
+pub async fn a_bulk_change_is_fetched_by_one_listing(store: Arc<dyn Store>) {
+    let (sim, handler, moved) = bulk_change(&store, Faults::default()).await;
+    assert_bulk_change_applied(&sim, &store, &handler, &moved, 4).await;
+}
+
+/// A bulk change on a tenant that clamps the card page size (30 instead of the 100 asked) is still
+/// fetched whole by the listing: the short first page is probed once, the cap learned, and the
+/// listing pages by 30 to its end rather than stopping at the first short page.
+pub async fn a_bulk_change_is_listed_whole_when_the_page_size_is_clamped(store: Arc<dyn Store>) {
+    let (sim, handler, moved) = bulk_change(&store, Faults { cards_page_cap: Some(30), ..Faults::default() }).await;
+    // 150 cards by 30: 5 full pages, the short (empty) last one, the archived walk's one page, and
+    // a little slack for cards sharing a timestamp.
+    assert_bulk_change_applied(&sim, &store, &handler, &moved, 10).await;
+}
+
+/// A bulk change on a route that ignores `offset` and `updated_after` (every page is the first):
+/// the listing's end cannot be told, so the batch fails within a few requests, neither looping
+/// nor applying a partial listing; its card entries stay in the inbox for a retry, nothing is
+/// marked deleted, and the run says why. Once the route pages again, the retry applies them.
+pub async fn a_bulk_listing_that_ignores_paging_fails_the_batch_for_a_retry(store: Arc<dyn Store>) {
+    let faults = Faults { cards_ignore_offset: true, cards_ignore_updated_after: true, ..Faults::default() };
+    let (sim, handler, moved) = bulk_change(&store, faults).await;
+    let live_before = store.ids(EntityKind::Cards, false).await.unwrap();
+    let mut rows_before = Vec::new();
+    for id in &moved {
+        rows_before.push(stored(&store, EntityKind::Cards, *id).await.raw);
+    }
+    let report = drain(&handler).await;
+    assert_eq!((report.entries, report.applied, report.failed), (150, 0, 150), "{report:?}");
+    let listing = requests_to(&sim, "/cards?");
+    assert!(listing <= 5, "{listing} listing requests: the listing looped: {:?}", sim.request_log());
+    assert_eq!(requests_to(&sim, "/cards/"), 0, "no card fetched one by one");
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), live_before, "nothing marked deleted");
+    for (id, before) in moved.iter().zip(&rows_before) {
+        assert_eq!(&stored(&store, EntityKind::Cards, *id).await.raw, before, "card {id} is as the sync stored it");
+    }
+    let run = &webhook_runs(&store).await[0];
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.as_deref().unwrap_or_default();
+    assert!(error.contains("GET /cards cannot be completed") && error.contains("ignores `offset`"), "{error}");
+    let entries = store.inbox_entries(false, 1000).await.unwrap();
+    assert_eq!(entries.len(), 150, "every card entry is kept");
+    for e in &entries {
+        assert_eq!(e.attempts, 1, "{e:?}");
+        assert!(e.last_error.as_deref().unwrap_or_default().contains("cannot be completed"), "{e:?}");
+    }
+    let stats = store.inbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.failed), (150, 0), "kept for a retry, not given up");
+
+    sim.set_faults(Faults::default());
+    sim.reset_request_log();
+    assert_bulk_change_applied(&sim, &store, &handler, &moved, 4).await;
 }
 
 /// Cards refetched on demand (`sync --card`) go through the same path: a new card is stored with
@@ -708,6 +777,8 @@ macro_rules! webhook_conformance_tests {
             failing_fetches_are_retried_then_kept_as_failed,
             acknowledged_deliveries_survive_a_dead_worker,
             a_bulk_change_is_fetched_by_one_listing,
+            a_bulk_change_is_listed_whole_when_the_page_size_is_clamped,
+            a_bulk_listing_that_ignores_paging_fails_the_batch_for_a_retry,
             cards_are_refetched_on_demand,
             end_to_end_webhooks_keep_the_mirror_current_without_a_sync,
             end_to_end_shuffled_deliveries_end_at_the_newest_version,

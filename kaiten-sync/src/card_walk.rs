@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::engine::{next_position, WalkPos};
+use crate::error::SyncError;
 
 /// A short page of at least this many cards, in a walk where the limit is not confirmed yet, is
 /// checked with one more request (it may be a page the server clamped). Page-size maxima below
@@ -65,6 +66,13 @@ pub(crate) enum Verdict {
 /// Why a walk cannot be completed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PagingError(pub(crate) String);
+
+impl From<PagingError> for SyncError {
+    /// A card listing that cannot be completed: [`SyncError::IncompleteListing`] of `GET /cards`.
+    fn from(e: PagingError) -> Self {
+        SyncError::IncompleteListing { route: "GET /cards".to_owned(), reason: e.0 }
+    }
+}
 
 /// The paging state of one card listing (all its walks). `cap` and `confirmed` are kept in the
 /// listing's resume point; the rest lives only in memory (after a resume, the first page is judged
@@ -99,6 +107,13 @@ fn is_offset_step(prev: WalkPos, next: WalkPos) -> bool {
 }
 
 impl PageRules {
+    /// The rules for another walk of the same listing: what was learned of the route (its cap,
+    /// whether the limit is confirmed) is kept; the walk's own state (previous page, probe, page
+    /// count) starts afresh.
+    pub(crate) fn next_walk(&self) -> PageRules {
+        PageRules { cap: self.cap, confirmed: self.confirmed, ..PageRules::default() }
+    }
+
     /// The page size to ask for: `page_size`, or the cap the server was seen to apply.
     pub(crate) fn limit(&self, page_size: u32) -> u32 {
         self.cap.map_or(page_size, |cap| cap.min(page_size)).max(1)

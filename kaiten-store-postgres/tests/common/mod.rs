@@ -201,6 +201,38 @@ impl SchemaGuard {
     pub fn options(&self) -> PgStoreOptions {
         PgStoreOptions { schema: self.schema.clone(), ..PgStoreOptions::new(self.store_url()) }
     }
+
+    /// The schema's name quoted for SQL.
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.schema)
+    }
+
+    /// Creates the schema as the first release (schema version 1) left it: its tables and
+    /// `schema_migrations` at 1; then runs `data` (SQL naming the tables in [`Self::quoted`]).
+    pub async fn create_version_1(&self, data: &str) {
+        let q = self.quoted();
+        let mut conn = PgConnection::connect(&self.store_url()).await.unwrap();
+        let v1 = kaiten_store_postgres::migrate::MIGRATIONS
+            .iter()
+            .find(|m| m.version == 1)
+            .unwrap()
+            .sql
+            .replace("{schema}", &q);
+        conn.execute(format!("CREATE SCHEMA {q}").as_str()).await.unwrap();
+        conn.execute(v1.as_str()).await.unwrap();
+        conn.execute(
+            format!(
+                "CREATE TABLE {q}.schema_migrations (version bigint PRIMARY KEY, description text NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT now()); \
+                 INSERT INTO {q}.schema_migrations (version, description) VALUES (1, 'initial schema')"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+        conn.execute(data).await.unwrap();
+        conn.close().await.unwrap();
+    }
 }
 
 impl Drop for SchemaGuard {

@@ -9,7 +9,8 @@ use kaiten_client::{Card, CardQuery, Condition, KaitenClient, OrderDirection, Pa
 use tracing::{info, warn};
 
 use super::WebhookHandler;
-use crate::engine::{next_position, WalkPos};
+use crate::card_walk::{PageRules, Verdict};
+use crate::engine::WalkPos;
 use crate::error::{chain, SyncError};
 use crate::inbox::InboxEntry;
 use crate::parents::{ParentCache, Parents};
@@ -196,18 +197,25 @@ impl BatchRun<'_> {
         written
     }
 
-    /// Cards changed since `since`, live and archived, ordered by `updated`; stops (returning what
-    /// it has) after `budget` requests.
+    /// Cards changed since `since`, live and archived, ordered by `updated`, paged by the stop rules
+    /// of [`crate::card_walk`]: a page size Kaiten clamps is learned (one probe), and a listing whose
+    /// end cannot be told (a page longer than asked, the same page again after an offset step, too
+    /// many pages) fails with [`SyncError::IncompleteListing`], so the batch's card entries are
+    /// retried rather than applied from a partial listing. Stops (returning what it has, the rest
+    /// fetched one by one) after `budget` requests.
     async fn list_changed_cards(&mut self, since: DateTime<Utc>, budget: u64) -> Result<Vec<Card>, SyncError> {
         let page_size = KaitenClient::CARDS_PAGE_MAX;
         let mut out = Vec::new();
         let mut spent = 0;
+        let mut rules = PageRules::default();
         for condition in [Condition::Live, Condition::Archived] {
             let mut query = CardQuery::new();
             query.condition = Some(condition);
             query.order_by = Some("updated".to_owned());
             query.order_direction = Some(OrderDirection::Asc);
             query.additional_card_fields = vec!["description".to_owned()];
+            // What the live walk learned of the route holds for the archived one.
+            rules = rules.next_walk();
             let mut pos = WalkPos { after: Some(since), offset: 0, offset_only: false };
             loop {
                 if spent >= budget {
@@ -218,16 +226,16 @@ impl BatchRun<'_> {
                 if !pos.offset_only {
                     q.updated_after = pos.after;
                 }
+                let asked = rules.limit(page_size);
                 spent += 1;
                 self.record.api_requests += 1;
-                let page = self.client().cards_page(&q, PageRequest { limit: page_size, offset: pos.offset }).await?;
-                let full = page.len() >= page_size as usize;
-                let next = next_position(pos, &page);
+                let page = self.client().cards_page(&q, PageRequest { limit: asked, offset: pos.offset }).await?;
+                let verdict = rules.judge(page_size, pos, asked, &page)?;
                 out.extend(page);
-                if !full || next == pos {
-                    break;
+                match verdict {
+                    Verdict::Next(next) => pos = next,
+                    Verdict::Done => break,
                 }
-                pos = next;
             }
         }
         Ok(out)

@@ -30,7 +30,9 @@
 //! first delivery, and everything delivered meanwhile costs one fetch (a delivery arriving while
 //! the fetch runs costs one more). A batch naming at least [`WebhookOptions::bulk_listing_min`]
 //! cards (a bulk move) is fetched with one incremental card listing instead of one request per
-//! card. Failures are retried with exponential backoff, and after [`WebhookOptions::max_attempts`]
+//! card, paged by the stop rules of a sync's card walks (a clamped page size is learned; a listing
+//! whose end cannot be told fails the batch's card entries, with nothing marked deleted, rather
+//! than ending early or looping). Failures are retried with exponential backoff, and after [`WebhookOptions::max_attempts`]
 //! kept in the inbox as failed ([`Store::inbox_entries`]) until a new delivery or an operator
 //! ([`Store::inbox_retry_failed`]) revives them. Each drained batch is one run of kind
 //! [`RunKind::Webhook`] in `sync_logs`; old runs are pruned ([`WebhookOptions::run_retention`]).
