@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kaiten_client::{BoardId, CardId, SpaceId};
 use kaiten_sync::{EntityKind, Mode, Selection, SyncEngine, SyncOptions};
 
 use crate::config::{DbArgs, KaitenArgs};
@@ -99,14 +100,14 @@ struct SyncArgs {
     full: bool,
     /// Only this space (repeatable).
     #[arg(long = "space")]
-    spaces: Vec<i64>,
+    spaces: Vec<SpaceId>,
     /// Only this board (repeatable).
     #[arg(long = "board")]
-    boards: Vec<i64>,
+    boards: Vec<BoardId>,
     /// Refetch just these cards (comma-separated ids, repeatable) and any parent they miss, through
     /// the same path as webhook deliveries: a card Kaiten no longer has is marked deleted.
     #[arg(long = "card", value_delimiter = ',', conflicts_with_all = ["mode", "only", "full", "spaces", "boards"])]
-    cards: Vec<i64>,
+    cards: Vec<CardId>,
     /// Seconds to wait for another sync on the same database to finish (0 = fail at once).
     #[arg(long, default_value_t = 0)]
     lock_wait: u64,
@@ -286,7 +287,8 @@ async fn refetch_cards(args: &SyncArgs) -> Result<()> {
     let store = stores::open(&args.db).await?;
     store.migrate().await.context("migration failed")?;
     let applier = kaiten_sync::WebhookHandler::applier(client, store, kaiten_sync::WebhookOptions::default());
-    let report = applier.refetch(kaiten_sync::EntityKind::Cards, &args.cards).await?;
+    let ids: Vec<i64> = args.cards.iter().map(|card| card.get()).collect();
+    let report = applier.refetch(kaiten_sync::EntityKind::Cards, &ids).await?;
     println!(
         "refetched {} card(s): {} applied, {} failed; {} request(s) to Kaiten (runs {:?})",
         args.cards.len(),

@@ -11,7 +11,9 @@ use std::fmt;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use kaiten_client::{mask_webhook_url, Error as ClientError, ExternalWebhook, KaitenClient, Secret};
+use kaiten_client::{
+    mask_webhook_url, Error as ClientError, ExternalWebhook, KaitenClient, Secret, SpaceId, WebhookId,
+};
 
 use crate::config::KaitenArgs;
 use crate::serve::{webhook_secret, ENV_WEBHOOK_SECRET, WEBHOOK_PATH};
@@ -186,7 +188,7 @@ impl fmt::Display for HookState {
 #[derive(Debug, Clone)]
 pub struct SpaceHook {
     /// Space id.
-    pub space_id: i64,
+    pub space_id: SpaceId,
     /// Space title.
     pub title: String,
     /// The webhook's state.
@@ -196,7 +198,7 @@ pub struct SpaceHook {
 }
 
 /// The state of a space's webhook from its listing.
-fn classify(hooks: &[ExternalWebhook], target: &HookTarget) -> (HookState, Option<i64>) {
+fn classify(hooks: &[ExternalWebhook], target: &HookTarget) -> (HookState, Option<WebhookId>) {
     let Some(hook) = hooks.first() else { return (HookState::None, None) };
     let here = hook.url.as_deref().is_some_and(|url| target.is_here(url));
     let state = match (here, hook.is_enabled()) {
@@ -245,7 +247,7 @@ pub async fn apply(client: &KaitenClient, target: &HookTarget, plan: Plan) -> Re
 
 async fn one_space(
     client: &KaitenClient,
-    space_id: i64,
+    space_id: SpaceId,
     target: &HookTarget,
     plan: Plan,
 ) -> (HookState, Option<&'static str>) {
@@ -356,7 +358,7 @@ mod tests {
         let rows = [HookState::Installed, HookState::NoPermission, HookState::Installed]
             .into_iter()
             .enumerate()
-            .map(|(i, state)| SpaceHook { space_id: i as i64, title: String::new(), state, action: None })
+            .map(|(i, state)| SpaceHook { space_id: SpaceId(i as i64), title: String::new(), state, action: None })
             .collect::<Vec<_>>();
         assert_eq!(summary(&rows), "3 space(s): 2 installed, 1 no permission");
     }

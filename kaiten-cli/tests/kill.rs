@@ -1,6 +1,8 @@
 //! `kill -9` of `kaiten-sync sync full` at random points (issue 12): ten processes killed each at a
-//! random request and a random moment after it (seeded: `KAITEN_KILL_SEED`, printed), then one left
-//! to finish. The mirror
+//! random point and a random moment after it (seeded: `KAITEN_KILL_SEED`, printed), then one left
+//! to finish. Three are killed at a random request early in their run (while the small kinds and
+//! structure are listed, and the first card pages are fetched ahead); seven once they have written
+//! a random number of cards (the card listing under way). The mirror
 //! then equals the simulator, no run is left `running` (each killed one is marked interrupted by
 //! the next process), and the card listing was resumed rather than restarted: the last run costs
 //! fewer requests than a run from scratch, and all of them together list fewer card pages than
@@ -61,9 +63,10 @@ async fn killed_ten_times_then_resumed(make: impl AsyncFnOnce(&Path) -> Target) 
     let seed = std::env::var("KAITEN_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_260_312_u64);
     eprintln!("kill -9 points seeded with KAITEN_KILL_SEED={seed}");
     let mut rng = Rng(seed);
-    // 15,000 cards: about 150 pages, more than all ten killed runs can list (at most 14 each),
-    // so every process is killed mid-run; 5 ms a request so that the kill lands anywhere.
-    let sim = Simulator::start(SimConfig { cards: 15_000, latency: Duration::from_millis(5), ..SimConfig::small() })
+    // 20,000 cards: about 200 pages, more than all ten killed runs can write (each is killed once
+    // it wrote at most 500 cards, plus what its commit under way and the next one hold, at most
+    // 20 pages), so every process is killed mid-run; 5 ms a request so that the kill lands anywhere.
+    let sim = Simulator::start(SimConfig { cards: 20_000, latency: Duration::from_millis(5), ..SimConfig::small() })
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -79,13 +82,22 @@ async fn killed_ten_times_then_resumed(make: impl AsyncFnOnce(&Path) -> Target) 
 
     let mut killed = 0;
     for trial in 1..=KILLS {
-        // A random point: once the simulator has received `after` requests of this process (the
-        // small kinds take 17, each page of cards one more), and a random moment after it.
-        let after = 8 + rng.next() % 24;
+        // A random point, and a random moment after it: early trials once the simulator has
+        // received `after` requests of this process (the small kinds and structure take 17, and
+        // card pages are fetched meanwhile); later ones once the store holds `after` more cards.
+        let by_cards = trial > 3;
+        let after = if by_cards { 100 + rng.next() % 401 } else { 8 + rng.next() % 24 };
         let extra = rng.millis(0, 15);
-        let base = sim.request_count();
+        let progress = async || {
+            if by_cards {
+                target.store.ids(kaiten_sync::EntityKind::Cards, true).await.map_or(0, |ids| ids.len() as u64)
+            } else {
+                sim.request_count() as u64
+            }
+        };
+        let base = progress().await;
         let mut child = sync_full(dir.path(), &env).spawn().expect("the binary starts");
-        while sim.request_count() < base + after {
+        while progress().await < base + after {
             if let Some(status) = child.try_wait().unwrap() {
                 let mut err = String::new();
                 if let Some(mut stderr) = child.stderr.take() {
@@ -101,7 +113,8 @@ async fn killed_ten_times_then_resumed(make: impl AsyncFnOnce(&Path) -> Target) 
         let status = child.wait().await.unwrap();
         assert!(!status.success(), "trial {trial}: killed");
         killed += 1;
-        eprintln!("trial {trial}: killed {extra:?} after its request {after}");
+        let unit = if by_cards { "cards written" } else { "requests" };
+        eprintln!("trial {trial}: killed {extra:?} after {after} {unit}");
     }
     let listings_before = card_listings(&sim);
 

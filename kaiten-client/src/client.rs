@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{normalize_base_url, required_var, ENV_API_TOKEN, ENV_API_URL};
 use crate::error::{Error, Result};
+use crate::ids::{BoardId, CardId, PropertyId, SpaceId, WebhookId};
 use crate::models::{
     parse_list, Board, Card, CardType, Column, ExternalWebhook, Lane, PropertyDefinition, Record, SelectValue, Space,
     Tag, User,
@@ -330,10 +331,10 @@ pub(crate) fn card_params(query: &CardQuery, page: PageRequest) -> Vec<(&'static
         params.push(("updated_before", time(t)));
     }
     for (name, value) in [
-        ("space_id", query.space_id),
-        ("board_id", query.board_id),
-        ("column_id", query.column_id),
-        ("lane_id", query.lane_id),
+        ("space_id", query.space_id.map(i64::from)),
+        ("board_id", query.board_id.map(i64::from)),
+        ("column_id", query.column_id.map(i64::from)),
+        ("lane_id", query.lane_id.map(i64::from)),
         ("condition", query.condition.map(|c| c.code())),
     ] {
         if let Some(value) = value {
@@ -446,18 +447,18 @@ impl KaitenClient {
     }
 
     /// `GET /spaces/{space_id}/boards`: the boards of a space, without cards.
-    pub async fn boards(&self, space_id: i64) -> Result<Vec<Board>> {
+    pub async fn boards(&self, space_id: SpaceId) -> Result<Vec<Board>> {
         self.get_list(&format!("/spaces/{space_id}/boards"), &[]).await
     }
 
     /// `GET /boards/{board_id}/columns`: the board's columns, each with its `subcolumns` in `raw`
     /// (see [`Column::subcolumns`]).
-    pub async fn columns(&self, board_id: i64) -> Result<Vec<Column>> {
+    pub async fn columns(&self, board_id: BoardId) -> Result<Vec<Column>> {
         self.get_list(&format!("/boards/{board_id}/columns"), &[]).await
     }
 
     /// `GET /boards/{board_id}/lanes`: the board's lanes, in every condition Kaiten returns.
-    pub async fn lanes(&self, board_id: i64) -> Result<Vec<Lane>> {
+    pub async fn lanes(&self, board_id: BoardId) -> Result<Vec<Lane>> {
         self.get_list(&format!("/boards/{board_id}/lanes"), &[]).await
     }
 
@@ -529,7 +530,7 @@ impl KaitenClient {
     /// (with `v2_select_search=true`, without which Kaiten ignores the limit and filters, and
     /// `conditions[]` for each of [`SELECT_VALUE_CONDITIONS`](Self::SELECT_VALUE_CONDITIONS),
     /// without which only active values come back; limit clamped to 100).
-    pub async fn select_values_page(&self, property_id: i64, page: PageRequest) -> Result<Vec<SelectValue>> {
+    pub async fn select_values_page(&self, property_id: PropertyId, page: PageRequest) -> Result<Vec<SelectValue>> {
         let mut query = select_value_params();
         query.extend(page_params(page, Self::SELECT_VALUES_PAGE_MAX));
         self.get_list(&format!("/company/custom-properties/{property_id}/select-values"), &query).await
@@ -537,12 +538,12 @@ impl KaitenClient {
 
     /// Every value of a select-type custom property, inactive and removed ones included, since
     /// cards keep holding them (all pages).
-    pub async fn select_values(&self, property_id: i64) -> Result<Vec<SelectValue>> {
+    pub async fn select_values(&self, property_id: PropertyId) -> Result<Vec<SelectValue>> {
         self.select_values_stream(property_id).try_collect().await
     }
 
     /// Every value of a select-type custom property in every condition, page by page.
-    pub fn select_values_stream(&self, property_id: i64) -> BoxStream<'static, Result<SelectValue>> {
+    pub fn select_values_stream(&self, property_id: PropertyId) -> BoxStream<'static, Result<SelectValue>> {
         self.paged(
             format!("/company/custom-properties/{property_id}/select-values"),
             Self::SELECT_VALUES_PAGE_MAX,
@@ -567,7 +568,7 @@ impl KaitenClient {
     }
 
     /// `GET /cards/{id}`: one card with its expanded relations (members, tags, checklists, ...) in `raw`.
-    pub async fn card(&self, id: i64) -> Result<Card> {
+    pub async fn card(&self, id: CardId) -> Result<Card> {
         self.get_one(&format!("/cards/{id}")).await
     }
 
@@ -575,7 +576,7 @@ impl KaitenClient {
     /// one per space), an undocumented route. Errors worth telling apart: [`Error::PaymentRequired`]
     /// (402, webhooks are not in the plan) and [`Error::Forbidden`] (403, the token's user is not an
     /// admin of the space).
-    pub async fn external_webhooks(&self, space_id: i64) -> Result<Vec<ExternalWebhook>> {
+    pub async fn external_webhooks(&self, space_id: SpaceId) -> Result<Vec<ExternalWebhook>> {
         let path = format!("/spaces/{space_id}/external-webhooks");
         let result = self.inner.request(Method::Get, &path, &[], None).await;
         withhold_webhook_urls(result.and_then(|body| body.decode(parse_many::<ExternalWebhook>)), None)
@@ -590,7 +591,7 @@ impl KaitenClient {
     /// may exist by then): only after a 429 or a connection that could not be made. After such an
     /// error, list the space's webhooks before trying again. The URL holds a secret: it appears in no
     /// error and no log (errors and `Debug` show it masked).
-    pub async fn create_external_webhook(&self, space_id: i64, url: &str) -> Result<ExternalWebhook> {
+    pub async fn create_external_webhook(&self, space_id: SpaceId, url: &str) -> Result<ExternalWebhook> {
         check_webhook_url(url)?;
         let path = format!("/spaces/{space_id}/external-webhooks");
         let body = serde_json::json!({ "url": url });
@@ -604,8 +605,8 @@ impl KaitenClient {
     /// this is retried like a `GET`.
     pub async fn update_external_webhook(
         &self,
-        space_id: i64,
-        id: i64,
+        space_id: SpaceId,
+        id: WebhookId,
         url: Option<&str>,
         enabled: Option<bool>,
     ) -> Result<ExternalWebhook> {
@@ -663,6 +664,7 @@ fn withhold_webhook_urls<T>(result: Result<T>, sent: Option<&str>) -> Result<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{BoardId, ColumnId, LaneId, SpaceId};
     use crate::models::Condition;
     use crate::query::OrderDirection;
     use chrono::TimeZone;
@@ -672,10 +674,10 @@ mod tests {
         let mut query = CardQuery::new();
         query.updated_after = Some(chrono::Utc.timestamp_millis_opt(1_728_902_896_594).unwrap());
         query.updated_before = Some(chrono::Utc.timestamp_millis_opt(1_728_902_900_000).unwrap());
-        query.space_id = Some(1);
-        query.board_id = Some(2);
-        query.column_id = Some(3);
-        query.lane_id = Some(4);
+        query.space_id = Some(SpaceId(1));
+        query.board_id = Some(BoardId(2));
+        query.column_id = Some(ColumnId(3));
+        query.lane_id = Some(LaneId(4));
         query.condition = Some(Condition::Archived);
         query.archived = Some(true);
         query.order_by = Some("updated".into());

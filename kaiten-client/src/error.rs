@@ -136,7 +136,11 @@ pub(crate) const SNIPPET_CHARS: usize = 200;
 
 /// The first [`SNIPPET_CHARS`] characters of a body, for error messages.
 pub(crate) fn snippet(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).trim().chars().take(SNIPPET_CHARS).collect()
+    // Leading whitespace aside, the snippet's characters lie in the first few bytes (at most 4
+    // bytes a character): decode those, not a whole page of cards.
+    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
+    let head = &body[start..body.len().min(start + SNIPPET_CHARS * 4)];
+    String::from_utf8_lossy(head).trim().chars().take(SNIPPET_CHARS).collect()
 }
 
 /// Whether a `Content-Type` value says JSON (`application/json`, `...+json`, with any parameters).

@@ -14,6 +14,8 @@
 //!   [`KaitenClient::create_external_webhook`] (a `POST`, never repeated blindly) and
 //!   [`KaitenClient::update_external_webhook`]; [`mask_webhook_url`] prints a webhook URL without its
 //!   secret.
+//! - [Typed ids](ids) ([`CardId`], [`BoardId`], ...): serde-transparent integers the compiler tells
+//!   apart, so a board id never passes where a card id belongs.
 //! - One [`Error`] enum saying what went wrong and whether it is worth retrying.
 //! - [`redact_url`]: the one redaction of passwords and tokens in URLs and connection strings that
 //!   every kaiten-sync crate uses before printing one.
@@ -60,6 +62,7 @@
 mod client;
 mod config;
 mod error;
+pub mod ids;
 pub mod models;
 mod pagination;
 mod query;
@@ -75,6 +78,9 @@ pub use client::{
 };
 pub use config::{ENV_API_TOKEN, ENV_API_URL};
 pub use error::{Error, Result};
+pub use ids::{
+    BoardId, CardId, CardTypeId, ColumnId, LaneId, PropertyId, SelectValueId, SpaceId, TagId, UserId, WebhookId,
+};
 pub use models::{
     Board, Card, CardState, CardType, Column, Condition, ExternalWebhook, Lane, PropertyDefinition, Record,
     SelectValue, Space, Tag, User,

@@ -14,12 +14,21 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::ids::{
+    BoardId, CardId, CardTypeId, ColumnId, LaneId, PropertyId, SelectValueId, SpaceId, TagId, UserId, WebhookId,
+};
+
 /// A Kaiten record: a typed view of one JSON object plus the object itself.
 pub trait Record: DeserializeOwned + Clone + Send + Sync + std::fmt::Debug + 'static {
     /// A short name of the entity, used in errors and logs (`"card"`, `"board"`, ...).
     const ENTITY: &'static str;
 
-    /// The record's integer id.
+    /// The record's integer id: its typed `id` field (a [`CardId`], a [`BoardId`], ...) as the bare
+    /// `i64`.
+    ///
+    /// Untyped on purpose: code generic over every kind of record (a [`Pager`](crate::Pager), a store
+    /// that keeps each kind in a table keyed by the integer) needs one key type for all of them. Code
+    /// that knows the kind reads the typed `id` field instead.
     fn id(&self) -> i64;
 
     /// The JSON object exactly as received.
@@ -39,7 +48,7 @@ macro_rules! record {
         impl Record for $ty {
             const ENTITY: &'static str = $entity;
             fn id(&self) -> i64 {
-                self.id
+                self.id.get()
             }
             fn raw(&self) -> &Value {
                 &self.raw
@@ -196,9 +205,15 @@ pub(crate) mod lenient {
         })
     }
 
-    pub(crate) fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+    /// An optional typed id, read as leniently as [`int`].
+    pub(crate) fn id<'de, D: Deserializer<'de>, T: From<i64>>(d: D) -> Result<Option<T>, D::Error> {
+        Ok(int(d)?.map(T::from))
+    }
+
+    /// A list of typed ids: the integer items of an array (anything else is skipped).
+    pub(crate) fn ids<'de, D: Deserializer<'de>, T: From<i64>>(d: D) -> Result<Vec<T>, D::Error> {
         Ok(match Option::<Value>::deserialize(d)? {
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_i64).collect(),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_i64).map(T::from).collect(),
             _ => Vec::new(),
         })
     }
@@ -235,7 +250,7 @@ pub(crate) mod lenient {
 #[non_exhaustive]
 pub struct Space {
     /// Integer id.
-    pub id: i64,
+    pub id: SpaceId,
     /// UUID.
     #[serde(default, deserialize_with = "lenient::string")]
     pub uid: Option<String>,
@@ -268,11 +283,11 @@ record!(Space, "space");
 
 impl Space {
     /// Ids of the boards embedded in the space object (`boards[].id`), if Kaiten sent them.
-    pub fn embedded_board_ids(&self) -> Vec<i64> {
+    pub fn embedded_board_ids(&self) -> Vec<BoardId> {
         self.raw
             .get("boards")
             .and_then(Value::as_array)
-            .map(|boards| boards.iter().filter_map(|b| b.get("id").and_then(Value::as_i64)).collect())
+            .map(|boards| boards.iter().filter_map(|b| b.get("id").and_then(Value::as_i64)).map(BoardId).collect())
             .unwrap_or_default()
     }
 }
@@ -282,7 +297,7 @@ impl Space {
 #[non_exhaustive]
 pub struct Board {
     /// Integer id.
-    pub id: i64,
+    pub id: BoardId,
     /// UUID, when sent.
     #[serde(default, deserialize_with = "lenient::string")]
     pub uid: Option<String>,
@@ -291,8 +306,8 @@ pub struct Board {
     pub title: Option<String>,
     /// The space the board belongs to. Kaiten does not always include it; the sync engine fills it in
     /// from the space the board was listed under.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub space_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub space_id: Option<SpaceId>,
     /// Description.
     #[serde(default, deserialize_with = "lenient::string")]
     pub description: Option<String>,
@@ -322,7 +337,7 @@ record!(Board, "board");
 #[non_exhaustive]
 pub struct Column {
     /// Integer id.
-    pub id: i64,
+    pub id: ColumnId,
     /// UUID, when sent.
     #[serde(default, deserialize_with = "lenient::string")]
     pub uid: Option<String>,
@@ -330,11 +345,11 @@ pub struct Column {
     #[serde(default, deserialize_with = "lenient::string")]
     pub title: Option<String>,
     /// The board.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub board_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub board_id: Option<BoardId>,
     /// The parent column, for a subcolumn.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub column_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub column_id: Option<ColumnId>,
     /// Position on the board.
     #[serde(default, deserialize_with = "lenient::float")]
     pub sort_order: Option<f64>,
@@ -383,7 +398,7 @@ impl Column {
 #[non_exhaustive]
 pub struct Lane {
     /// Integer id.
-    pub id: i64,
+    pub id: LaneId,
     /// UUID, when sent.
     #[serde(default, deserialize_with = "lenient::string")]
     pub uid: Option<String>,
@@ -391,8 +406,8 @@ pub struct Lane {
     #[serde(default, deserialize_with = "lenient::string")]
     pub title: Option<String>,
     /// The board.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub board_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub board_id: Option<BoardId>,
     /// Position on the board.
     #[serde(default, deserialize_with = "lenient::float")]
     pub sort_order: Option<f64>,
@@ -422,7 +437,7 @@ record!(Lane, "lane");
 #[non_exhaustive]
 pub struct User {
     /// Integer id.
-    pub id: i64,
+    pub id: UserId,
     /// UUID.
     #[serde(default, deserialize_with = "lenient::string")]
     pub uid: Option<String>,
@@ -461,7 +476,7 @@ record!(User, "user");
 #[non_exhaustive]
 pub struct CardType {
     /// Integer id.
-    pub id: i64,
+    pub id: CardTypeId,
     /// UUID.
     #[serde(default, deserialize_with = "lenient::string")]
     pub uid: Option<String>,
@@ -494,7 +509,7 @@ record!(CardType, "card type");
 #[non_exhaustive]
 pub struct Tag {
     /// Integer id.
-    pub id: i64,
+    pub id: TagId,
     /// UUID.
     #[serde(default, deserialize_with = "lenient::string")]
     pub uid: Option<String>,
@@ -524,7 +539,7 @@ record!(Tag, "tag");
 #[non_exhaustive]
 pub struct PropertyDefinition {
     /// Integer id. Card values live under `properties["id_<id>"]`.
-    pub id: i64,
+    pub id: PropertyId,
     /// UUID.
     #[serde(default, deserialize_with = "lenient::string")]
     pub uid: Option<String>,
@@ -567,13 +582,13 @@ impl PropertyDefinition {
 #[non_exhaustive]
 pub struct SelectValue {
     /// Integer id.
-    pub id: i64,
+    pub id: SelectValueId,
     /// UUID.
     #[serde(default, deserialize_with = "lenient::string")]
     pub uid: Option<String>,
     /// The property this value belongs to.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub custom_property_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub custom_property_id: Option<PropertyId>,
     /// The displayed value.
     #[serde(default, deserialize_with = "lenient::string")]
     pub value: Option<String>,
@@ -613,7 +628,7 @@ impl SelectValue {
 #[non_exhaustive]
 pub struct Card {
     /// Integer id.
-    pub id: i64,
+    pub id: CardId,
     /// UUID.
     #[serde(default, deserialize_with = "lenient::string")]
     pub uid: Option<String>,
@@ -639,23 +654,23 @@ pub struct Card {
     #[serde(default, deserialize_with = "lenient::boolean")]
     pub blocked: Option<bool>,
     /// Board.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub board_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub board_id: Option<BoardId>,
     /// Column.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub column_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub column_id: Option<ColumnId>,
     /// Lane.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub lane_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub lane_id: Option<LaneId>,
     /// Space (not always sent; the engine fills it from the board when it can).
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub space_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub space_id: Option<SpaceId>,
     /// Owner user.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub owner_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub owner_id: Option<UserId>,
     /// Card type.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub type_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub type_id: Option<CardTypeId>,
     /// Position in its cell.
     #[serde(default, deserialize_with = "lenient::float")]
     pub sort_order: Option<f64>,
@@ -676,13 +691,13 @@ pub struct Card {
     pub properties: BTreeMap<String, Value>,
     /// Tag ids.
     #[serde(default, deserialize_with = "lenient::ids")]
-    pub tag_ids: Vec<i64>,
+    pub tag_ids: Vec<TagId>,
     /// Parent card ids.
     #[serde(default, deserialize_with = "lenient::ids")]
-    pub parents_ids: Vec<i64>,
+    pub parents_ids: Vec<CardId>,
     /// Child card ids.
     #[serde(default, deserialize_with = "lenient::ids")]
-    pub children_ids: Vec<i64>,
+    pub children_ids: Vec<CardId>,
     /// Creation time.
     #[serde(default, deserialize_with = "lenient::timestamp")]
     pub created: Option<DateTime<Utc>>,
@@ -718,10 +733,10 @@ impl Card {
 #[non_exhaustive]
 pub struct ExternalWebhook {
     /// Integer id.
-    pub id: i64,
+    pub id: WebhookId,
     /// The space it belongs to, when Kaiten says.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub space_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::id")]
+    pub space_id: Option<SpaceId>,
     /// Where Kaiten posts the events: holds a secret, never print it.
     #[serde(default, deserialize_with = "lenient::string")]
     pub url: Option<String>,
@@ -875,6 +890,9 @@ mod tests {
         let col = Column::from_value(json!({"id": 1, "board_id": 9, "subcolumns": [{"id": 2, "title": "a"}]})).unwrap();
         let subs = col.subcolumns();
         assert_eq!(subs.len(), 1);
-        assert_eq!((subs[0].id, subs[0].column_id, subs[0].board_id), (2, Some(1), Some(9)));
+        assert_eq!(
+            (subs[0].id, subs[0].column_id, subs[0].board_id),
+            (ColumnId(2), Some(ColumnId(1)), Some(BoardId(9)))
+        );
     }
 }

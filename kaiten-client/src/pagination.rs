@@ -214,7 +214,7 @@ mod tests {
     }
 
     fn ids(records: &[User]) -> Vec<i64> {
-        records.iter().map(|r| r.id).collect()
+        records.iter().map(|r| r.id.get()).collect()
     }
 
     /// Runs a pager against a fake server `serve(limit, offset) -> ids`; returns (ids yielded, requests).

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::ids::{BoardId, ColumnId, LaneId, SpaceId};
 use crate::models::Condition;
 
 /// One page of a `limit` + `offset` list.
@@ -41,13 +42,13 @@ pub struct CardQuery {
     /// Only cards updated before this instant (`updated_before`).
     pub updated_before: Option<DateTime<Utc>>,
     /// Only cards of this space.
-    pub space_id: Option<i64>,
+    pub space_id: Option<SpaceId>,
     /// Only cards of this board.
-    pub board_id: Option<i64>,
+    pub board_id: Option<BoardId>,
     /// Only cards in this column.
-    pub column_id: Option<i64>,
+    pub column_id: Option<ColumnId>,
     /// Only cards in this lane.
-    pub lane_id: Option<i64>,
+    pub lane_id: Option<LaneId>,
     /// Only cards in this condition (live / archived / deleted).
     pub condition: Option<Condition>,
     /// Only archived (or only not archived) cards.

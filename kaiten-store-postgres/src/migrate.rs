@@ -30,6 +30,7 @@ pub static MIGRATIONS: &[Migration] = &[
     Migration { version: 2, description: "users' role", sql: include_str!("../migrations/0002_users_role.sql") },
     Migration { version: 3, description: "card members", sql: include_str!("../migrations/0003_card_members.sql") },
     Migration { version: 4, description: "webhook inbox", sql: include_str!("../migrations/0004_webhook_inbox.sql") },
+    Migration { version: 5, description: "sweep marks", sql: include_str!("../migrations/0005_sweep_marks.sql") },
 ];
 
 /// A relationship enforced as a foreign key: `(constraint, table, column, referenced table)`.

@@ -256,8 +256,12 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
     //   index lookup, no JSON parsing and no row lock;
     // - `up`: candidates go through INSERT ... ON CONFLICT DO UPDATE, which decides "changed (the
     //   JSON differs, or the deleted state) and not older" again under the row lock;
-    // - `swept`: rows that are not candidates are marked seen by the sweep (candidates carry it
-    //   in their own write; the two sets never share a row);
+    // - `seen`, `marks`, `pruned`: rows the sweep saw but the statement does not write (not
+    //   candidates, and candidates the upsert's WHERE skipped: same JSON under another hash, or
+    //   older than stored) get a row in `sweep_marks` rather than a new version of their whole
+    //   record for `seen_sweep` (rows written carry the sweep in their own write); those already
+    //   carrying the sweep need none. The first page of a sweep that writes marks deletes the
+    //   kind's marks of older sweeps (once marks of this sweep exist, an index probe skips it);
     // - `state`: the entity state, when given;
     // - cards: the tag links of the cards written are replaced: links no longer listed are
     //   deleted (only cards that existed can have any), the others inserted unless stored (even
@@ -268,11 +272,13 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
     //   These never touch the same row either, so their order (unspecified) does not matter.
     // Returns `(id, inserted)` for rows written and `(id, NULL)` for rows that were not candidates.
     let sweep = format!("${}::bigint", p.sweep());
+    let kind = format!("'{}'", t.name.replace('\'', "''"));
+    let marks = format!("{s}.sweep_marks");
     let synced = format!("${}::timestamptz", p.synced_at());
     let st = p.state();
     let mut sql = format!(
         "WITH u AS MATERIALIZED (\
-           SELECT u.*, (s.\"id\" IS NULL OR ((s.raw_hash IS DISTINCT FROM u.raw_hash \
+           SELECT u.*, s.seen_sweep AS stored_sweep, (s.\"id\" IS NULL OR ((s.raw_hash IS DISTINCT FROM u.raw_hash \
              OR (s.deleted_at IS NULL) = u.deleted) AND {prefilter})) AS candidate \
            FROM UNNEST({unnest}) AS u(\"id\", {col_list}, raw_text, raw_hash, deleted) \
            LEFT JOIN {table} AS s ON s.\"id\" = u.\"id\"), \
@@ -288,10 +294,13 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
            WHERE ((t.raw_hash IS DISTINCT FROM EXCLUDED.raw_hash AND t.raw IS DISTINCT FROM EXCLUDED.raw) \
              OR (t.deleted_at IS NULL) <> (EXCLUDED.deleted_at IS NULL)) AND {locked} \
            RETURNING t.\"id\", (t.xmax = 0) AS inserted), \
-         swept AS (UPDATE {table} SET seen_sweep = {sweep} \
-           WHERE {sweep} IS NOT NULL \
-             AND \"id\" = ANY (ARRAY(SELECT u.\"id\" FROM u WHERE NOT u.candidate)) \
-             AND seen_sweep IS DISTINCT FROM {sweep}), \
+         seen AS MATERIALIZED (SELECT u.\"id\" FROM u \
+           WHERE {sweep} IS NOT NULL AND u.stored_sweep IS DISTINCT FROM {sweep} \
+             AND NOT (u.candidate AND u.\"id\" = ANY (ARRAY(SELECT \"id\" FROM up)))), \
+         marks AS (INSERT INTO {marks} (kind, sweep, \"id\") SELECT {kind}, {sweep}, \"id\" FROM seen), \
+         pruned AS (DELETE FROM {marks} m WHERE m.kind = {kind} AND m.sweep < {sweep} \
+           AND EXISTS (SELECT 1 FROM seen) \
+           AND NOT EXISTS (SELECT 1 FROM {marks} c WHERE c.kind = {kind} AND c.sweep = {sweep})), \
          state AS (INSERT INTO {s}.sync_metadata (entity, cursor, last_full_sync_at, last_incremental_sync_at, \
              resume, row_count, updated_at) \
            SELECT ${st}::text, ${c}::timestamptz, ${f}::timestamptz, ${i}::timestamptz, ${r}::text, ${rc}::bigint, now() \
@@ -343,22 +352,21 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
     sql.push_str(
         " SELECT \"id\", inserted FROM up UNION ALL SELECT u.\"id\", NULL::boolean FROM u WHERE NOT u.candidate",
     );
-    let (write_page, function_name, function_ddl) = page_function(s, t, &sql, &table, p);
-    let scoped = t.scope_column.map(|c| {
-        format!(
-            "SELECT \"id\" FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS DISTINCT FROM $1 \
-             AND {} = ANY($2::bigint[]) ORDER BY \"id\"",
-            ident(c)
-        )
-    });
+    let (write_page, function_name, function_ddl) = page_function(s, t, &sql, p);
+    // Live rows the sweep neither wrote (`seen_sweep`) nor marked (`sweep_marks`, an anti-join:
+    // the sweep's marks are read once through their index).
+    let unseen_base = format!(
+        "SELECT t.\"id\" FROM {table} t WHERE t.deleted_at IS NULL AND t.seen_sweep IS DISTINCT FROM $1 \
+         AND NOT EXISTS (SELECT 1 FROM {marks} m WHERE m.kind = {kind} AND m.sweep = $1 AND m.\"id\" = t.\"id\")"
+    );
+    let scoped =
+        t.scope_column.map(|c| format!("{unseen_base} AND t.{} = ANY($2::bigint[]) ORDER BY t.\"id\"", ident(c)));
     TableSql {
         write_page,
         function_name,
         function_ddl,
         get: format!("SELECT \"id\", {col_list}, raw, synced_at, deleted_at FROM {table} WHERE \"id\" = $1"),
-        unseen_all: format!(
-            "SELECT \"id\" FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS DISTINCT FROM $1 ORDER BY \"id\""
-        ),
+        unseen_all: format!("{unseen_base} ORDER BY t.\"id\""),
         unseen_scoped: scoped,
         mark_deleted: format!(
             "UPDATE {table} SET deleted_at = $2 WHERE \"id\" = ANY($1::bigint[]) AND deleted_at IS NULL"
@@ -372,9 +380,7 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
 /// The page statement wrapped in a PL/pgSQL function, so that its plan is prepared once per
 /// server session and cached, even through a transaction-mode pooler where the client cannot keep
 /// named prepared statements (planning this statement costs about as much as running it). The
-/// function also sets `synchronous_commit` for its caller's transaction when asked to, and gives
-/// rows the statement left alone (same JSON under another hash, or older than stored) the sweep's
-/// mark.
+/// function also sets `synchronous_commit` for its caller's transaction when asked to.
 ///
 /// The session keeps the plan it made at the first calls, possibly while the table was empty, when
 /// scanning the whole table looks cheapest; reused while the table grows to 100,000 rows, such a
@@ -388,7 +394,7 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
 /// processes of two versions sharing a database each call their own.
 ///
 /// Returns the call, the function's name and its `CREATE FUNCTION`.
-fn page_function(s: &str, t: &TableDef, statement: &str, table: &str, p: PageParams) -> (String, String, String) {
+fn page_function(s: &str, t: &TableDef, statement: &str, p: PageParams) -> (String, String, String) {
     let cards = t.name == "cards";
     let mut types = vec!["bigint[]"];
     types.extend(t.columns.iter().map(|c| array_type(c.ty)));
@@ -405,20 +411,14 @@ fn page_function(s: &str, t: &TableDef, statement: &str, table: &str, p: PagePar
          LANGUAGE plpgsql VOLATILE \
          {settings} \
          AS {BODY_QUOTE}\n\
-         DECLARE returned bigint;\n\
          BEGIN\n\
          IF ${async_commit} THEN PERFORM pg_catalog.set_config('synchronous_commit', 'off', true); END IF;\n\
          RETURN QUERY {statement};\n\
-         GET DIAGNOSTICS returned = ROW_COUNT;\n\
-         IF ${sweep} IS NOT NULL AND returned < pg_catalog.cardinality($1) THEN\n\
-         UPDATE {table} SET seen_sweep = ${sweep} WHERE \"id\" = ANY ($1) AND seen_sweep IS DISTINCT FROM ${sweep};\n\
-         END IF;\n\
          END\n\
          {BODY_QUOTE}",
         types = types.join(", "),
         settings = PLANNER_SETTINGS.iter().map(|(k, v)| format!("SET {k} = {v}")).collect::<Vec<_>>().join(" "),
         async_commit = p.async_commit(),
-        sweep = p.sweep(),
     );
     let name = format!("write_page_{}_{}", t.name, definition_hash(&template));
     let ddl = template.replace(NAME, &ident(&name));
@@ -485,6 +485,11 @@ mod tests {
         assert!(!tags_sql.function_ddl.contains("card_members"));
         assert!(st.counts.contains("\"kaiten\".card_members"));
         assert!(st.table(EntityKind::Spaces).unseen_scoped.is_none());
+        // Unchanged rows of a sweep are marked beside the table, never rewritten.
+        assert!(cards.function_ddl.contains("INSERT INTO \"kaiten\".sweep_marks (kind, sweep, \"id\") SELECT 'cards'"));
+        assert!(!cards.function_ddl.contains("SET seen_sweep ="));
+        assert!(cards.unseen_all.contains("\"kaiten\".sweep_marks m WHERE m.kind = 'cards' AND m.sweep = $1"));
+        assert!(st.table(EntityKind::Boards).unseen_scoped.as_deref().is_some_and(|q| q.contains("sweep_marks")));
         assert!(st.counts.contains("\"kaiten\".\"property_select_values\""));
     }
 }

@@ -800,3 +800,107 @@ async fn card_members_migration_fills_the_table_like_the_page_path() {
         assert_eq!(&store.card_members(id).await.unwrap(), members, "card {id}");
     }
 }
+
+/// `(n_tup_upd, n_tup_ins)` of a table, as the statistics see them once the store's one connection
+/// has flushed its counters.
+async fn tuple_writes(store: &PgStore, table: &str) -> (i64, i64) {
+    sqlx::query("SELECT pg_stat_force_next_flush()").execute(store.pool()).await.unwrap();
+    sqlx::query("SELECT 1").execute(store.pool()).await.unwrap();
+    let row =
+        sqlx::query("SELECT n_tup_upd, n_tup_ins FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2")
+            .bind(store.schema())
+            .bind(table)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// A full listing that finds its records unchanged marks them seen in `sweep_marks` instead of
+/// rewriting them (under MVCC, moving `seen_sweep` wrote a new version of the whole ~4 KiB row):
+/// no row version is written, and `unseen` still finds exactly the rows the sweep did not list.
+#[tokio::test]
+async fn an_unchanged_listing_marks_its_rows_without_writing_them() {
+    let Some(store) = pg_store_with(|o| {
+        o.max_connections = 1;
+        o.foreign_keys = false;
+    })
+    .await
+    else {
+        return;
+    };
+    let s = store.schema().to_owned();
+    let sweep_page = |first: i64, count: i64, sweep: i64| {
+        let mut p = page(Batch::Cards(cards(first, count, 10, 100)));
+        p.sweep = Some(sweep);
+        p.synced_at += chrono::Duration::seconds(sweep);
+        p
+    };
+    let unseen = |sweep: i64| {
+        let store = &store;
+        async move { store.unseen(EntityKind::Cards, sweep, &kaiten_sync::Scope::All).await.unwrap() }
+    };
+    let versions = || {
+        let (store, s) = (&store, &s);
+        async move {
+            sqlx::query_scalar::<_, String>(&format!("SELECT id || ':' || xmin::text FROM \"{s}\".cards ORDER BY id"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+        }
+    };
+    let marks = || {
+        let (store, s) = (&store, &s);
+        async move {
+            sqlx::query_as::<_, (String, i64, i64)>(&format!(
+                "SELECT kind, sweep, id FROM \"{s}\".sweep_marks ORDER BY sweep, id"
+            ))
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+        }
+    };
+
+    // Sweep 1 writes ten cards: they carry the sweep in their row, no mark.
+    assert_eq!(store.apply_page(&sweep_page(1, 10, 1)).await.unwrap().inserted, 10);
+    assert!(unseen(1).await.is_empty());
+    assert!(marks().await.is_empty());
+
+    // Sweep 2 lists cards 1..=7 unchanged, in two pages: no row is written, each gets a mark (the
+    // second page keeps the first page's marks), and the three others are unseen.
+    let before = versions().await;
+    let writes = tuple_writes(&store, "cards").await;
+    for (first, count) in [(1, 4), (5, 3)] {
+        let outcome = store.apply_page(&sweep_page(first, count, 2)).await.unwrap();
+        assert_eq!(outcome, PageOutcome { inserted: 0, updated: 0, unchanged: count as u64 });
+    }
+    assert_eq!(versions().await, before, "an unchanged row was rewritten");
+    assert_eq!(tuple_writes(&store, "cards").await, writes, "an unchanged listing wrote to the cards table");
+    assert_eq!(marks().await, (1..=7).map(|id| ("cards".to_owned(), 2, id)).collect::<Vec<_>>());
+    assert_eq!(unseen(2).await, vec![8, 9, 10]);
+    // The same page again (a resumed listing) is still seen; an older sweep's view is unchanged.
+    store.apply_page(&sweep_page(1, 4, 2)).await.unwrap();
+    assert_eq!(unseen(2).await, vec![8, 9, 10]);
+    assert!(unseen(1).await.is_empty());
+    assert_eq!(versions().await, before);
+
+    // Sweep 3: its first marks drop sweep 2's; a changed card is written with the sweep (no mark),
+    // an older copy of a card is not written but marked.
+    let mut third = sweep_page(1, 2, 3);
+    let Batch::Cards(listed) = &mut third.batch else { unreachable!() };
+    listed.push(card(3, 10, 200, 2));
+    listed.push(card(4, 10, 50, 1));
+    let outcome = store.apply_page(&third).await.unwrap();
+    assert_eq!(outcome, PageOutcome { inserted: 0, updated: 1, unchanged: 3 });
+    assert_eq!(marks().await, [1, 2, 4].map(|id| ("cards".to_owned(), 3, id)).to_vec());
+    assert_eq!(unseen(3).await, (5..=10).collect::<Vec<_>>());
+    let after = versions().await;
+    let rewritten: Vec<_> = before.iter().zip(&after).filter(|(a, b)| a != b).map(|(a, _)| a.clone()).collect();
+    assert_eq!(rewritten.len(), 1, "only card 3 is written: {rewritten:?}");
+    assert!(rewritten[0].starts_with("3:"), "{rewritten:?}");
+    let sweep: Option<i64> = sqlx::query_scalar(&format!("SELECT seen_sweep FROM \"{s}\".cards WHERE id = 3"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sweep, Some(3));
+}

@@ -60,6 +60,14 @@
 //! on a thread of their own, every thousand or so changed rows, so that no commit waits for them.
 //! [`SqliteStore::with_connection`] runs queries of your own on the store's connection.
 //!
+//! `cards` keeps rows in the order they are first written (a rowid of its own, `id` a unique
+//! column: migration 7), so that a listing in `updated` order appends rows instead of splitting
+//! pages all over the table; and a full listing into an empty `cards` table (a first sync) sets
+//! its eight secondary indexes aside and builds each once when the listing ends (or at the next
+//! [`Store::migrate`], should it be killed: migration 6). A first sync writes about 2.3–2.9× the
+//! size of the database it leaves (the write-ahead log, then the database file: 2× is the floor
+//! of WAL mode), where it wrote 7–15× before (`BENCHMARKS.md`).
+//!
 //! # Several processes
 //! Two processes may share one file: the sync lock is a row of `sync_lock` taken in an
 //! `IMMEDIATE` transaction, and a writer that finds the database locked waits up to the busy
@@ -105,13 +113,13 @@ pub struct SqliteOptions {
     /// How long a statement waits for another connection's lock before failing with
     /// [`StoreError::Busy`]. Default 5 s.
     pub busy_timeout: Duration,
-    /// Size of SQLite's page cache in KiB. Default 32 MiB.
+    /// Size of SQLite's page cache in KiB. Default 16 MiB.
     pub cache_size_kib: u32,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { busy_timeout: Duration::from_secs(5), cache_size_kib: 32 * 1024 }
+        Self { busy_timeout: Duration::from_secs(5), cache_size_kib: 16 * 1024 }
     }
 }
 
@@ -447,7 +455,11 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        self.call(migrations::migrate).await
+        self.call(|conn| {
+            migrations::migrate(conn)?;
+            ops::restore_deferred_indexes(conn).map(|_| ())
+        })
+        .await
     }
 
     async fn apply_page(&self, page: &Page) -> Result<PageOutcome, StoreError> {
@@ -496,7 +508,14 @@ impl Store for SqliteStore {
 
     async fn save_entity_state(&self, state: &EntityState) -> Result<(), StoreError> {
         let state = state.clone();
-        self.call(move |conn| ops::write_state(conn, &state)).await
+        self.call(move |conn| {
+            ops::write_state(conn, &state)?;
+            if state.kind == EntityKind::Cards {
+                ops::restore_deferred_indexes(conn)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn start_run(&self, run: &RunRecord) -> Result<i64, StoreError> {

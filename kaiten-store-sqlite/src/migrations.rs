@@ -25,6 +25,16 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "0003_card_members.sql", sql: include_str!("../migrations/0003_card_members.sql") },
     Migration { version: 4, name: "0004_webhook_inbox.sql", sql: include_str!("../migrations/0004_webhook_inbox.sql") },
     Migration { version: 5, name: "0005_sweep_marks.sql", sql: include_str!("../migrations/0005_sweep_marks.sql") },
+    Migration {
+        version: 6,
+        name: "0006_deferred_indexes.sql",
+        sql: include_str!("../migrations/0006_deferred_indexes.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "0007_cards_append_order.sql",
+        sql: include_str!("../migrations/0007_cards_append_order.sql"),
+    },
 ];
 
 /// The highest schema version this crate knows.

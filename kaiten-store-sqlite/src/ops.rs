@@ -65,7 +65,11 @@ impl PreparedPage {
                     version: row.version,
                     deleted: row.deleted,
                     values: row.values.into_iter().map(to_sqlite).collect(),
-                    raw: row.raw.to_string(),
+                    // The serializer straight into a buffer (`to_string` goes through `Display`).
+                    raw: serde_json::to_string(row.raw).map_err(|e| StoreError::InvalidData {
+                        kind,
+                        message: format!("record {} cannot be serialized: {e}", row.id),
+                    })?,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -80,6 +84,60 @@ impl PreparedPage {
             synced_at: fmt_time(&page.synced_at),
         })
     }
+}
+
+/// A full listing writing into an empty `cards` table (a first sync): its secondary indexes are
+/// dropped, their definitions kept in `deferred_indexes` (migration 6), so that the listing's
+/// inserts touch the table alone; [`restore_deferred_indexes`] builds each once afterwards. The
+/// partial indexes (over deleted rows) stay: they take no entry for a live card.
+fn defer_card_indexes_if_empty(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let has_cards: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM cards)", [], |r| r.get(0)).map_err(db_err)?;
+    if has_cards {
+        return Ok(());
+    }
+    let indexes: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT name, sql FROM sqlite_master
+                 WHERE type = 'index' AND tbl_name = 'cards' AND sql IS NOT NULL AND sql NOT LIKE '% WHERE %'
+                   AND name NOT IN (SELECT name FROM deferred_indexes)",
+            )
+            .map_err(db_err)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err)?;
+        rows.collect::<Result<_, _>>().map_err(db_err)?
+    };
+    for (name, sql) in &indexes {
+        tx.execute("INSERT INTO deferred_indexes (name, sql) VALUES (?1, ?2)", params![name, sql]).map_err(db_err)?;
+        tx.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\""))).map_err(db_err)?;
+    }
+    if !indexes.is_empty() {
+        tracing::debug!(indexes = indexes.len(), "first full listing into an empty cards table: indexes deferred");
+    }
+    Ok(())
+}
+
+/// Builds the indexes [`defer_card_indexes_if_empty`] set aside (none: nothing to do), in one
+/// transaction. Called when the card state is saved (the end of a listing) and by `migrate`, so an
+/// index is never missing for longer than a first listing, even one that was killed.
+pub(crate) fn restore_deferred_indexes(conn: &mut Connection) -> Result<usize, StoreError> {
+    let pending: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM deferred_indexes)", [], |r| r.get(0)).map_err(db_err)?;
+    if !pending {
+        return Ok(0);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+    let indexes: Vec<(String, String)> = {
+        let mut stmt = tx.prepare("SELECT name, sql FROM deferred_indexes ORDER BY name").map_err(db_err)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err)?;
+        rows.collect::<Result<_, _>>().map_err(db_err)?
+    };
+    for (_, sql) in &indexes {
+        tx.execute_batch(sql).map_err(db_err)?;
+    }
+    tx.execute("DELETE FROM deferred_indexes", []).map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    tracing::debug!(indexes = indexes.len(), "deferred indexes of cards built");
+    Ok(indexes.len())
 }
 
 /// What `apply_page` needs of a stored row.
@@ -101,6 +159,9 @@ pub(crate) fn apply_page(conn: &mut Connection, page: PreparedPage) -> Result<Pa
     let sql = table_sql(page.kind);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     let mut outcome = PageOutcome::default();
+    if page.kind == EntityKind::Cards && page.sweep.is_some() && !page.rows.is_empty() {
+        defer_card_indexes_if_empty(&tx)?;
+    }
 
     let mut existing: HashMap<i64, Existing> = HashMap::with_capacity(page.rows.len());
     if !page.rows.is_empty() {

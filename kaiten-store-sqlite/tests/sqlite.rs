@@ -129,7 +129,9 @@ async fn migrated_schema_matches_the_tables_definition() {
             })
             .await
             .unwrap();
-        let mut want: Vec<(String, String, bool)> = vec![("id".into(), "INTEGER".into(), false)];
+        // `cards` has a rowid of its own and `id` as a NOT NULL UNIQUE column (migration 7); the
+        // other tables' `id` is their INTEGER PRIMARY KEY.
+        let mut want: Vec<(String, String, bool)> = vec![("id".into(), "INTEGER".into(), name == "cards")];
         for c in table.columns {
             let ty = match c.ty {
                 ColumnType::BigInt | ColumnType::Bool => "INTEGER",
@@ -461,4 +463,71 @@ async fn a_lock_of_a_process_gone_from_this_host_is_taken_over_at_once() {
     assert_eq!(store.try_lock("me", long).await.unwrap(), LockAttempt::Acquired, "the dead holder's lock is taken");
     assert!(!store.heartbeat_lock(&dead).await.unwrap(), "the dead holder no longer holds it");
     assert!(matches!(store.try_lock(&dead, long).await.unwrap(), LockAttempt::Held(info) if info.holder == "me"));
+}
+
+/// The indexes of `cards` (name and definition), and the definitions set aside in
+/// `deferred_indexes`.
+async fn card_indexes(store: &SqliteStore) -> (Vec<(String, String)>, usize) {
+    store
+        .with_connection(|c| {
+            let mut stmt = c.prepare(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'cards' AND sql IS NOT NULL \
+                 ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let indexes = rows.collect::<Result<Vec<(String, String)>, _>>()?;
+            let deferred: usize = c.query_row("SELECT count(*) FROM deferred_indexes", [], |r| r.get(0))?;
+            Ok((indexes, deferred))
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_first_full_listing_builds_the_card_indexes_once_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kaiten.db");
+    let store = migrated(&path).await;
+    let (all, deferred) = card_indexes(&store).await;
+    assert_eq!(deferred, 0);
+    assert_eq!(all.len(), 9, "eight indexes and the partial one over deleted rows: {all:?}");
+
+    // An incremental page into the empty table changes nothing.
+    store.apply_page(&page(Batch::Cards(fixtures::cards(1, 10, 10, 100)))).await.unwrap();
+    assert_eq!(card_indexes(&store).await, (all.clone(), 0));
+
+    // A full listing (a sweep) into an empty table: the eight indexes wait, the partial one stays.
+    let fresh = dir.path().join("fresh.db");
+    let store = migrated(&fresh).await;
+    let mut listing = page(Batch::Cards(fixtures::cards(1, 100, 10, 100)));
+    listing.sweep = Some(1);
+    store.apply_page(&listing).await.unwrap();
+    let (during, deferred) = card_indexes(&store).await;
+    assert_eq!(deferred, 8);
+    assert_eq!(during.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["cards_deleted_at"]);
+    // Its next pages find the table filled: nothing more to set aside, and reads work meanwhile.
+    let mut next = page(Batch::Cards(fixtures::cards(101, 100, 10, 100)));
+    next.sweep = Some(1);
+    store.apply_page(&next).await.unwrap();
+    assert_eq!(card_indexes(&store).await.1, 8);
+    assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap().len(), 200);
+    assert_eq!(store.unseen(EntityKind::Cards, 1, &Scope::Parents(vec![10])).await.unwrap(), Vec::<i64>::new());
+
+    // Killed before the end: the next `migrate` (every run starts with it) builds them.
+    drop(store);
+    let reopened = migrated(&fresh).await;
+    assert_eq!(card_indexes(&reopened).await, (all.clone(), 0), "rebuilt with the same definitions");
+
+    // The normal end of a listing: the card state is saved, and the indexes are built then.
+    let third = dir.path().join("third.db");
+    let store = migrated(&third).await;
+    store.apply_page(&listing).await.unwrap();
+    assert_eq!(card_indexes(&store).await.1, 8);
+    store.save_entity_state(&EntityState::new(EntityKind::Cards)).await.unwrap();
+    assert_eq!(card_indexes(&store).await, (all, 0));
+    let board_cards = store
+        .with_connection(|c| c.query_row("SELECT count(*) FROM cards WHERE board_id = 10", [], |r| r.get::<_, i64>(0)))
+        .await
+        .unwrap();
+    assert_eq!(board_cards, 100);
 }

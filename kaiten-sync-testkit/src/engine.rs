@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use kaiten_client::{
-    Board, Card, CardType, Column, KaitenClient, Lane, PropertyDefinition, RetryPolicy, SelectValue, Space, Tag, User,
+    Board, BoardId, Card, CardType, Column, KaitenClient, Lane, PropertyDefinition, RetryPolicy, SelectValue, Space,
+    SpaceId, Tag, User,
 };
 use kaiten_sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
@@ -410,7 +411,7 @@ pub async fn selective_sync_touches_only_the_selection(store: Arc<dyn Store>) {
     // One board: its cards and nothing of the others.
     let board = sim.board_ids()[1];
     let selection = Selection::kinds(&[EntityKind::Boards, EntityKind::Columns, EntityKind::Lanes, EntityKind::Cards])
-        .in_boards(&[board]);
+        .in_boards(&[BoardId(board)]);
     engine.sync_selection(&selection, Mode::Full).await.expect("board selection");
     assert_eq!(store.ids(EntityKind::Boards, false).await.unwrap(), vec![board]);
     let mut expected: Vec<i64> =
@@ -430,7 +431,8 @@ pub async fn selective_sync_touches_only_the_selection(store: Arc<dyn Store>) {
     let elsewhere = sim.board_ids()[0];
     let elsewhere_column = *sim.column_ids(elsewhere).last().unwrap();
     sim.move_card(expected[1], elsewhere_column, None);
-    let report = engine.sync_selection(&Selection::kinds(&[EntityKind::Cards]).in_boards(&[board]), Mode::Full).await;
+    let report =
+        engine.sync_selection(&Selection::kinds(&[EntityKind::Cards]).in_boards(&[BoardId(board)]), Mode::Full).await;
     assert_eq!(report.expect("board full sync").stats(EntityKind::Cards).deleted, 1);
     assert!(stored(&*store, EntityKind::Cards, expected[0]).await.deleted_at.is_some());
     let moved = stored(&*store, EntityKind::Cards, expected[1]).await;
@@ -832,7 +834,7 @@ pub async fn assert_mirror_is_the_simulator(
     let (mut columns, mut lanes) = (Vec::new(), Vec::new());
     for board in sim.board_ids() {
         for column in sim.columns_json(board) {
-            assert_row::<Column>(store, &column, |c| c.board_id = c.board_id.or(Some(board))).await;
+            assert_row::<Column>(store, &column, |c| c.board_id = c.board_id.or(Some(BoardId(board)))).await;
             for sub in column["subcolumns"].as_array().unwrap() {
                 assert_row::<Column>(store, sub, |_| {}).await;
                 columns.push(sub["id"].as_i64().unwrap());
@@ -883,7 +885,7 @@ pub async fn assert_mirror_is_the_simulator(
     assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), ids_of(&expected_cards));
     for card in &expected_cards {
         let space = board_space.get(&card["board_id"].as_i64().unwrap()).copied().flatten();
-        assert_row::<Card>(store, card, |c| c.space_id = space).await;
+        assert_row::<Card>(store, card, |c| c.space_id = space.map(SpaceId)).await;
         let mut tags: Vec<i64> = card["tag_ids"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
         tags.sort_unstable();
         tags.dedup();
@@ -1047,16 +1049,16 @@ pub async fn structure_is_repolled_within_its_max_age(store: Arc<dyn Store>) {
 pub async fn an_unknown_board_or_space_is_refused_before_anything_is_written(store: Arc<dyn Store>) {
     let sim = start_sim(SimConfig::small()).await;
     let engine = engine(&sim, &store);
-    let lanes = Selection::kinds(&[EntityKind::Lanes]).in_boards(&[424_242]);
+    let lanes = Selection::kinds(&[EntityKind::Lanes]).in_boards(&[BoardId(424_242)]);
     let err = engine.sync_selection(&lanes, Mode::Full).await.expect_err("no such board");
     assert!(matches!(err, SyncError::InvalidSelection(_)), "{err:?}");
     assert!(err.to_string().contains("Kaiten has no board 424242"), "{err}");
     let known = sim.board_ids()[0];
-    let some = Selection::kinds(&[EntityKind::Cards]).in_boards(&[known, 7, 8]);
+    let some = Selection::kinds(&[EntityKind::Cards]).in_boards(&[BoardId(known), BoardId(7), BoardId(8)]);
     let err = engine.sync_selection(&some, Mode::Incremental).await.expect_err("two unknown boards");
     assert!(err.to_string().contains("boards 7,8"), "{err}");
     assert!(!err.to_string().contains(&known.to_string()), "only the unknown ones are named: {err}");
-    let spaces = Selection::all().in_spaces(&[5]);
+    let spaces = Selection::all().in_spaces(&[SpaceId(5)]);
     let err = engine.sync_selection(&spaces, Mode::Full).await.expect_err("no such space");
     assert!(err.to_string().contains("Kaiten has no space 5"), "{err}");
     for table in store.counts().await.unwrap() {
@@ -1069,7 +1071,7 @@ pub async fn an_unknown_board_or_space_is_refused_before_anything_is_written(sto
     assert_eq!(requests_to(&sim, "/lanes") + requests_to(&sim, "/cards"), 0, "nothing listed past GET /spaces");
     // A board Kaiten has works.
     engine
-        .sync_selection(&Selection::kinds(&[EntityKind::Lanes]).in_boards(&[known]), Mode::Full)
+        .sync_selection(&Selection::kinds(&[EntityKind::Lanes]).in_boards(&[BoardId(known)]), Mode::Full)
         .await
         .expect("known board");
     assert_eq!(store.ids(EntityKind::Lanes, false).await.unwrap(), {

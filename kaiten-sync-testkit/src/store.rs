@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use kaiten_client::{CardType, PropertyDefinition, Record, SelectValue, Tag, User};
+use kaiten_client::{BoardId, CardType, PropertyDefinition, Record, SelectValue, Tag, User};
 use serde_json::json;
 
 use crate::fixtures::{self, board, card, card_json, cards, column, epoch, lane, space};
@@ -195,7 +195,7 @@ pub async fn every_kind_round_trips(store: &dyn Store) {
         "condition": 1, "sort_order": 2.5, "updated": fixtures::stamp(5)}))
     .unwrap();
     let mut sub = column(102, 10, Some(101));
-    sub.board_id = Some(10);
+    sub.board_id = Some(BoardId(10));
     let batches = vec![
         Batch::Spaces(vec![space(1)]),
         Batch::Users(vec![user]),

@@ -143,7 +143,7 @@ impl PageRules {
                 pos.offset
             )));
         }
-        let ids: Vec<i64> = cards.iter().map(|c| c.id).collect();
+        let ids: Vec<i64> = cards.iter().map(|c| c.id.get()).collect();
         let previous = self.previous.replace((pos, ids.clone()));
         if let Some((prev_pos, prev_ids)) = &previous {
             if !ids.is_empty() && ids == *prev_ids && is_offset_step(*prev_pos, pos) {
@@ -258,7 +258,7 @@ mod tests {
             let limit = rules.limit(page_size);
             limits.push(limit);
             let page = server.page(pos, limit);
-            seen.extend(page.iter().map(|c| c.id));
+            seen.extend(page.iter().map(|c| c.id.get()));
             match rules.judge(page_size, pos, limit, &page).map_err(|e| e.0)? {
                 Verdict::Next(next) => pos = next,
                 Verdict::Done => break,
@@ -427,7 +427,7 @@ mod tests {
                         _ => serve(pos, limit),
                     };
                     requests += 1;
-                    seen.extend(page.iter().map(|c| c.id));
+                    seen.extend(page.iter().map(|c| c.id.get()));
                     previous = Some(page.clone());
                     match rules.judge(page_size, pos, limit, &page) {
                         Ok(Verdict::Next(next)) => pos = next,

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use kaiten_client::{Board, Card, Column, KaitenClient, Lane, Record, Space};
+use kaiten_client::{Board, BoardId, Card, Column, ColumnId, KaitenClient, Lane, LaneId, Record, Space, SpaceId};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -26,12 +26,12 @@ use crate::store::{now_millis, Batch, Page, RunRecord, Store, StoreError};
 /// What one run (a sync, or a drained batch of webhook notifications) learnt about parents.
 #[derive(Debug, Default)]
 pub(crate) struct ParentCache {
-    /// Ids known to be stored, per kind.
+    /// Ids known to be stored, per kind (untyped: the kinds share the map, as the store's tables).
     pub(crate) known: HashMap<EntityKind, HashSet<i64>>,
     /// Board id → space id, for boards listed or read in this run.
-    pub(crate) board_spaces: HashMap<i64, Option<i64>>,
+    pub(crate) board_spaces: HashMap<BoardId, Option<SpaceId>>,
     /// Boards whose columns and lanes were listed in this run.
-    pub(crate) refreshed: HashSet<i64>,
+    pub(crate) refreshed: HashSet<BoardId>,
     /// `GET /spaces` of this run, asked at most once (unless a board is missing from it).
     pub(crate) spaces: Option<Vec<Space>>,
 }
@@ -46,7 +46,7 @@ pub(crate) struct Parents<'a> {
 }
 
 /// A placeholder row for a parent Kaiten does not list.
-fn placeholder<T: Record>(kind: EntityKind, id: i64, board_id: Option<i64>) -> Result<T, SyncError> {
+fn placeholder<T: Record>(kind: EntityKind, id: i64, board_id: Option<BoardId>) -> Result<T, SyncError> {
     let value = match board_id {
         Some(board) => json!({"id": id, "board_id": board, "placeholder": true}),
         None => json!({"id": id, "placeholder": true}),
@@ -57,7 +57,7 @@ fn placeholder<T: Record>(kind: EntityKind, id: i64, board_id: Option<i64>) -> R
 }
 
 /// Top-level columns followed by their subcolumns, each with `board_id` set.
-pub(crate) fn flatten_columns(columns: Vec<Column>, board_id: i64) -> Vec<Column> {
+pub(crate) fn flatten_columns(columns: Vec<Column>, board_id: BoardId) -> Vec<Column> {
     let mut out = Vec::with_capacity(columns.len() * 2);
     let mut subs = Vec::new();
     for mut column in columns {
@@ -70,7 +70,7 @@ pub(crate) fn flatten_columns(columns: Vec<Column>, board_id: i64) -> Vec<Column
 }
 
 /// Lanes with `board_id` set.
-pub(crate) fn with_board(lanes: Vec<Lane>, board_id: i64) -> Vec<Lane> {
+pub(crate) fn with_board(lanes: Vec<Lane>, board_id: BoardId) -> Vec<Lane> {
     lanes
         .into_iter()
         .map(|mut l| {
@@ -78,6 +78,11 @@ pub(crate) fn with_board(lanes: Vec<Lane>, board_id: i64) -> Vec<Lane> {
             l
         })
         .collect()
+}
+
+/// Typed ids as the bare integers, so logs print `{1, 2}` (not `{BoardId(1), BoardId(2)}`).
+fn untyped<I: Copy + Into<i64>>(ids: &BTreeSet<I>) -> BTreeSet<i64> {
+    ids.iter().map(|&id| id.into()).collect()
 }
 
 /// Whether an error means "this board's structure cannot be listed" rather than "Kaiten failed".
@@ -104,17 +109,26 @@ impl Parents<'_> {
     }
 
     /// The ids not known to be stored (asking the store once for those not seen in this run).
-    pub(crate) async fn unknown(&mut self, kind: EntityKind, ids: Vec<i64>) -> Result<BTreeSet<i64>, SyncError> {
+    /// `I` is the kind's typed id ([`BoardId`], ...), or a bare `i64`.
+    pub(crate) async fn unknown<I>(&mut self, kind: EntityKind, ids: Vec<I>) -> Result<BTreeSet<I>, SyncError>
+    where
+        I: Copy + Ord + Into<i64> + From<i64>,
+    {
         let known = self.cache.known.entry(kind).or_default();
-        let ask: Vec<i64> =
-            ids.into_iter().filter(|id| !known.contains(id)).collect::<BTreeSet<_>>().into_iter().collect();
+        let ask: Vec<i64> = ids
+            .into_iter()
+            .map(Into::into)
+            .filter(|id| !known.contains(id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         if ask.is_empty() {
             return Ok(BTreeSet::new());
         }
         let stored = self.store.existing_ids(kind, &ask).await?;
         let known = self.cache.known.entry(kind).or_default();
         known.extend(stored.iter().copied());
-        Ok(ask.into_iter().filter(|id| !known.contains(id)).collect())
+        Ok(ask.into_iter().filter(|id| !known.contains(id)).map(I::from).collect())
     }
 
     /// Writes parent records (listed, or placeholders) without a sweep, and remembers them as
@@ -135,13 +149,13 @@ impl Parents<'_> {
     }
 
     /// The space of a board: as listed in this run, else as stored.
-    pub(crate) async fn board_space(&mut self, board_id: i64) -> Result<Option<i64>, SyncError> {
+    pub(crate) async fn board_space(&mut self, board_id: BoardId) -> Result<Option<SpaceId>, SyncError> {
         if let Some(space) = self.cache.board_spaces.get(&board_id) {
             return Ok(*space);
         }
-        let space = match self.store.get(EntityKind::Boards, board_id).await? {
+        let space = match self.store.get(EntityKind::Boards, board_id.get()).await? {
             Some(stored) => match stored.value(EntityKind::Boards, "space_id") {
-                Some(SqlValue::Int(s)) => Some(*s),
+                Some(SqlValue::Int(s)) => Some(SpaceId(*s)),
                 _ => None,
             },
             None => None,
@@ -151,17 +165,17 @@ impl Parents<'_> {
     }
 
     /// Makes sure these spaces are stored: written from `GET /spaces`, or as placeholders.
-    pub(crate) async fn ensure_spaces(&mut self, ids: Vec<i64>) -> Result<(), SyncError> {
+    pub(crate) async fn ensure_spaces(&mut self, ids: Vec<SpaceId>) -> Result<(), SyncError> {
         let missing = self.unknown(EntityKind::Spaces, ids).await?;
         if missing.is_empty() {
             return Ok(());
         }
         let listed = self.list_spaces(false).await?;
         let mut spaces: Vec<Space> = listed.into_iter().filter(|s| missing.contains(&s.id)).collect();
-        let found: HashSet<i64> = spaces.iter().map(|s| s.id).collect();
+        let found: HashSet<SpaceId> = spaces.iter().map(|s| s.id).collect();
         for id in missing.iter().filter(|id| !found.contains(id)) {
-            warn!(space = id, "a board belongs to a space Kaiten does not list; storing a placeholder");
-            spaces.push(placeholder(EntityKind::Spaces, *id, None)?);
+            warn!(space = id.get(), "a board belongs to a space Kaiten does not list; storing a placeholder");
+            spaces.push(placeholder(EntityKind::Spaces, id.get(), None)?);
         }
         self.write_parents(Batch::Spaces(spaces)).await
     }
@@ -171,9 +185,9 @@ impl Parents<'_> {
     /// Returns the boards Kaiten does not list anywhere.
     pub(crate) async fn refresh_boards(
         &mut self,
-        wanted: &BTreeSet<i64>,
-        hints: &HashMap<i64, i64>,
-    ) -> Result<BTreeSet<i64>, SyncError> {
+        wanted: &BTreeSet<BoardId>,
+        hints: &HashMap<BoardId, SpaceId>,
+    ) -> Result<BTreeSet<BoardId>, SyncError> {
         if wanted.is_empty() {
             return Ok(BTreeSet::new());
         }
@@ -184,7 +198,7 @@ impl Parents<'_> {
             .iter()
             .filter(|s| hints.values().any(|h| *h == s.id) || s.embedded_board_ids().iter().any(|b| wanted.contains(b)))
             .collect();
-        let covered: HashSet<i64> = candidates.iter().flat_map(|s| s.embedded_board_ids()).collect();
+        let covered: HashSet<BoardId> = candidates.iter().flat_map(|s| s.embedded_board_ids()).collect();
         if wanted.iter().any(|b| !covered.contains(b)) {
             candidates.extend(spaces.iter().filter(|s| s.raw.get("boards").is_none()));
         }
@@ -201,7 +215,7 @@ impl Parents<'_> {
             self.request();
             let boards = match self.client.boards(space.id).await {
                 Err(e) if board_gone(&e) => {
-                    warn!(space = space.id, error = %e, "cannot list the boards of a space");
+                    warn!(space = space.id.get(), error = %e, "cannot list the boards of a space");
                     continue;
                 }
                 other => other?,
@@ -222,7 +236,7 @@ impl Parents<'_> {
         for b in &found {
             self.cache.board_spaces.insert(b.id, b.space_id);
         }
-        let found_ids: BTreeSet<i64> = found.iter().map(|b| b.id).collect();
+        let found_ids: BTreeSet<BoardId> = found.iter().map(|b| b.id).collect();
         self.write_parents(Batch::Boards(found)).await?;
         for id in &found_ids {
             self.cache.refreshed.remove(id);
@@ -233,30 +247,30 @@ impl Parents<'_> {
 
     /// Finds boards that cards point to but were not stored; a board Kaiten does not list gets a
     /// placeholder row (and so do, later, its columns and lanes).
-    pub(crate) async fn fetch_missing_boards(&mut self, missing: &BTreeSet<i64>) -> Result<(), SyncError> {
-        info!(boards = ?missing, "cards point to boards not stored yet; fetching them");
+    pub(crate) async fn fetch_missing_boards(&mut self, missing: &BTreeSet<BoardId>) -> Result<(), SyncError> {
+        info!(boards = ?untyped(missing), "cards point to boards not stored yet; fetching them");
         let not_listed = self.refresh_boards(missing, &HashMap::new()).await?;
         let mut placeholders = Vec::new();
         for id in not_listed {
-            warn!(board = id, "a card points to a board Kaiten does not list; storing a placeholder");
+            warn!(board = id.get(), "a card points to a board Kaiten does not list; storing a placeholder");
             self.cache.board_spaces.insert(id, None);
             // Nothing to list under a board Kaiten does not know.
             self.cache.refreshed.insert(id);
-            placeholders.push(placeholder(EntityKind::Boards, id, None)?);
+            placeholders.push(placeholder(EntityKind::Boards, id.get(), None)?);
         }
         self.write_parents(Batch::Boards(placeholders)).await
     }
 
     /// Lists and writes the columns and lanes of one board (once per run). A board whose
     /// structure Kaiten refuses to list (403/404) is skipped with a warning.
-    pub(crate) async fn refresh_board_structure(&mut self, board_id: i64) -> Result<(), SyncError> {
+    pub(crate) async fn refresh_board_structure(&mut self, board_id: BoardId) -> Result<(), SyncError> {
         if !self.cache.refreshed.insert(board_id) {
             return Ok(());
         }
         self.request();
         let columns = match self.client.columns(board_id).await {
             Err(e) if board_gone(&e) => {
-                warn!(board = board_id, error = %e, "cannot list the columns of a board");
+                warn!(board = board_id.get(), error = %e, "cannot list the columns of a board");
                 Vec::new()
             }
             other => flatten_columns(other?, board_id),
@@ -264,7 +278,7 @@ impl Parents<'_> {
         self.request();
         let lanes = match self.client.lanes(board_id).await {
             Err(e) if board_gone(&e) => {
-                warn!(board = board_id, error = %e, "cannot list the lanes of a board");
+                warn!(board = board_id.get(), error = %e, "cannot list the lanes of a board");
                 Vec::new()
             }
             other => with_board(other?, board_id),
@@ -276,7 +290,7 @@ impl Parents<'_> {
     /// Fills `space_id` from the board and makes sure every board, column and lane the cards
     /// point to is stored (fetching it, or storing a placeholder that the next listing fills in).
     pub(crate) async fn prepare_cards(&mut self, mut cards: Vec<Card>) -> Result<Vec<Card>, SyncError> {
-        let boards: BTreeSet<i64> = cards.iter().filter_map(|c| c.board_id).collect();
+        let boards: BTreeSet<BoardId> = cards.iter().filter_map(|c| c.board_id).collect();
         let missing_boards = self.unknown(EntityKind::Boards, boards.iter().copied().collect()).await?;
         if !missing_boards.is_empty() {
             self.fetch_missing_boards(&missing_boards).await?;
@@ -288,10 +302,10 @@ impl Parents<'_> {
                 }
             }
         }
-        let spaces: Vec<i64> = cards.iter().filter_map(|c| c.space_id).collect();
+        let spaces: Vec<SpaceId> = cards.iter().filter_map(|c| c.space_id).collect();
         self.ensure_spaces(spaces).await?;
-        let columns: Vec<i64> = cards.iter().filter_map(|c| c.column_id).collect();
-        let lanes: Vec<i64> = cards.iter().filter_map(|c| c.lane_id).collect();
+        let columns: Vec<ColumnId> = cards.iter().filter_map(|c| c.column_id).collect();
+        let lanes: Vec<LaneId> = cards.iter().filter_map(|c| c.lane_id).collect();
         let missing_columns = self.unknown(EntityKind::Columns, columns).await?;
         let missing_lanes = self.unknown(EntityKind::Lanes, lanes).await?;
         if missing_columns.is_empty() && missing_lanes.is_empty() {
@@ -317,19 +331,23 @@ impl Parents<'_> {
             cards.iter().find(|c| pick(c) == Some(id)).and_then(|c| c.board_id)
         };
         let mut placeholder_columns: Vec<Column> = Vec::new();
-        for id in &still_columns {
-            placeholder_columns.push(placeholder(EntityKind::Columns, *id, board_of(*id, |c| c.column_id))?);
+        for id in still_columns.iter().map(|c| c.get()) {
+            placeholder_columns.push(placeholder(
+                EntityKind::Columns,
+                id,
+                board_of(id, |c| c.column_id.map(i64::from)),
+            )?);
         }
         let mut placeholder_lanes: Vec<Lane> = Vec::new();
-        for id in &still_lanes {
-            placeholder_lanes.push(placeholder(EntityKind::Lanes, *id, board_of(*id, |c| c.lane_id))?);
+        for id in still_lanes.iter().map(|l| l.get()) {
+            placeholder_lanes.push(placeholder(EntityKind::Lanes, id, board_of(id, |c| c.lane_id.map(i64::from)))?);
         }
         if !placeholder_columns.is_empty() {
-            warn!(ids = ?still_columns, "cards point to columns Kaiten did not list; storing placeholders");
+            warn!(ids = ?untyped(&still_columns), "cards point to columns Kaiten did not list; storing placeholders");
             self.write_parents(Batch::Columns(placeholder_columns)).await?;
         }
         if !placeholder_lanes.is_empty() {
-            warn!(ids = ?still_lanes, "cards point to lanes Kaiten did not list; storing placeholders");
+            warn!(ids = ?untyped(&still_lanes), "cards point to lanes Kaiten did not list; storing placeholders");
             self.write_parents(Batch::Lanes(placeholder_lanes)).await?;
         }
         Ok(cards)

@@ -113,7 +113,7 @@ impl From<Option<Condition>> for SqlValue {
 }
 
 /// Which Rust values a column of each [`ColumnType`] accepts: a column declared `Text` takes a
-/// `&Option<String>`, `BigInt` an `Option<i64>` (or an integer-coded enum), and so on. The
+/// `&Option<String>`, `BigInt` an `Option<i64>` (or a typed id, or an integer-coded enum), and so on. The
 /// declarations below go through [`typed::Encode`], so a value of the wrong type is a compile error.
 mod typed {
     use super::*;
@@ -155,6 +155,30 @@ mod typed {
             self.map(CardState::code).into()
         }
     }
+    /// Typed ids ([`kaiten_client::CardId`], ...) are stored as their integer.
+    macro_rules! encode_ids {
+        ($($id:ident),+) => {$(
+            impl Encode<BigInt> for Option<kaiten_client::$id> {
+                fn encode(self) -> SqlValue {
+                    self.map(i64::from).into()
+                }
+            }
+        )+};
+    }
+    encode_ids!(
+        SpaceId,
+        BoardId,
+        ColumnId,
+        LaneId,
+        UserId,
+        CardTypeId,
+        TagId,
+        PropertyId,
+        SelectValueId,
+        CardId,
+        WebhookId
+    );
+
     impl Encode<Float> for Option<f64> {
         fn encode(self) -> SqlValue {
             self.into()

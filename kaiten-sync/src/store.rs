@@ -41,14 +41,14 @@ impl Batch {
             Batch::Cards(cards) => {
                 let mut last: BTreeMap<i64, &Card> = BTreeMap::new();
                 for card in cards {
-                    last.insert(card.id, card);
+                    last.insert(card.id.get(), card);
                 }
                 last.values()
                     .flat_map(|c| {
                         let mut tags = c.tag_ids.clone();
                         tags.sort_unstable();
                         tags.dedup();
-                        tags.into_iter().map(move |t| (c.id, t))
+                        tags.into_iter().map(move |t| (c.id.get(), t.get()))
                     })
                     .collect()
             }
@@ -64,12 +64,12 @@ impl Batch {
         let Batch::Cards(cards) = self else { return CardMembers::default() };
         let mut last: BTreeMap<i64, &Card> = BTreeMap::new();
         for card in cards {
-            last.insert(card.id, card);
+            last.insert(card.id.get(), card);
         }
         let mut members = CardMembers::default();
         for card in last.values() {
             let Some(list) = card.raw.get("members").and_then(serde_json::Value::as_array) else { continue };
-            members.cards.push(card.id);
+            members.cards.push(card.id.get());
             let mut by_user: BTreeMap<i64, i64> = BTreeMap::new();
             for member in list {
                 let int = |key: &str| member.get(key).and_then(serde_json::Value::as_i64);
@@ -78,7 +78,7 @@ impl Batch {
                 let entry = by_user.entry(user).or_insert(kind);
                 *entry = (*entry).max(kind);
             }
-            members.links.extend(by_user.into_iter().map(|(user, kind)| (card.id, user, kind)));
+            members.links.extend(by_user.into_iter().map(|(user, kind)| (card.id.get(), user, kind)));
         }
         members
     }
@@ -204,7 +204,8 @@ pub struct PageOutcome {
 pub enum Scope {
     /// Every row of the kind.
     All,
-    /// Rows whose parent (the table's [`crate::schema::TableDef::scope_column`]) is one of these.
+    /// Rows whose parent (the table's [`crate::schema::TableDef::scope_column`]) is one of these
+    /// (bare ids: the parent's kind depends on the table, see [`Store`]).
     Parents(Vec<i64>),
 }
 
@@ -500,6 +501,11 @@ impl StoreError {
 }
 
 /// A database the engine mirrors Kaiten into. Object safe: `Arc<dyn Store>` is what the engine holds.
+///
+/// Ids are bare `i64` here, not the typed ids of [`kaiten_client::ids`]: every method is generic over
+/// the [`EntityKind`] it is given at run time, and every table is keyed by the integer, so one key type
+/// serves all kinds. The engine converts at this boundary ([`Record::id`](kaiten_client::Record::id),
+/// `CardId::get`, `BoardId::from`); code that knows the kind works with the typed ids.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
     /// A short backend name for logs (`sqlite`, `postgres`, `memory`).

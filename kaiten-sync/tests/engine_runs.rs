@@ -300,9 +300,11 @@ async fn a_long_card_walk_is_split_into_windows_listed_together_and_loses_nothin
     assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), expected);
     let (requests, bounded) = card_requests(&sim);
     assert!(bounded > 0, "the live walk was split into windows ({requests} card requests)");
-    // 30 full pages plus one closing page per window: splits cost a few requests, not a page each.
+    // 30 full pages plus a closing page per window (36-37 requests in practice; the simulator's
+    // `updated` times are skewed, so some splits land in sparse ranges): splits cost a few
+    // requests, never a request per page.
     let full_pages = expected.len().div_ceil(100);
-    assert!(requests <= full_pages + 2 + 6, "{requests} card requests for {full_pages} pages");
+    assert!(requests <= full_pages + 2 + full_pages / 3, "{requests} card requests for {full_pages} pages");
     assert!(report.stats(EntityKind::Cards).fetched as usize >= expected.len());
 
     // A change in every part of the time range and a deleted card: an incremental run finds the

@@ -180,7 +180,9 @@ impl SyncJob {
                         selection.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",")
                     ));
                 }
-                let ids = |ids: &[i64]| ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+                fn ids<I: std::fmt::Display>(ids: &[I]) -> String {
+                    ids.iter().map(I::to_string).collect::<Vec<_>>().join(",")
+                }
                 if !selection.spaces.is_empty() {
                     parts.push(format!("spaces {}", ids(&selection.spaces)));
                 }

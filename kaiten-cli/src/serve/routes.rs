@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::Utc;
+use kaiten_client::{BoardId, SpaceId};
 use kaiten_sync::error::{chain, Chain};
 use kaiten_sync::{EntityKind, Mode, Selection, Store, StoreError};
 use serde_json::{json, Value};
@@ -305,15 +306,20 @@ pub(super) fn parse_form(body: &[u8]) -> Vec<(String, String)> {
 pub(super) fn quick_selection(fields: &[(String, String)]) -> Result<(Selection, Mode), String> {
     let mut kinds = Vec::new();
     let (mut spaces, mut boards, mut mode) = (Vec::new(), Vec::new(), Mode::Incremental);
-    let id = |what: &str, value: &str| -> Result<i64, String> {
-        value.trim().parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| format!("{what} {value:?} is not an id"))
-    };
+    fn id<I: std::str::FromStr + Into<i64> + Copy>(what: &str, value: &str) -> Result<I, String> {
+        value
+            .trim()
+            .parse::<I>()
+            .ok()
+            .filter(|id| (*id).into() > 0)
+            .ok_or_else(|| format!("{what} {value:?} is not an id"))
+    }
     for (name, value) in fields {
         match (name.as_str(), value.trim()) {
             (_, "") => {}
             ("only", kind) => kinds.push(kind.parse::<EntityKind>().map_err(|e| e.to_string())?),
-            ("space", space) => spaces.push(id("space", space)?),
-            ("board", board) => boards.push(id("board", board)?),
+            ("space", space) => spaces.push(id::<SpaceId>("space", space)?),
+            ("board", board) => boards.push(id::<BoardId>("board", board)?),
             ("mode", "full") => mode = Mode::Full,
             ("mode", "incremental") => mode = Mode::Incremental,
             ("mode", other) => return Err(format!("mode {other:?}: expected incremental or full")),

@@ -740,7 +740,7 @@ mod webhooks_page {
         // A webhook registered elsewhere with this server's secret counts as "here" even so.
         let url = format!("https://anywhere.example.com{WEBHOOK_PATH}/{SECRET}");
         let client = crate::config::client(&sim.base_url(), &sim.token(), 0.0, Duration::from_secs(10)).unwrap();
-        client.create_external_webhook(spaces[0], &url).await.unwrap();
+        client.create_external_webhook(kaiten_client::SpaceId(spaces[0]), &url).await.unwrap();
         let (_, _, html) = send(&state, get_req(&format!("{HOOKS}?refresh=1")), loopback()).await;
         assert_eq!(state_of(&html, spaces[0]), "installed");
         assert!(!html.contains(SECRET), "the secret is never shown");

@@ -1,6 +1,8 @@
 //! Every endpoint parses its real-shaped response.
 
-use kaiten_client::{CardQuery, CardState, Condition, PageRequest, Record};
+use kaiten_client::{
+    BoardId, CardId, CardQuery, CardState, ColumnId, Condition, PageRequest, PropertyId, Record, SpaceId,
+};
 use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer};
@@ -48,9 +50,9 @@ async fn spaces_parse_with_embedded_boards_and_the_tree() {
 async fn boards_of_a_space_parse() {
     let server = MockServer::start().await;
     serve(&server, "/spaces/101/boards", BOARDS).await;
-    let boards = client(&server).boards(101).await.unwrap();
+    let boards = client(&server).boards(SpaceId(101)).await.unwrap();
     assert_eq!(boards.iter().map(|b| b.id).collect::<Vec<_>>(), vec![201, 202]);
-    assert_eq!(boards[0].space_id, Some(101));
+    assert_eq!(boards[0].space_id, Some(SpaceId(101)));
     assert_eq!(boards[0].description.as_deref(), Some("Where the code happens"));
     assert_eq!(boards[1].sort_order, Some(2.25));
     assert_eq!(boards[1].external_id.as_deref(), Some("DSGN"));
@@ -60,7 +62,7 @@ async fn boards_of_a_space_parse() {
 async fn columns_parse_with_subcolumns() {
     let server = MockServer::start().await;
     serve(&server, "/boards/201/columns", COLUMNS).await;
-    let columns = client(&server).columns(201).await.unwrap();
+    let columns = client(&server).columns(BoardId(201)).await.unwrap();
     assert_eq!(columns.iter().map(|c| c.id).collect::<Vec<_>>(), vec![301, 302, 303]);
     assert_eq!(columns[1].column_type, Some(2));
     assert_eq!(columns[1].wip_limit, Some(5));
@@ -68,7 +70,10 @@ async fn columns_parse_with_subcolumns() {
     let subs = columns[1].subcolumns();
     assert_eq!(
         subs.iter().map(|c| (c.id, c.column_id, c.board_id)).collect::<Vec<_>>(),
-        vec![(311, Some(302), Some(201)), (312, Some(302), Some(201))]
+        vec![
+            (ColumnId(311), Some(ColumnId(302)), Some(BoardId(201))),
+            (ColumnId(312), Some(ColumnId(302)), Some(BoardId(201)))
+        ]
     );
     assert!(columns[0].subcolumns().is_empty());
 }
@@ -77,7 +82,7 @@ async fn columns_parse_with_subcolumns() {
 async fn lanes_parse_in_every_condition() {
     let server = MockServer::start().await;
     serve(&server, "/boards/201/lanes", LANES).await;
-    let lanes = client(&server).lanes(201).await.unwrap();
+    let lanes = client(&server).lanes(BoardId(201)).await.unwrap();
     let conditions: Vec<_> = lanes.iter().map(|l| l.condition).collect();
     assert_eq!(conditions, vec![Some(Condition::Live), Some(Condition::Archived), Some(Condition::Deleted)]);
     assert_eq!(lanes[1].wip_limit, Some(2));
@@ -177,9 +182,9 @@ async fn select_values_parse_and_ask_for_every_condition() {
         .mount(&server)
         .await;
     // A short first page of three values is the whole list: no second request.
-    let values = client(&server).select_values(501).await.unwrap();
+    let values = client(&server).select_values(PropertyId(501)).await.unwrap();
     assert_eq!(values.iter().map(|v| v.id).collect::<Vec<_>>(), vec![701, 702, 703]);
-    assert_eq!(values[0].custom_property_id, Some(501));
+    assert_eq!(values[0].custom_property_id, Some(PropertyId(501)));
     assert_eq!(values[2].condition, Some(Condition::Archived), "\"inactive\"");
     assert!(values[2].is_removed(), "deleted: true");
     assert!(!values[0].is_removed());
@@ -199,7 +204,8 @@ async fn one_page_of_select_values_asks_for_every_condition_too() {
         .expect(1)
         .mount(&server)
         .await;
-    let values = client(&server).select_values_page(501, PageRequest { limit: 500, offset: 0 }).await.unwrap();
+    let values =
+        client(&server).select_values_page(PropertyId(501), PageRequest { limit: 500, offset: 0 }).await.unwrap();
     assert_eq!(values.len(), 3);
 }
 
@@ -213,7 +219,7 @@ async fn date_only_dates_parse() {
         r#"{"id": 7, "due_date": "2024-12-31", "created": "2024-10-14T10:48:16.594Z", "updated": "2024-10-14T13:48:16+03:00", "completed_at": "2024-11-01 09:30:00"}"#,
     )
     .await;
-    let card = client(&server).card(7).await.unwrap();
+    let card = client(&server).card(CardId(7)).await.unwrap();
     assert_eq!(card.due_date.unwrap().to_rfc3339(), "2024-12-31T00:00:00+00:00");
     assert_eq!(card.updated.unwrap().to_rfc3339(), "2024-10-14T10:48:16+00:00");
     assert_eq!(card.completed_at.unwrap().to_rfc3339(), "2024-11-01T09:30:00+00:00");
@@ -238,7 +244,7 @@ async fn cards_parse_with_properties_and_send_broken_api_false() {
         .mount(&server)
         .await;
     let mut query = CardQuery::new();
-    query.board_id = Some(201);
+    query.board_id = Some(BoardId(201));
     query.updated_after = Some("2024-10-01T00:00:00Z".parse().unwrap());
     query.order_by = Some("updated".into());
     query.order_direction = Some(kaiten_client::OrderDirection::Asc);
@@ -264,7 +270,7 @@ async fn cards_parse_with_properties_and_send_broken_api_false() {
 async fn one_card_parses_with_its_expanded_relations_in_raw() {
     let server = MockServer::start().await;
     serve(&server, "/cards/9001", CARD).await;
-    let card = client(&server).card(9001).await.unwrap();
+    let card = client(&server).card(CardId(9001)).await.unwrap();
     assert_eq!(card.id, 9001);
     assert_eq!(card.children_ids, vec![9003]);
     assert_eq!(card.raw["members"].as_array().unwrap().len(), 2);
@@ -295,7 +301,7 @@ async fn missing_optional_fields_parse_as_none() {
     assert_eq!((tags[1].name.clone(), tags[1].color, tags[1].updated), (None, None, None));
     let server = MockServer::start().await;
     serve(&server, "/cards/5", r#"{"id": 5}"#).await;
-    let card = client(&server).card(5).await.unwrap();
+    let card = client(&server).card(CardId(5)).await.unwrap();
     assert_eq!((card.title, card.board_id, card.state), (None, None, None));
     assert!(card.tag_ids.is_empty());
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kaiten_client::{Error, PageRequest, RetryPolicy};
+use kaiten_client::{CardId, Error, PageRequest, RetryPolicy, SpaceId};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -143,7 +143,7 @@ async fn payment_required_carries_kaitens_message_and_is_not_retried() {
 async fn forbidden_is_not_retried() {
     let server = MockServer::start().await;
     mount(&server, "/spaces/7/boards", ResponseTemplate::new(403), 1).await;
-    let err = client(&server).boards(7).await.unwrap_err();
+    let err = client(&server).boards(SpaceId(7)).await.unwrap_err();
     assert!(matches!(&err, Error::Forbidden { route } if route == "GET /spaces/7/boards"), "{err:?}");
     assert!(!err.is_retryable());
 }
@@ -152,7 +152,7 @@ async fn forbidden_is_not_retried() {
 async fn not_found_is_not_retried() {
     let server = MockServer::start().await;
     mount(&server, "/cards/42", ResponseTemplate::new(404), 1).await;
-    let err = client(&server).card(42).await.unwrap_err();
+    let err = client(&server).card(CardId(42)).await.unwrap_err();
     assert!(matches!(&err, Error::NotFound { route } if route == "GET /cards/42"), "{err:?}");
     assert_eq!(err.status(), Some(404));
 }
@@ -216,7 +216,7 @@ async fn a_record_without_an_id_is_a_decode_error_naming_the_entity() {
 
     let server = MockServer::start().await;
     mount(&server, "/cards/7", json_body(r#"{"title": "no id"}"#), 1).await;
-    let err = client(&server).card(7).await.unwrap_err();
+    let err = client(&server).card(CardId(7)).await.unwrap_err();
     assert!(matches!(&err, Error::Decode { reason, .. } if reason.contains("card")), "{err:?}");
 }
 

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use futures::{StreamExt, TryStreamExt};
-use kaiten_client::{CardQuery, Error, Record};
+use kaiten_client::{CardQuery, Error, PropertyId, Record, SpaceId};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -52,7 +52,7 @@ async fn cards_stream_pages_through_cards_page() {
         .mount(&server)
         .await;
     let mut query = CardQuery::new();
-    query.space_id = Some(101);
+    query.space_id = Some(SpaceId(101));
     let client = client(&server);
     let cards: Vec<_> = client.cards_stream(query).try_collect().await.unwrap();
     assert_eq!(cards.len(), 230);
@@ -126,7 +126,7 @@ async fn select_values_page_to_the_end() {
         .expect(2)
         .mount(&server)
         .await;
-    assert_eq!(client(&server).select_values(501).await.unwrap().len(), 120);
+    assert_eq!(client(&server).select_values(PropertyId(501)).await.unwrap().len(), 120);
 }
 
 #[tokio::test]

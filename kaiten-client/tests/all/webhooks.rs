@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kaiten_client::Error;
+use kaiten_client::{Error, SpaceId, WebhookId};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -30,10 +30,10 @@ async fn lists_a_space_webhook_and_never_shows_its_secret() {
         .expect(1)
         .mount(&server)
         .await;
-    let hooks = client(&server).external_webhooks(7).await.unwrap();
+    let hooks = client(&server).external_webhooks(SpaceId(7)).await.unwrap();
     assert_eq!(hooks.len(), 1);
     let hook = &hooks[0];
-    assert_eq!((hook.id, hook.space_id, hook.enabled), (11, Some(7), Some(true)));
+    assert_eq!((hook.id, hook.space_id, hook.enabled), (WebhookId(11), Some(SpaceId(7)), Some(true)));
     assert!(hook.is_enabled());
     assert_eq!(hook.url.as_deref(), Some(hook_url().as_str()));
     assert_eq!(hook.masked_url().unwrap(), "https://sync.example.com/api/webhooks/kaiten/••••");
@@ -68,11 +68,12 @@ async fn creates_with_a_post_and_updates_with_a_patch_of_the_given_fields() {
         .mount(&server)
         .await;
     let client = client(&server);
-    let created = client.create_external_webhook(7, &hook_url()).await.unwrap();
+    let created = client.create_external_webhook(SpaceId(7), &hook_url()).await.unwrap();
     assert_eq!(created.id, 11);
-    let disabled = client.update_external_webhook(7, 11, None, Some(false)).await.unwrap();
+    let disabled = client.update_external_webhook(SpaceId(7), WebhookId(11), None, Some(false)).await.unwrap();
     assert!(!disabled.is_enabled());
-    let repointed = client.update_external_webhook(7, 11, Some(&hook_url()), Some(true)).await.unwrap();
+    let repointed =
+        client.update_external_webhook(SpaceId(7), WebhookId(11), Some(&hook_url()), Some(true)).await.unwrap();
     assert!(repointed.is_enabled());
 }
 
@@ -95,12 +96,12 @@ async fn plan_and_role_refusals_are_their_own_errors() {
         .mount(&server)
         .await;
     let client = client(&server);
-    let error = client.external_webhooks(1).await.unwrap_err();
+    let error = client.external_webhooks(SpaceId(1)).await.unwrap_err();
     assert!(
         matches!(&error, Error::PaymentRequired { message, .. } if message == "Not available on your plan"),
         "{error:?}"
     );
-    let error = client.create_external_webhook(2, &hook_url()).await.unwrap_err();
+    let error = client.create_external_webhook(SpaceId(2), &hook_url()).await.unwrap_err();
     assert!(matches!(error, Error::Forbidden { .. }), "{error:?}");
     assert!(!error.is_retryable());
 }
@@ -117,7 +118,7 @@ async fn a_duplicate_is_a_bad_request_whose_message_never_quotes_the_secret() {
         .expect(1)
         .mount(&server)
         .await;
-    let error = client(&server).create_external_webhook(7, &hook_url()).await.unwrap_err();
+    let error = client(&server).create_external_webhook(SpaceId(7), &hook_url()).await.unwrap_err();
     assert!(matches!(&error, Error::BadRequest { status: 400, message, .. } if message.contains("already exists")));
     for shown in [error.to_string(), format!("{error:?}")] {
         assert!(!shown.contains(SECRET), "{shown}");
@@ -134,7 +135,7 @@ async fn a_post_is_not_repeated_after_a_server_error_but_is_after_a_429() {
         .mount(&server)
         .await;
     let client = client(&server);
-    let error = client.create_external_webhook(7, &hook_url()).await.unwrap_err();
+    let error = client.create_external_webhook(SpaceId(7), &hook_url()).await.unwrap_err();
     assert!(matches!(error, Error::Server { status: 503, attempts: 1, .. }), "{error:?}");
 
     let server = MockServer::start().await;
@@ -151,7 +152,7 @@ async fn a_post_is_not_repeated_after_a_server_error_but_is_after_a_429() {
         .expect(1)
         .mount(&server)
         .await;
-    let created = crate::support::client(&server).create_external_webhook(7, &hook_url()).await.unwrap();
+    let created = crate::support::client(&server).create_external_webhook(SpaceId(7), &hook_url()).await.unwrap();
     assert_eq!(created.id, 11);
 }
 
@@ -174,9 +175,9 @@ async fn a_post_is_not_repeated_after_a_timeout_while_a_patch_is() {
     let mut retries = crate::support::fast_retries();
     retries.max_attempts = 2;
     let client = builder(&server).timeout(Duration::from_millis(100)).retry_policy(retries).build().unwrap();
-    let error = client.create_external_webhook(7, &hook_url()).await.unwrap_err();
+    let error = client.create_external_webhook(SpaceId(7), &hook_url()).await.unwrap_err();
     assert!(matches!(error, Error::Timeout { attempts: 1, .. }), "{error:?}");
-    let error = client.update_external_webhook(7, 11, None, Some(false)).await.unwrap_err();
+    let error = client.update_external_webhook(SpaceId(7), WebhookId(11), None, Some(false)).await.unwrap_err();
     assert!(matches!(error, Error::Timeout { attempts: 2, .. }), "{error:?}");
 }
 
@@ -184,7 +185,7 @@ async fn a_post_is_not_repeated_after_a_timeout_while_a_patch_is() {
 async fn an_overlong_url_is_refused_before_any_request() {
     let server = MockServer::start().await;
     let url = format!("https://example.com/{}", "a".repeat(5000));
-    let error = client(&server).create_external_webhook(7, &url).await.unwrap_err();
+    let error = client(&server).create_external_webhook(SpaceId(7), &url).await.unwrap_err();
     assert!(matches!(error, Error::InvalidConfig(_)), "{error:?}");
     assert!(!error.to_string().contains("aaaa"));
     assert!(server.received_requests().await.unwrap().is_empty());

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use kaiten_client::{Card, CardQuery, Condition, KaitenClient, OrderDirection, PageRequest};
+use kaiten_client::{BoardId, Card, CardId, CardQuery, Condition, KaitenClient, OrderDirection, PageRequest, SpaceId};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
@@ -26,7 +26,7 @@ impl Run<'_> {
         if self.mode == Mode::Incremental && self.engine.options.incremental_deleted_cards {
             conditions.push(Condition::Deleted);
         }
-        let filters: Vec<(Option<i64>, Option<i64>)> = if !self.selection.boards.is_empty() {
+        let filters: Vec<(Option<SpaceId>, Option<BoardId>)> = if !self.selection.boards.is_empty() {
             self.selection.boards.iter().map(|b| (None, Some(*b))).collect()
         } else if !self.selection.spaces.is_empty() {
             self.selection.spaces.iter().map(|s| (Some(*s), None)).collect()
@@ -104,7 +104,7 @@ impl Run<'_> {
             listing.open(window);
         }
         let sweep = listing.current.sweep;
-        let (tx, rx) = mpsc::channel(PAGES_AHEAD.max(listing.target * 2));
+        let (tx, rx) = mpsc::channel((PAGES_AHEAD / listing.target).max(2));
         let driver = Task::spawn(listing.drive(tx));
         Ok(CardFeed { rx, driver, state, resume, sweep, max_updated: None })
     }
@@ -116,13 +116,17 @@ impl Run<'_> {
             None => self.plan_cards().await?,
         };
         let mut finished = false;
+        // Pages committed by this run: a commit holds at most as many more (doubling from one page
+        // to `MAX_PAGES_PER_COMMIT`), so that a run killed early keeps what it listed so far even
+        // though pages were fetched ahead while it listed the other kinds.
+        let mut committed = 0usize;
         while let Some(first) = feed.rx.recv().await {
             self.check_lock()?;
             // Every batch of pages judged by now is written in one transaction, with the resume
             // point after the last of them; the walk goes on fetching meanwhile.
             let mut judged = vec![first];
             let mut batched = judged[0].as_ref().map_or(0, |b| b.pages);
-            while batched < MAX_PAGES_PER_COMMIT {
+            while batched < MAX_PAGES_PER_COMMIT.min(committed.max(1)) {
                 let Ok(more) = feed.rx.try_recv() else { break };
                 batched += more.as_ref().map_or(0, |b| b.pages);
                 judged.push(more);
@@ -174,6 +178,7 @@ impl Run<'_> {
             let stats = self.stats(kind);
             stats.add_page(fetched, outcome);
             stats.pages += pages.saturating_sub(1) as u64;
+            committed += pages;
             let stats = self.record.stats[&kind];
             self.engine.progress.emit(&ProgressEvent::PageDone { kind, stats });
         }
@@ -214,7 +219,7 @@ impl Run<'_> {
         }
         let mut found = Vec::new();
         for id in unseen {
-            match self.client().card(id).await {
+            match self.client().card(CardId(id)).await {
                 Ok(card) => found.push(card),
                 Err(kaiten_client::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -242,7 +247,7 @@ impl Run<'_> {
             if card.condition == Some(Condition::Deleted) {
                 continue;
             }
-            let newer = match self.store().get(EntityKind::Cards, card.id).await? {
+            let newer = match self.store().get(EntityKind::Cards, card.id.get()).await? {
                 None => true,
                 Some(stored) => {
                     let updated = match stored.value(EntityKind::Cards, "updated") {
@@ -265,7 +270,7 @@ impl Run<'_> {
             return Ok(cards);
         }
         let client = self.client().clone();
-        let ids: Vec<i64> = changed.iter().map(|i| cards[*i].id).collect();
+        let ids: Vec<CardId> = changed.iter().map(|i| cards[*i].id).collect();
         let details: Vec<Result<Card, kaiten_client::Error>> = futures::stream::iter(ids)
             .map(|id| {
                 let client = client.clone();
@@ -283,13 +288,13 @@ impl Run<'_> {
                 }
                 Ok(detail) => {
                     warn!(
-                        asked = cards[index].id,
-                        got = detail.id,
+                        asked = cards[index].id.get(),
+                        got = detail.id.get(),
                         "GET /cards/{{id}} answered another card; keeping the listed one"
                     );
                 }
                 Err(kaiten_client::Error::NotFound { .. }) => {
-                    debug!(card = cards[index].id, "a changed card is gone already; keeping its listed copy");
+                    debug!(card = cards[index].id.get(), "a changed card is gone already; keeping its listed copy");
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -300,10 +305,10 @@ impl Run<'_> {
 
     pub(super) async fn card_scope(&mut self) -> Result<Scope, SyncError> {
         if !self.selection.boards.is_empty() {
-            return Ok(Scope::Parents(self.selection.boards.clone()));
+            return Ok(Scope::Parents(self.selection.boards.iter().copied().map(i64::from).collect()));
         }
         if !self.selection.spaces.is_empty() {
-            return Ok(Scope::Parents(self.boards_in_scope().await?));
+            return Ok(Scope::Parents(self.boards_in_scope().await?.into_iter().map(i64::from).collect()));
         }
         Ok(Scope::All)
     }
@@ -312,7 +317,10 @@ impl Run<'_> {
         self.parents().prepare_cards(cards).await
     }
 
-    pub(super) async fn unknown(&mut self, kind: EntityKind, ids: Vec<i64>) -> Result<BTreeSet<i64>, SyncError> {
+    pub(super) async fn unknown<I>(&mut self, kind: EntityKind, ids: Vec<I>) -> Result<BTreeSet<I>, SyncError>
+    where
+        I: Copy + Ord + Into<i64> + From<i64>,
+    {
         self.parents().unknown(kind, ids).await
     }
 
@@ -320,7 +328,7 @@ impl Run<'_> {
         self.parents().write_parents(batch).await
     }
 
-    pub(super) async fn fetch_missing_boards(&mut self, missing: &BTreeSet<i64>) -> Result<(), SyncError> {
+    pub(super) async fn fetch_missing_boards(&mut self, missing: &BTreeSet<BoardId>) -> Result<(), SyncError> {
         self.parents().fetch_missing_boards(missing).await
     }
 }
@@ -328,7 +336,7 @@ impl Run<'_> {
 /// Keeps one copy of each card of pages listed together (windows overlap by a millisecond at
 /// their bounds): the newest by `updated`, then `version`.
 fn newest_of_each(cards: Vec<Card>) -> Vec<Card> {
-    let mut at: HashMap<i64, usize> = HashMap::with_capacity(cards.len());
+    let mut at: HashMap<CardId, usize> = HashMap::with_capacity(cards.len());
     let mut out: Vec<Card> = Vec::with_capacity(cards.len());
     for card in cards {
         match at.get(&card.id) {
@@ -394,9 +402,10 @@ struct CardListing {
 /// bound on what a transaction holds in memory and what a killed run loses.
 const MAX_PAGES_PER_COMMIT: usize = 10;
 
-/// Batches of judged pages the walk may hold before they are written (while the run lists
-/// structure, or while a transaction commits): enough to keep requests going through the rate
-/// limiter meanwhile, bounded so that memory stays flat (a page of 100 cards is about 1 MB parsed).
+/// Pages the walk may hold before they are written (while the run lists structure, or while a
+/// transaction commits), about: enough to keep requests going through the rate limiter meanwhile,
+/// bounded so that memory stays flat. The channel holds batches (the pages judged together, at
+/// most one per open window), so it holds `PAGES_AHEAD / windows` of them.
 const PAGES_AHEAD: usize = 16;
 
 /// A window is split only when it is estimated to hold at least this many more pages, so that

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use kaiten_client::{BoardId, SpaceId};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::EntityKind;
@@ -26,9 +27,9 @@ pub struct Selection {
     /// Kinds to sync; empty means all.
     pub kinds: BTreeSet<EntityKind>,
     /// Only these spaces (their boards, columns, lanes and cards); empty means all.
-    pub spaces: Vec<i64>,
+    pub spaces: Vec<SpaceId>,
     /// Only these boards (their columns, lanes and cards); empty means all.
-    pub boards: Vec<i64>,
+    pub boards: Vec<BoardId>,
 }
 
 impl Selection {
@@ -43,13 +44,21 @@ impl Selection {
     }
 
     /// Limits the run to these spaces.
-    pub fn in_spaces(mut self, spaces: &[i64]) -> Self {
+    pub fn in_spaces(mut self, spaces: &[SpaceId]) -> Self {
         self.spaces = spaces.to_vec();
         self
     }
 
     /// Limits the run to these boards.
-    pub fn in_boards(mut self, boards: &[i64]) -> Self {
+    ///
+    /// ```
+    /// use kaiten_sync::kaiten_client::BoardId;
+    /// use kaiten_sync::{EntityKind, Selection};
+    ///
+    /// let selection = Selection::kinds(&[EntityKind::Cards]).in_boards(&[BoardId(42)]);
+    /// assert_eq!(selection.boards, [BoardId(42)]);
+    /// ```
+    pub fn in_boards(mut self, boards: &[BoardId]) -> Self {
         self.boards = boards.to_vec();
         self
     }
@@ -84,8 +93,8 @@ impl Selection {
     }
 }
 
-pub(super) fn join_ids(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+pub(super) fn join_ids<I: std::fmt::Display>(ids: &[I]) -> String {
+    ids.iter().map(I::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Tuning of the engine. `Default` is what the CLI uses.

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use futures::StreamExt;
-use kaiten_client::{Board, CardType, KaitenClient, PropertyDefinition, Space, Tag, User};
+use kaiten_client::{Board, CardType, KaitenClient, PropertyDefinition, Space, SpaceId, Tag, User};
 use tokio::task::JoinHandle;
 
 use crate::error::SyncError;
@@ -39,7 +39,7 @@ type Listing<T> = Option<Task<Result<Vec<T>, kaiten_client::Error>>>;
 
 /// Each space's boards (`GET /spaces/{id}/boards`), in the order of `GET /spaces`; `None` when the
 /// spaces could not be listed.
-pub(super) type SpaceBoards = Option<Vec<(i64, Result<Vec<Board>, kaiten_client::Error>)>>;
+pub(super) type SpaceBoards = Option<Vec<(SpaceId, Result<Vec<Board>, kaiten_client::Error>)>>;
 
 /// The listings of the small kinds a run includes, requested when it starts.
 #[derive(Default)]
@@ -66,7 +66,7 @@ impl Prefetched {
         }
         let has = |kind| kinds.contains(&kind);
         let (spaces, boards) = if has(EntityKind::Spaces) && every_space && has(EntityKind::Boards) {
-            let (tx, rx) = tokio::sync::oneshot::channel::<Vec<i64>>();
+            let (tx, rx) = tokio::sync::oneshot::channel::<Vec<SpaceId>>();
             let spaces = Task::spawn({
                 let client = client.clone();
                 async move {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use kaiten_client::{Board, Condition, KaitenClient, Space};
+use kaiten_client::{Board, BoardId, CardId, Condition, KaitenClient, PropertyId, Space, SpaceId};
 use tracing::{info, info_span, warn, Instrument};
 
 use super::options::join_ids;
@@ -30,11 +30,11 @@ pub(super) struct Run<'a> {
     /// Parents known, listed or refreshed in this run (see [`crate::parents`]).
     pub(super) parents: ParentCache,
     /// Boards new or changed in this run (incremental structure refresh).
-    pub(super) changed_boards: Option<HashSet<i64>>,
+    pub(super) changed_boards: Option<HashSet<BoardId>>,
     /// Boards listed in this run (in scope).
-    pub(super) listed_boards: Option<Vec<i64>>,
+    pub(super) listed_boards: Option<Vec<BoardId>>,
     /// Select-type properties whose values this run lists.
-    pub(super) select_properties: Option<Vec<i64>>,
+    pub(super) select_properties: Option<Vec<PropertyId>>,
     /// Kinds an incremental run listed completely (every board's columns or lanes, every select
     /// property's values): their `last_full_sync_at` moves, which bounds their staleness.
     pub(super) complete: HashSet<EntityKind>,
@@ -157,15 +157,15 @@ impl Run<'_> {
             return Ok(());
         }
         let spaces = self.list_spaces().await?;
-        let space_ids: HashSet<i64> = spaces.iter().map(|s| s.id).collect();
-        let missing_spaces: Vec<i64> =
+        let space_ids: HashSet<SpaceId> = spaces.iter().map(|s| s.id).collect();
+        let missing_spaces: Vec<SpaceId> =
             self.selection.spaces.iter().copied().filter(|s| !space_ids.contains(s)).collect();
-        let mut board_ids: HashSet<i64> = spaces.iter().flat_map(|s| s.embedded_board_ids()).collect();
-        let mut missing_boards: Vec<i64> =
+        let mut board_ids: HashSet<BoardId> = spaces.iter().flat_map(|s| s.embedded_board_ids()).collect();
+        let mut missing_boards: Vec<BoardId> =
             self.selection.boards.iter().copied().filter(|b| !board_ids.contains(b)).collect();
         if !missing_boards.is_empty() {
             // A space listed without its `boards[]`: ask for its boards before concluding.
-            let bare: Vec<i64> = spaces
+            let bare: Vec<SpaceId> = spaces
                 .iter()
                 .filter(|s| s.raw.get("boards").and_then(serde_json::Value::as_array).is_none())
                 .map(|s| s.id)
@@ -175,10 +175,12 @@ impl Run<'_> {
             }
             missing_boards.retain(|b| !board_ids.contains(b));
         }
-        let named = |what: &str, ids: &[i64]| match ids {
-            [one] => format!("{what} {one}"),
-            many => format!("{what}s {}", join_ids(many)),
-        };
+        fn named<I: std::fmt::Display>(what: &str, ids: &[I]) -> String {
+            match ids {
+                [one] => format!("{what} {one}"),
+                many => format!("{what}s {}", join_ids(many)),
+            }
+        }
         let mut unknown = Vec::new();
         if !missing_spaces.is_empty() {
             unknown.push(named("space", &missing_spaces));
@@ -335,7 +337,7 @@ impl Run<'_> {
         if kind == EntityKind::Cards {
             let mut there = Vec::new();
             for id in ids {
-                match self.client().card(*id).await {
+                match self.client().card(CardId(*id)).await {
                     Ok(card) if card.condition != Some(Condition::Deleted) => there.push(*id),
                     Ok(_) => {}
                     Err(e) if gone(&e) => {}
@@ -347,10 +349,10 @@ impl Run<'_> {
         let client = self.client().clone();
         let mut listed: HashSet<i64> = HashSet::new();
         match kind {
-            EntityKind::Spaces => listed.extend(client.spaces().await?.iter().map(|s| s.id)),
-            EntityKind::Users => listed.extend(client.users().await?.iter().map(|u| u.id)),
-            EntityKind::CardTypes => listed.extend(client.card_types().await?.iter().map(|t| t.id)),
-            EntityKind::PropertyDefinitions => listed.extend(client.property_definitions().await?.iter().map(|p| p.id)),
+            EntityKind::Spaces => listed.extend(ids_of(&client.spaces().await?)),
+            EntityKind::Users => listed.extend(ids_of(&client.users().await?)),
+            EntityKind::CardTypes => listed.extend(ids_of(&client.card_types().await?)),
+            EntityKind::PropertyDefinitions => listed.extend(ids_of(&client.property_definitions().await?)),
             // Never swept; nothing to check.
             EntityKind::Tags | EntityKind::Cards => {}
             EntityKind::SelectValues | EntityKind::Boards | EntityKind::Columns | EntityKind::Lanes => {
@@ -370,17 +372,17 @@ impl Run<'_> {
                     }
                 }
                 if kind == EntityKind::Boards && orphans {
-                    parents.extend(client.spaces().await?.iter().map(|s| s.id));
+                    parents.extend(client.spaces().await?.iter().map(|s| s.id.get()));
                 }
                 for parent in parents {
                     // A parent Kaiten no longer has lists nothing.
                     let result = match kind {
-                        EntityKind::SelectValues => client.select_values(parent).await.map(|v| ids_of(&v)),
-                        EntityKind::Boards => client.boards(parent).await.map(|v| ids_of(&v)),
+                        EntityKind::SelectValues => client.select_values(PropertyId(parent)).await.map(|v| ids_of(&v)),
+                        EntityKind::Boards => client.boards(SpaceId(parent)).await.map(|v| ids_of(&v)),
                         EntityKind::Columns => {
-                            client.columns(parent).await.map(|v| ids_of(&flatten_columns(v, parent)))
+                            client.columns(BoardId(parent)).await.map(|v| ids_of(&flatten_columns(v, BoardId(parent))))
                         }
-                        _ => client.lanes(parent).await.map(|v| ids_of(&v)),
+                        _ => client.lanes(BoardId(parent)).await.map(|v| ids_of(&v)),
                     };
                     match result {
                         Ok(found) => listed.extend(found),
@@ -448,9 +450,14 @@ impl Run<'_> {
         let since = self.store().entity_state(EntityKind::PropertyDefinitions).await?.cursor;
         let client = self.client().clone();
         let props = take_or(&mut self.prefetched.properties, client.property_definitions()).await?;
-        let ids: Vec<i64> = props.iter().map(|p| p.id).collect();
-        let stored: HashSet<i64> =
-            self.store().existing_ids(EntityKind::PropertyDefinitions, &ids).await?.into_iter().collect();
+        let ids: Vec<i64> = props.iter().map(|p| p.id.get()).collect();
+        let stored: HashSet<PropertyId> = self
+            .store()
+            .existing_ids(EntityKind::PropertyDefinitions, &ids)
+            .await?
+            .into_iter()
+            .map(PropertyId)
+            .collect();
         // Select values are listed for select properties that are new or changed, and for all of
         // them in a full run or when their last complete listing is older than
         // `structure_max_age` (removing a value does not move its property's `updated`).
@@ -499,6 +506,7 @@ impl Run<'_> {
                 v
             }));
         }
+        let select = select.into_iter().map(i64::from).collect();
         self.write_listing(Batch::SelectValues(values), Scope::Parents(select)).await
     }
 
@@ -507,7 +515,7 @@ impl Run<'_> {
     }
 
     /// The spaces a run lists boards of.
-    pub(super) async fn spaces_in_scope(&mut self) -> Result<Vec<i64>, SyncError> {
+    pub(super) async fn spaces_in_scope(&mut self) -> Result<Vec<SpaceId>, SyncError> {
         if !self.selection.spaces.is_empty() {
             return Ok(self.selection.spaces.clone());
         }
@@ -531,7 +539,7 @@ impl Run<'_> {
             Some(task) => task.join().await?,
             None => None,
         };
-        let lists: Vec<(i64, Result<Vec<Board>, kaiten_client::Error>)> = match prefetched {
+        let lists: Vec<(SpaceId, Result<Vec<Board>, kaiten_client::Error>)> = match prefetched {
             // Requested for the same spaces when the run started.
             Some(lists) if lists.iter().map(|(id, _)| *id).eq(spaces.iter().copied()) => lists,
             _ => {
@@ -556,9 +564,11 @@ impl Run<'_> {
         if !self.selection.boards.is_empty() {
             boards.retain(|b| self.selection.boards.contains(&b.id));
         }
-        let ids: Vec<i64> = boards.iter().map(|b| b.id).collect();
-        let stored: HashSet<i64> = self.store().existing_ids(EntityKind::Boards, &ids).await?.into_iter().collect();
-        let changed: HashSet<i64> = boards
+        let ids: Vec<BoardId> = boards.iter().map(|b| b.id).collect();
+        let raw_ids: Vec<i64> = ids.iter().map(|b| b.get()).collect();
+        let stored: HashSet<BoardId> =
+            self.store().existing_ids(EntityKind::Boards, &raw_ids).await?.into_iter().map(BoardId).collect();
+        let changed: HashSet<BoardId> = boards
             .iter()
             .filter(|b| !stored.contains(&b.id) || since.is_none() || b.updated.is_none() || b.updated > since)
             .map(|b| b.id)
@@ -566,13 +576,17 @@ impl Run<'_> {
         for b in &boards {
             self.parents.board_spaces.insert(b.id, b.space_id);
         }
-        self.parents.known.entry(EntityKind::Boards).or_default().extend(ids.iter().copied());
+        self.parents.known.entry(EntityKind::Boards).or_default().extend(raw_ids);
         self.changed_boards = Some(changed);
         self.listed_boards = Some(ids);
-        let board_spaces: Vec<i64> = boards.iter().filter_map(|b| b.space_id).collect();
+        let board_spaces: Vec<SpaceId> = boards.iter().filter_map(|b| b.space_id).collect();
         self.ensure_spaces(board_spaces).await?;
         if self.selection.boards.is_empty() {
-            let scope = if self.selection.spaces.is_empty() { Scope::All } else { Scope::Parents(spaces) };
+            let scope = if self.selection.spaces.is_empty() {
+                Scope::All
+            } else {
+                Scope::Parents(spaces.into_iter().map(i64::from).collect())
+            };
             self.write_listing(Batch::Boards(boards), scope).await
         } else {
             self.write_unswept(Batch::Boards(boards)).await
@@ -580,7 +594,7 @@ impl Run<'_> {
     }
 
     /// The boards in scope: listed in this run, or read from the store.
-    pub(super) async fn boards_in_scope(&mut self) -> Result<Vec<i64>, SyncError> {
+    pub(super) async fn boards_in_scope(&mut self) -> Result<Vec<BoardId>, SyncError> {
         if let Some(listed) = &self.listed_boards {
             return Ok(listed.clone());
         }
@@ -589,7 +603,7 @@ impl Run<'_> {
         }
         let stored = self.store().ids(EntityKind::Boards, false).await?;
         let mut boards = Vec::new();
-        for id in stored {
+        for id in stored.into_iter().map(BoardId) {
             let space = self.board_space(id).await?;
             if self.selection.spaces.is_empty() || space.is_some_and(|s| self.selection.spaces.contains(&s)) {
                 boards.push(id);
@@ -604,11 +618,11 @@ impl Run<'_> {
         }
         Ok(boards)
     }
-    pub(super) async fn board_space(&mut self, board_id: i64) -> Result<Option<i64>, SyncError> {
+    pub(super) async fn board_space(&mut self, board_id: BoardId) -> Result<Option<SpaceId>, SyncError> {
         self.parents().board_space(board_id).await
     }
 
-    pub(super) async fn ensure_spaces(&mut self, ids: Vec<i64>) -> Result<(), SyncError> {
+    pub(super) async fn ensure_spaces(&mut self, ids: Vec<SpaceId>) -> Result<(), SyncError> {
         self.parents().ensure_spaces(ids).await
     }
 
@@ -624,7 +638,7 @@ impl Run<'_> {
         // nothing else, and Kaiten sends no event for it).
         let stale = self.is_stale(kind).await?;
         let mut every_board = false;
-        let refresh: Vec<i64> = match (self.mode, &self.changed_boards) {
+        let refresh: Vec<BoardId> = match (self.mode, &self.changed_boards) {
             (Mode::Incremental, Some(changed)) if !stale => {
                 boards.iter().copied().filter(|b| changed.contains(b)).collect()
             }
@@ -636,7 +650,11 @@ impl Run<'_> {
         };
         // Every board of an unnarrowed run: the columns (lanes) of every board Kaiten has. Those
         // of a board that is gone (not listed) are gone with it, so the sweep covers every row.
-        let scope = if every_board && self.lists_whole(kind) { Scope::All } else { Scope::Parents(refresh.clone()) };
+        let scope = if every_board && self.lists_whole(kind) {
+            Scope::All
+        } else {
+            Scope::Parents(refresh.iter().copied().map(i64::from).collect())
+        };
         let client = self.client().clone();
         let mut lists = futures::stream::iter(refresh.clone())
             .map(|board_id| {
@@ -737,7 +755,7 @@ mod tests {
 
     #[test]
     fn selection_scope_text_and_kinds() {
-        let s = Selection::kinds(&[EntityKind::PropertyDefinitions]).in_boards(&[5, 6]);
+        let s = Selection::kinds(&[EntityKind::PropertyDefinitions]).in_boards(&[BoardId(5), BoardId(6)]);
         assert!(s.includes(EntityKind::SelectValues));
         assert!(!s.includes(EntityKind::Cards));
         assert_eq!(s.scope_text().unwrap(), "kinds property_definitions; boards 5,6");

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use kaiten_client::{Card, CardQuery, Condition, KaitenClient, OrderDirection, PageRequest};
+use kaiten_client::{BoardId, Card, CardId, CardQuery, Condition, KaitenClient, OrderDirection, PageRequest, SpaceId};
 use tracing::{info, warn};
 
 use super::WebhookHandler;
@@ -68,10 +68,10 @@ impl BatchRun<'_> {
         }
         let boards = ids(EntityKind::Boards);
         if !boards.is_empty() {
-            let hints: HashMap<i64, i64> = entries
+            let hints: HashMap<BoardId, SpaceId> = entries
                 .iter()
                 .filter(|e| e.kind == EntityKind::Boards)
-                .filter_map(|e| e.parent_id.map(|p| (e.entity_id, p)))
+                .filter_map(|e| e.parent_id.map(|p| (BoardId(e.entity_id), SpaceId(p))))
                 .collect();
             let outcome = self.refresh_boards(&boards, &hints).await;
             self.settle(EntityKind::Boards, boards, &outcome);
@@ -90,14 +90,19 @@ impl BatchRun<'_> {
 
     async fn refresh_spaces(&mut self, wanted: &BTreeSet<i64>) -> Result<(), SyncError> {
         let listed = self.parents().list_spaces(true).await?;
-        let found: Vec<_> = listed.into_iter().filter(|s| wanted.contains(&s.id)).collect();
+        let found: Vec<_> = listed.into_iter().filter(|s| wanted.contains(&s.id.get())).collect();
         let gone: Vec<i64> = wanted.iter().copied().filter(|id| !found.iter().any(|s| s.id == *id)).collect();
         self.write(Batch::Spaces(found)).await?;
         self.mark_gone(EntityKind::Spaces, &gone).await
     }
 
-    async fn refresh_boards(&mut self, wanted: &BTreeSet<i64>, hints: &HashMap<i64, i64>) -> Result<(), SyncError> {
-        let gone: Vec<i64> = self.parents().refresh_boards(wanted, hints).await?.into_iter().collect();
+    async fn refresh_boards(
+        &mut self,
+        wanted: &BTreeSet<i64>,
+        hints: &HashMap<BoardId, SpaceId>,
+    ) -> Result<(), SyncError> {
+        let wanted: BTreeSet<BoardId> = wanted.iter().copied().map(BoardId).collect();
+        let gone: Vec<i64> = self.parents().refresh_boards(&wanted, hints).await?.into_iter().map(i64::from).collect();
         self.mark_gone(EntityKind::Boards, &gone).await
     }
 
@@ -107,7 +112,7 @@ impl BatchRun<'_> {
         let before = self.client().stats().requests;
         let tags = self.client().tags().await;
         self.record.api_requests += self.client().stats().requests.saturating_sub(before).max(1);
-        let found: Vec<_> = tags?.into_iter().filter(|t| wanted.contains(&t.id)).collect();
+        let found: Vec<_> = tags?.into_iter().filter(|t| wanted.contains(&t.id.get())).collect();
         self.write(Batch::Tags(found)).await
     }
 
@@ -151,7 +156,7 @@ impl BatchRun<'_> {
             let budget = wanted.len() as u64;
             let listed = self.list_changed_cards(since, budget).await?;
             for card in listed {
-                covered.insert(card.id);
+                covered.insert(card.id.get());
                 fetched.push(card);
             }
             info!(
@@ -165,7 +170,7 @@ impl BatchRun<'_> {
         let mut results = futures::stream::iter(single)
             .map(|id| {
                 let client = client.clone();
-                async move { (id, client.card(id).await) }
+                async move { (id, client.card(CardId(id)).await) }
             })
             .buffer_unordered(options.concurrency.max(1));
         let mut gone = Vec::new();
@@ -183,7 +188,7 @@ impl BatchRun<'_> {
             self.settle(EntityKind::Cards, [id], &Err(e));
         }
         // A fetched card may be deleted (`condition` 3): the store marks it so.
-        let ids: Vec<i64> = fetched.iter().map(|c| c.id).collect();
+        let ids: Vec<i64> = fetched.iter().map(|c| c.id.get()).collect();
         let written = async {
             let cards = self.parents().prepare_cards(fetched).await?;
             for chunk in cards.chunks(KaitenClient::CARDS_PAGE_MAX as usize) {

@@ -333,7 +333,9 @@ impl WebhookHandler {
     /// [`EntityKind::Tags`]): each is recorded in the inbox as due, then the inbox is drained (so any
     /// other due delivery is applied too). A card Kaiten answers 404 for is marked deleted if
     /// stored, and nothing is created for it. What cannot be fetched stays in the inbox for the next
-    /// drain, and is counted in [`DrainReport::failed`].
+    /// drain, and is counted in [`DrainReport::failed`]. The ids are bare integers (a
+    /// [`CardId`](kaiten_client::CardId) as `.get()`, ...) since their kind is `kind`, given at run
+    /// time, as in the inbox.
     pub async fn refetch(&self, kind: EntityKind, ids: &[i64]) -> Result<DrainReport, SyncError> {
         if !matches!(kind, EntityKind::Cards | EntityKind::Boards | EntityKind::Spaces | EntityKind::Tags) {
             return Err(SyncError::InvalidSelection(format!("{kind} cannot be refetched by id")));
