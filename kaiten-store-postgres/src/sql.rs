@@ -258,10 +258,11 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
     //   JSON differs, or the deleted state) and not older" again under the row lock;
     // - `seen`, `marks`, `pruned`: rows the sweep saw but the statement does not write (not
     //   candidates, and candidates the upsert's WHERE skipped: same JSON under another hash, or
-    //   older than stored) get a row in `sweep_marks` rather than a new version of their whole
-    //   record for `seen_sweep` (rows written carry the sweep in their own write); those already
-    //   carrying the sweep need none. The first page of a sweep that writes marks deletes the
-    //   kind's marks of older sweeps (once marks of this sweep exist, an index probe skips it);
+    //   older than stored) are marked by one `sweep_marks` row holding their ids, rather than by a
+    //   new version of each whole record for `seen_sweep` (rows written carry the sweep in their
+    //   own write; those already carrying the sweep need no mark). The first page of a sweep that
+    //   writes a mark deletes the kind's marks of older sweeps (one row per page: cheap); once
+    //   this sweep has marks, an index probe skips that;
     // - `state`: the entity state, when given;
     // - cards: the tag links of the cards written are replaced: links no longer listed are
     //   deleted (only cards that existed can have any), the others inserted unless stored (even
@@ -297,7 +298,8 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
          seen AS MATERIALIZED (SELECT u.\"id\" FROM u \
            WHERE {sweep} IS NOT NULL AND u.stored_sweep IS DISTINCT FROM {sweep} \
              AND NOT (u.candidate AND u.\"id\" = ANY (ARRAY(SELECT \"id\" FROM up)))), \
-         marks AS (INSERT INTO {marks} (kind, sweep, \"id\") SELECT {kind}, {sweep}, \"id\" FROM seen), \
+         marks AS (INSERT INTO {marks} (kind, sweep, ids) SELECT {kind}, {sweep}, ARRAY(SELECT \"id\" FROM seen) \
+           WHERE EXISTS (SELECT 1 FROM seen)), \
          pruned AS (DELETE FROM {marks} m WHERE m.kind = {kind} AND m.sweep < {sweep} \
            AND EXISTS (SELECT 1 FROM seen) \
            AND NOT EXISTS (SELECT 1 FROM {marks} c WHERE c.kind = {kind} AND c.sweep = {sweep})), \
@@ -357,7 +359,8 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
     // the sweep's marks are read once through their index).
     let unseen_base = format!(
         "SELECT t.\"id\" FROM {table} t WHERE t.deleted_at IS NULL AND t.seen_sweep IS DISTINCT FROM $1 \
-         AND NOT EXISTS (SELECT 1 FROM {marks} m WHERE m.kind = {kind} AND m.sweep = $1 AND m.\"id\" = t.\"id\")"
+         AND NOT EXISTS (SELECT 1 FROM {marks} m CROSS JOIN LATERAL UNNEST(m.ids) AS x(\"id\") \
+           WHERE m.kind = {kind} AND m.sweep = $1 AND x.\"id\" = t.\"id\")"
     );
     let scoped =
         t.scope_column.map(|c| format!("{unseen_base} AND t.{} = ANY($2::bigint[]) ORDER BY t.\"id\"", ident(c)));
@@ -486,9 +489,9 @@ mod tests {
         assert!(st.counts.contains("\"kaiten\".card_members"));
         assert!(st.table(EntityKind::Spaces).unseen_scoped.is_none());
         // Unchanged rows of a sweep are marked beside the table, never rewritten.
-        assert!(cards.function_ddl.contains("INSERT INTO \"kaiten\".sweep_marks (kind, sweep, \"id\") SELECT 'cards'"));
+        assert!(cards.function_ddl.contains("INSERT INTO \"kaiten\".sweep_marks (kind, sweep, ids) SELECT 'cards'"));
         assert!(!cards.function_ddl.contains("SET seen_sweep ="));
-        assert!(cards.unseen_all.contains("\"kaiten\".sweep_marks m WHERE m.kind = 'cards' AND m.sweep = $1"));
+        assert!(cards.unseen_all.contains("WHERE m.kind = 'cards' AND m.sweep = $1"));
         assert!(st.table(EntityKind::Boards).unseen_scoped.as_deref().is_some_and(|q| q.contains("sweep_marks")));
         assert!(st.counts.contains("\"kaiten\".\"property_select_values\""));
     }

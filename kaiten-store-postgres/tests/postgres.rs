@@ -853,7 +853,7 @@ async fn an_unchanged_listing_marks_its_rows_without_writing_them() {
         let (store, s) = (&store, &s);
         async move {
             sqlx::query_as::<_, (String, i64, i64)>(&format!(
-                "SELECT kind, sweep, id FROM \"{s}\".sweep_marks ORDER BY sweep, id"
+                "SELECT m.kind, m.sweep, x.id FROM \"{s}\".sweep_marks m, unnest(m.ids) AS x(id) ORDER BY 2, 3"
             ))
             .fetch_all(store.pool())
             .await
@@ -878,6 +878,9 @@ async fn an_unchanged_listing_marks_its_rows_without_writing_them() {
     assert_eq!(tuple_writes(&store, "cards").await, writes, "an unchanged listing wrote to the cards table");
     assert_eq!(marks().await, (1..=7).map(|id| ("cards".to_owned(), 2, id)).collect::<Vec<_>>());
     assert_eq!(unseen(2).await, vec![8, 9, 10]);
+    let rows: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM \"{s}\".sweep_marks")).fetch_one(store.pool()).await.unwrap();
+    assert_eq!(rows, 2, "one mark row per page");
     // The same page again (a resumed listing) is still seen; an older sweep's view is unchanged.
     store.apply_page(&sweep_page(1, 4, 2)).await.unwrap();
     assert_eq!(unseen(2).await, vec![8, 9, 10]);

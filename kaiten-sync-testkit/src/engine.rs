@@ -598,15 +598,16 @@ pub async fn failed_run_resumes_and_loses_nothing(store: Arc<dyn Store>) {
     let sim = start_sim(SimConfig { cards: 450, ..SimConfig::small() }).await;
     // Cards already stored that the failed full sync never reaches must not be marked deleted.
     engine(&sim, &store).sync_all().await.expect("first full sync");
-    let flaky: Arc<dyn Store> = Arc::new(FlakyStore::new(store.clone(), 2));
-    // Pages of 20 (pages that arrive together are committed together, up to 10 a transaction):
-    // the third commit comes before the end of the listing.
+    let flaky: Arc<dyn Store> = Arc::new(FlakyStore::new(store.clone(), 4));
+    // Pages of 20 (pages that arrive together are committed together, one page in the first
+    // commit, then up to 2, 4, 8 and 10): the fifth commit comes before the end of the listing,
+    // after about 15 of its 23 pages.
     let paged = SyncOptions::default().with_page_size(20);
     let err = SyncEngine::new(sim_client(&sim), flaky.clone())
         .with_options(paged.clone())
         .sync_all()
         .await
-        .expect_err("the store fails on the third page of cards");
+        .expect_err("the store fails on the fifth write of cards");
     assert!(chain(&err).contains("injected failure"), "{}", chain(&err));
     let counts = store.counts().await.unwrap();
     assert_eq!(counts.iter().find(|c| c.table == "cards").unwrap().deleted, 0, "a failed full sync deletes nothing");
