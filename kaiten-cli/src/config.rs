@@ -70,6 +70,12 @@ pub struct KaitenArgs {
     #[arg(long, env = "KAITEN_TIMEOUT", default_value_t = 30, value_parser = parse_timeout,
         allow_negative_numbers = true)]
     pub timeout: u64,
+    /// Requests a sync keeps in flight (1–64): card windows listed at once, boards' columns and
+    /// lanes, select values. The rate limit still paces them; more hide more latency (about the
+    /// rate times the latency: 4 covers 5 requests/s at up to 0.8 s).
+    #[arg(long, env = "KAITEN_CONCURRENCY", default_value_t = 4,
+        value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
 }
 
 impl KaitenArgs {

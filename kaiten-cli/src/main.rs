@@ -263,6 +263,7 @@ async fn sync(args: SyncArgs) -> Result<()> {
     let store = stores::open(&args.db).await?;
     store.migrate().await.context("migration failed")?;
     let options = SyncOptions::default()
+        .with_concurrency(usize::from(args.kaiten.concurrency))
         .with_lock_wait(Duration::from_secs(args.lock_wait))
         .with_card_members_backfill(args.members)
         .with_max_delete_share(args.max_delete_share);

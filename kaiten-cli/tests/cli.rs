@@ -387,6 +387,11 @@ async fn settings_that_make_no_sense_are_refused_naming_them() {
         );
         assert!(!stderr(&out).contains("None"), "the CLI spells no limit 0: {}", stderr(&out));
     }
+    for concurrency in ["0", "65", "many"] {
+        let out = kaiten_sync(dir.path(), &with("KAITEN_CONCURRENCY", concurrency), &["sync", "full"]).await;
+        let all = stderr(&out);
+        assert!(!out.status.success() && all.contains("--concurrency") && all.contains(concurrency), "{all}");
+    }
     assert!(!dir.path().join("x.db").exists(), "nothing was written");
 }
 

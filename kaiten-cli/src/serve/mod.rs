@@ -424,6 +424,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         schedule: schedule.clone(),
         webhook_options: WebhookOptions::default(),
         sync_options: SyncOptions::default()
+            .with_concurrency(usize::from(args.kaiten.concurrency))
             .with_card_members_backfill(args.members)
             .with_max_delete_share(args.max_delete_share),
     });
