@@ -25,7 +25,10 @@
 //! Queries like `SELECT id, title, synced_at FROM kaiten.cards ORDER BY synced_at DESC LIMIT 10;`
 //! work as written. Each entity table has `id`, the typed columns of
 //! [`kaiten_sync::schema::TABLES`] in order, then `raw` (`jsonb`), `synced_at`, `deleted_at`,
-//! `seen_sweep` (deletion detection) and `raw_hash` (recognises unchanged records cheaply).
+//! `seen_sweep` (deletion detection: the last full listing that wrote the row) and `raw_hash`
+//! (recognises unchanged records cheaply). A full listing marks the rows it finds unchanged in
+//! `sweep_marks` (one row per page: kind, sweep, ids) instead of rewriting them; a row is seen by a
+//! sweep when its `seen_sweep` is that sweep or the sweep's marks hold its id.
 //!
 //! How it keeps the [`Store`](kaiten_sync::Store) contract:
 //! - [`apply_page`](kaiten_sync::Store::apply_page) is one transaction holding one call of a
@@ -33,9 +36,12 @@
 //!   and one per table, the digest naming the function's definition): the page travels as typed
 //!   arrays (`UNNEST`), records whose stored copy has the same hash are settled without parsing or
 //!   locking them, the rest go through `INSERT ... ON CONFLICT DO UPDATE ... WHERE changed AND
-//!   not older`; the same statement marks the sweep, replaces the tag links of the cards it wrote
-//!   (and their members, for cards that carry their member list) and writes the entity state. The server plans the statement once per session and keeps the
-//!   plan, even behind a pooler (planning it costs about as much as running it); the function
+//!   not older`; the same statement marks the sweep (rows it writes carry it in `seen_sweep`; the
+//!   others get one `sweep_marks` row for the page, so an unchanged record is never rewritten: under
+//!   MVCC that would write a new version of the whole row), replaces the tag links of the cards it
+//!   wrote (and their members, for cards that carry their member list) and writes the entity
+//!   state. The server plans the statement once per session and keeps the plan, even behind a
+//!   pooler (planning it costs about as much as running it); the function
 //!   plans with sequential scans and hash and merge joins off, so a plan cached while a table was
 //!   small stays a primary-key lookup as the table grows. Page transactions commit asynchronously
 //!   by default ([`PgStoreOptions::async_commit`]).

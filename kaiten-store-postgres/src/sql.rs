@@ -355,12 +355,14 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
         " SELECT \"id\", inserted FROM up UNION ALL SELECT u.\"id\", NULL::boolean FROM u WHERE NOT u.candidate",
     );
     let (write_page, function_name, function_ddl) = page_function(s, t, &sql, p);
-    // Live rows the sweep neither wrote (`seen_sweep`) nor marked (`sweep_marks`, an anti-join:
-    // the sweep's marks are read once through their index).
+    // Live rows the sweep neither wrote (`seen_sweep`) nor marked (`sweep_marks`). `NOT IN` is a
+    // hashed subplan: the sweep's marks are read once through their index (ids are never NULL),
+    // whatever the planner guesses of how many ids the arrays hold (an anti-join could become a
+    // nested loop unnesting them again for every row).
     let unseen_base = format!(
         "SELECT t.\"id\" FROM {table} t WHERE t.deleted_at IS NULL AND t.seen_sweep IS DISTINCT FROM $1 \
-         AND NOT EXISTS (SELECT 1 FROM {marks} m CROSS JOIN LATERAL UNNEST(m.ids) AS x(\"id\") \
-           WHERE m.kind = {kind} AND m.sweep = $1 AND x.\"id\" = t.\"id\")"
+         AND t.\"id\" NOT IN (SELECT x.\"id\" FROM {marks} m CROSS JOIN LATERAL UNNEST(m.ids) AS x(\"id\") \
+           WHERE m.kind = {kind} AND m.sweep = $1)"
     );
     let scoped =
         t.scope_column.map(|c| format!("{unseen_base} AND t.{} = ANY($2::bigint[]) ORDER BY t.\"id\"", ident(c)));
