@@ -2,10 +2,11 @@
 //! provides. Stores generate their statements from these definitions, so the SQLite and Postgres
 //! stores can never disagree on what a column holds.
 //!
-//! Every entity table has, besides the typed columns listed here: `id` (primary key), `raw` (the JSON
-//! as Kaiten sent it), `synced_at` (when this mirror last wrote the row), `deleted_at` (when the
-//! mirror learned the record is gone; `NULL` while it exists) and `seen_sweep` (bookkeeping for
-//! deletion detection: the full listing that last saw the row).
+//! Every entity table has, besides the typed columns listed here: `id` (unique: the primary key,
+//! except in SQLite's `cards`, which keeps a rowid of its own), `raw` (the JSON as Kaiten sent
+//! it), `synced_at` (when this mirror last wrote the row), `deleted_at` (when the mirror learned
+//! the record is gone; `NULL` while it exists) and `seen_sweep` (bookkeeping for deletion
+//! detection: the full listing that last saw the row).
 //!
 //! Each kind is declared once, in the `entity_kinds!` invocation below: its name and aliases, its
 //! model, its table, and one line per typed column (`"name": Type = expression`). That one
