@@ -107,7 +107,55 @@ impl std::fmt::Display for RefusedDeletion {
     }
 }
 
+/// What kind of failure an error is, for programs that branch on it without matching every
+/// variant (and every layer) of [`SyncError`] and [`StoreError`]: [`SyncError::kind`],
+/// [`StoreError::kind`]. New kinds may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Kaiten could not be reached or did not answer in time (after the client's retries).
+    Network,
+    /// Kaiten refused the token (401) or the token's user may not see what was asked (403).
+    Unauthorized,
+    /// Kaiten does not have what was asked for (404).
+    NotFound,
+    /// Kaiten's rate limit held the request longer than the client waits (429).
+    RateLimited,
+    /// Kaiten answered with an error this client does not retry, or a body it cannot read.
+    Api,
+    /// The database cannot be reached, or refused the credentials.
+    DatabaseUnavailable,
+    /// The database was locked or busy for longer than the store waits.
+    DatabaseBusy,
+    /// The database has no schema yet, or one this version does not know: run `migrate`.
+    Schema,
+    /// The database refused an operation for lack of privileges.
+    DatabasePermission,
+    /// Any other database failure, or a record the store cannot write.
+    Database,
+    /// Another run holds the one-sync-at-a-time lock, or this run lost it.
+    Locked,
+    /// The run was cancelled before it finished.
+    Cancelled,
+    /// The run was asked for something that does not exist.
+    InvalidSelection,
+    /// Kaiten's listing could not be completed, or looked incomplete: nothing was marked deleted.
+    IncompleteListing,
+}
+
 impl SyncError {
+    /// What kind of failure this is (see [`ErrorKind`]). Database errors give the store's kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SyncError::Api(e) => api_kind(e),
+            SyncError::Store(e) => e.kind(),
+            SyncError::Locked { .. } | SyncError::LockLost => ErrorKind::Locked,
+            SyncError::Cancelled => ErrorKind::Cancelled,
+            SyncError::InvalidSelection(_) => ErrorKind::InvalidSelection,
+            SyncError::IncompleteListing { .. } | SyncError::DeletionsRefused { .. } => ErrorKind::IncompleteListing,
+        }
+    }
+
     /// Whether running again later may succeed (network trouble, rate limits, a busy database,
     /// another run holding the lock).
     pub fn is_retryable(&self) -> bool {
@@ -153,6 +201,19 @@ impl std::fmt::Debug for Chain<'_> {
     }
 }
 
+/// The kind of a client error, by the status Kaiten answered (or none: the network).
+fn api_kind(error: &kaiten_client::Error) -> ErrorKind {
+    use kaiten_client::Error;
+    match error {
+        Error::Timeout { .. } | Error::Connection { .. } => ErrorKind::Network,
+        Error::Unauthorized { .. } | Error::Forbidden { .. } => ErrorKind::Unauthorized,
+        Error::NotFound { .. } => ErrorKind::NotFound,
+        Error::RateLimited { .. } => ErrorKind::RateLimited,
+        Error::TooManyPages { .. } => ErrorKind::IncompleteListing,
+        _ => ErrorKind::Api,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +233,22 @@ mod tests {
         );
         assert_eq!(format!("{}", Chain(&err)), chain(&err));
         assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn kinds_name_the_failure_through_every_layer() {
+        let busy = StoreError::Busy { backend: "sqlite", message: "m".into(), source: None };
+        assert_eq!(SyncError::from(busy).kind(), ErrorKind::DatabaseBusy);
+        assert_eq!(SyncError::from(StoreError::NotMigrated).kind(), ErrorKind::Schema);
+        let not_found = kaiten_client::Error::NotFound { route: "GET /cards/7".into() };
+        assert_eq!(SyncError::from(not_found).kind(), ErrorKind::NotFound);
+        let endless = kaiten_client::Error::TooManyPages { route: "GET /tags".into(), pages: 9 };
+        assert_eq!(SyncError::from(endless).kind(), ErrorKind::IncompleteListing);
+        assert_eq!(SyncError::LockLost.kind(), ErrorKind::Locked);
+        assert_eq!(SyncError::InvalidSelection("x".into()).kind(), ErrorKind::InvalidSelection);
+        assert_eq!(
+            SyncError::DeletionsRefused { refused: Vec::new(), max_share: 0.1 }.kind(),
+            ErrorKind::IncompleteListing
+        );
     }
 }

@@ -44,7 +44,7 @@ pub mod store;
 pub mod webhook;
 
 pub use engine::{Mode, Selection, SyncEngine, SyncOptions, SyncReport, DELETE_CHECK_SAMPLE};
-pub use error::{RefusedDeletion, SyncError};
+pub use error::{ErrorKind, RefusedDeletion, SyncError};
 pub use inbox::{InboxEntry, InboxResult, InboxStats, Notification};
 pub use kaiten_client;
 pub use memory::MemoryStore;

@@ -494,6 +494,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// What kind of failure this is (see [`crate::error::ErrorKind`]).
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            StoreError::Unavailable { .. } => ErrorKind::DatabaseUnavailable,
+            StoreError::Busy { .. } => ErrorKind::DatabaseBusy,
+            StoreError::Schema { .. } | StoreError::NotMigrated => ErrorKind::Schema,
+            StoreError::Permission { .. } => ErrorKind::DatabasePermission,
+            StoreError::InvalidData { .. } | StoreError::Backend { .. } => ErrorKind::Database,
+        }
+    }
+
     /// A [`StoreError::Schema`] with no error behind it (a version mismatch, an invalid name).
     pub fn schema(message: impl Into<String>) -> Self {
         StoreError::Schema { message: message.into(), source: None }
