@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kaiten_client::Secret;
 use kaiten_sync::constant_time_eq;
+use maud::{html, Markup};
 
 use super::html::ADMIN_TEMPLATE;
 use super::{AppState, ENV_ADMIN_TOKEN, ENV_WEBHOOK_SECRET, MIN_SECRET_CHARS, WEBHOOK_PATH};
@@ -262,10 +263,11 @@ impl AdminLink {
     }
 
     /// The token as a hidden field of a GET form (a GET form replaces the action's query).
-    pub(super) fn hidden_field(&self) -> String {
-        match &self.token {
-            Some(token) => format!("<input type=\"hidden\" name=\"token\" value=\"{}\">", super::html::esc(token)),
-            None => String::new(),
+    pub(super) fn hidden_field(&self) -> Markup {
+        html! {
+            @if let Some(token) = &self.token {
+                input type="hidden" name="token" value=(token);
+            }
         }
     }
 }

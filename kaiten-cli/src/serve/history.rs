@@ -6,13 +6,13 @@
 //! store query per filter.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use kaiten_sync::{RunKind, RunRecord, RunStatus};
+use maud::{html, Markup};
 
 use super::guard::AdminLink;
-use super::html::{esc, when, ADMIN_TEMPLATE};
+use super::html::{page, status_badge, took, when};
 use super::ADMIN_PATH;
 
 /// Runs read for the history pages and the chart (newest first).
@@ -74,162 +74,181 @@ impl RunFilter {
     }
 }
 
-fn took(run: &RunRecord) -> String {
-    run.finished_at
-        .map(|f| format!("{:.1}s", (f - run.started_at).num_milliseconds() as f64 / 1000.0))
-        .unwrap_or_else(|| "–".into())
-}
-
-fn header(html: &mut String, title: &str, link: &AdminLink, now: DateTime<Utc>) {
-    let _ = write!(
-        html,
-        "<header><h1>kaiten-sync</h1><span class=\"meta\">{} · {} UTC</span><a href=\"{}\">← admin page</a></header>\n<main>\n",
-        esc(title),
-        now.format("%Y-%m-%d %H:%M:%S"),
-        esc(&link.path(ADMIN_PATH)),
-    );
+fn header(title: &str, link: &AdminLink, now: DateTime<Utc>) -> Markup {
+    html! {
+        header {
+            h1 { "kaiten-sync" }
+            span.meta { (title) " · " (now.format("%Y-%m-%d %H:%M:%S")) " UTC" }
+            a href=(link.path(ADMIN_PATH)) { "← admin page" }
+        }
+    }
 }
 
 /// `/admin/sync/runs`: the chart, the filters, one page of matching runs and the pager.
 pub(super) fn runs_page(runs: &[RunRecord], filter: &RunFilter, link: &AdminLink, now: DateTime<Utc>) -> String {
-    let mut html = String::new();
-    header(&mut html, "runs", link, now);
-    html.push_str("<section class=\"wide\"><h2>The last 14 days</h2>\n");
-    html.push_str(&chart_svg(runs, now));
-    html.push_str("</section>\n");
-
     let matching: Vec<&RunRecord> = runs.iter().filter(|r| filter.matches(r)).collect();
     let pages = matching.len().div_ceil(RUNS_PER_PAGE).max(1);
-    let page = filter.page.min(pages);
-    let _ = write!(
-        html,
-        "<section class=\"wide\" id=\"runs\"><h2>Runs</h2><form method=\"get\" class=\"quick\" id=\"run-filter\" action=\"{}/runs\">{}\
-         <label>Kind <select name=\"kind\"><option value=\"\">all kinds</option>",
-        ADMIN_PATH,
-        link.hidden_field()
-    );
-    for kind in [RunKind::Full, RunKind::Incremental, RunKind::Selective, RunKind::Webhook] {
-        let selected = if filter.kind == Some(kind) { " selected" } else { "" };
-        let _ = write!(html, "<option value=\"{0}\"{selected}>{0}</option>", kind.as_str());
-    }
-    html.push_str("</select></label> <label>Status <select name=\"status\"><option value=\"\">all statuses</option>");
-    for status in [RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Interrupted] {
-        let selected = if filter.status == Some(status) { " selected" } else { "" };
-        let _ = write!(html, "<option value=\"{0}\"{selected}>{0}</option>", status.as_str());
-    }
-    html.push_str("</select></label> <button type=\"submit\">Filter</button></form>\n");
-    html.push_str(
-        "<table><thead><tr><th class=\"num\">run</th><th>kind</th><th>status</th><th>started</th>\
-         <th class=\"num\">took</th><th class=\"num\">requests</th><th class=\"num\">new</th>\
-         <th class=\"num\">changed</th><th class=\"num\">deleted</th><th>scope</th><th>error</th></tr></thead><tbody>\n",
-    );
-    let shown = matching.iter().skip((page - 1) * RUNS_PER_PAGE).take(RUNS_PER_PAGE);
-    if matching.is_empty() {
-        html.push_str("<tr><td colspan=\"11\" class=\"muted\">no run matches</td></tr>\n");
-    }
-    for run in shown {
-        let mut error = run.error.clone().unwrap_or_default();
-        if error.chars().count() > 120 {
-            error = error.chars().take(117).collect::<String>() + "...";
-        }
-        let status = run.status.as_str();
-        let _ = writeln!(
-            html,
-            "<tr id=\"run-{id}\"><td class=\"num\"><a href=\"{href}\">{id}</a></td><td>{kind}</td>\
-             <td><span class=\"badge {status}\">{status}</span></td><td>{started}</td><td class=\"num\">{took}</td>\
-             <td class=\"num\">{requests}</td><td class=\"num\">{ins}</td><td class=\"num\">{upd}</td>\
-             <td class=\"num\">{del}</td><td class=\"scope\">{scope}</td><td class=\"err\">{error}</td></tr>",
-            id = run.id,
-            href = esc(&link.path(&format!("{ADMIN_PATH}/runs/{}", run.id))),
-            kind = esc(run.kind.as_str()),
-            started = when(Some(run.started_at)),
-            took = took(run),
-            requests = run.api_requests,
-            ins = run.total(|s| s.inserted),
-            upd = run.total(|s| s.updated),
-            del = run.total(|s| s.deleted),
-            scope = esc(run.scope.as_deref().unwrap_or("")),
-            error = esc(&error),
-        );
-    }
+    let page_no = filter.page.min(pages);
+    let shown = matching.iter().skip((page_no - 1) * RUNS_PER_PAGE).take(RUNS_PER_PAGE);
     let plural = if matching.len() == 1 { "" } else { "s" };
-    let _ = write!(html, "</tbody></table><p class=\"pager\">{} run{plural} · page {page} of {pages}", matching.len());
-    if page > 1 {
-        let _ = write!(html, " · <a href=\"{}\" rel=\"prev\">← newer</a>", esc(&filter.href(link, page - 1)));
+    page(html! {
+        (header("runs", link, now))
+        main {
+            section.wide {
+                h2 { "The last 14 days" }
+                (chart_svg(runs, now))
+            }
+            section.wide #runs {
+                h2 { "Runs" }
+                form method="get" class="quick" id="run-filter" action={ (ADMIN_PATH) "/runs" } {
+                    (link.hidden_field())
+                    label {
+                        "Kind "
+                        select name="kind" {
+                            option value="" { "all kinds" }
+                            @for kind in [RunKind::Full, RunKind::Incremental, RunKind::Selective, RunKind::Webhook] {
+                                option value=(kind.as_str()) selected[filter.kind == Some(kind)] { (kind.as_str()) }
+                            }
+                        }
+                    }
+                    " "
+                    label {
+                        "Status "
+                        select name="status" {
+                            option value="" { "all statuses" }
+                            @for status in
+                                [RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Interrupted]
+                            {
+                                option value=(status.as_str()) selected[filter.status == Some(status)] {
+                                    (status.as_str())
+                                }
+                            }
+                        }
+                    }
+                    " "
+                    button type="submit" { "Filter" }
+                }
+                table {
+                    thead {
+                        tr {
+                            th.num { "run" } th { "kind" } th { "status" } th { "started" } th.num { "took" }
+                            th.num { "requests" } th.num { "new" } th.num { "changed" } th.num { "deleted" }
+                            th { "scope" } th { "error" }
+                        }
+                    }
+                    tbody {
+                        @if matching.is_empty() {
+                            tr { td colspan="11" class="muted" { "no run matches" } }
+                        }
+                        @for run in shown {
+                            tr id={ "run-" (run.id) } {
+                                td.num { a href=(link.path(&format!("{ADMIN_PATH}/runs/{}", run.id))) { (run.id) } }
+                                td { (run.kind.as_str()) }
+                                td { (status_badge(run.status.as_str())) }
+                                td { (when(Some(run.started_at))) }
+                                td.num { (took(run)) }
+                                td.num { (run.api_requests) }
+                                td.num { (run.total(|s| s.inserted)) }
+                                td.num { (run.total(|s| s.updated)) }
+                                td.num { (run.total(|s| s.deleted)) }
+                                td.scope { (run.scope.as_deref().unwrap_or("")) }
+                                td.err { (short_error(run)) }
+                            }
+                        }
+                    }
+                }
+                p.pager {
+                    (matching.len()) " run" (plural) " · page " (page_no) " of " (pages)
+                    @if page_no > 1 {
+                        " · " a href=(filter.href(link, page_no - 1)) rel="prev" { "← newer" }
+                    }
+                    @if page_no < pages {
+                        " · " a href=(filter.href(link, page_no + 1)) rel="next" { "older →" }
+                    }
+                }
+                p.muted { "The newest " (HISTORY_RUNS) " runs of the run log are searched." }
+            }
+        }
+    })
+}
+
+/// A run's error as the runs table shows it: at most 120 characters.
+fn short_error(run: &RunRecord) -> String {
+    let error = run.error.clone().unwrap_or_default();
+    if error.chars().count() > 120 {
+        error.chars().take(117).collect::<String>() + "..."
+    } else {
+        error
     }
-    if page < pages {
-        let _ = write!(html, " · <a href=\"{}\" rel=\"next\">older →</a>", esc(&filter.href(link, page + 1)));
-    }
-    let _ = writeln!(
-        html,
-        "</p><p class=\"muted\">The newest {HISTORY_RUNS} runs of the run log are searched.</p></section>\n</main>"
-    );
-    ADMIN_TEMPLATE.replace("{{content}}", &html)
 }
 
 /// `/admin/sync/runs/{id}`: one run, its error in full, its counts per entity kind.
 pub(super) fn run_page(run: &RunRecord, link: &AdminLink, now: DateTime<Utc>) -> String {
-    let mut html = String::new();
-    header(&mut html, &format!("run {}", run.id), link, now);
-    let status = run.status.as_str();
-    let _ = write!(
-        html,
-        "<section class=\"wide\" id=\"run\"><h2>Run #{id} <span class=\"badge {status}\">{status}</span></h2><dl>\
-         <dt>Kind</dt><dd>{kind}</dd><dt>Started</dt><dd>{started} UTC</dd><dt>Finished</dt><dd>{finished}</dd>\
-         <dt>Took</dt><dd>{took}</dd><dt>Entities</dt><dd>{entities}</dd><dt>Scope</dt><dd>{scope}</dd>\
-         <dt>Requests to Kaiten</dt><dd>{requests} ({retries} retries)</dd></dl>",
-        id = run.id,
-        kind = esc(run.kind.as_str()),
-        started = when(Some(run.started_at)),
-        finished = run.finished_at.map(|f| format!("{} UTC", when(Some(f)))).unwrap_or_else(|| "–".into()),
-        took = took(run),
-        entities = esc(&run.entities.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")),
-        scope = esc(run.scope.as_deref().unwrap_or("everything")),
-        requests = run.api_requests,
-        retries = run.retries,
-    );
-    match &run.error {
-        Some(error) => {
-            let _ = write!(html, "<h2>Error</h2><pre class=\"err\" id=\"run-error\">{}</pre>", esc(error));
+    let total = |value: fn(&kaiten_sync::EntityStats) -> u64| run.total(value);
+    page(html! {
+        (header(&format!("run {}", run.id), link, now))
+        main {
+            section.wide #run {
+                h2 { "Run #" (run.id) " " (status_badge(run.status.as_str())) }
+                dl {
+                    dt { "Kind" } dd { (run.kind.as_str()) }
+                    dt { "Started" } dd { (when(Some(run.started_at))) " UTC" }
+                    dt { "Finished" }
+                    dd { (run.finished_at.map(|f| format!("{} UTC", when(Some(f)))).unwrap_or_else(|| "–".into())) }
+                    dt { "Took" } dd { (took(run)) }
+                    dt { "Entities" } dd { (run.entities.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")) }
+                    dt { "Scope" } dd { (run.scope.as_deref().unwrap_or("everything")) }
+                    dt { "Requests to Kaiten" } dd { (run.api_requests) " (" (run.retries) " retries)" }
+                }
+                @match &run.error {
+                    Some(error) => {
+                        h2 { "Error" }
+                        pre.err #run-error { (error) }
+                    },
+                    None => p.muted { "No error." },
+                }
+            }
+            section.wide {
+                h2 { "Per entity" }
+                table #run-entities {
+                    thead {
+                        tr {
+                            th { "entity" } th.num { "pages" } th.num { "fetched" } th.num { "new" }
+                            th.num { "changed" } th.num { "unchanged" } th.num { "deleted" }
+                        }
+                    }
+                    tbody {
+                        @if run.stats.is_empty() {
+                            tr { td colspan="7" class="muted" { "no entity finished in this run" } }
+                        }
+                        @for (kind, s) in &run.stats {
+                            tr {
+                                td { (kind.as_str()) }
+                                td.num { (s.pages) }
+                                td.num { (s.fetched) }
+                                td.num { (s.inserted) }
+                                td.num { (s.updated) }
+                                td.num { (s.unchanged) }
+                                td.num { (s.deleted) }
+                            }
+                        }
+                    }
+                    tfoot {
+                        tr {
+                            th { "total" }
+                            th.num { (total(|s| s.pages)) }
+                            th.num { (total(|s| s.fetched)) }
+                            th.num { (total(|s| s.inserted)) }
+                            th.num { (total(|s| s.updated)) }
+                            th.num { (total(|s| s.unchanged)) }
+                            th.num { (total(|s| s.deleted)) }
+                        }
+                    }
+                }
+                p { a href=(link.path(&format!("{ADMIN_PATH}/runs"))) { "All runs →" } }
+            }
         }
-        None => html.push_str("<p class=\"muted\">No error.</p>"),
-    }
-    html.push_str(
-        "</section>\n<section class=\"wide\"><h2>Per entity</h2><table id=\"run-entities\"><thead><tr><th>entity</th>\
-         <th class=\"num\">pages</th><th class=\"num\">fetched</th><th class=\"num\">new</th><th class=\"num\">changed</th>\
-         <th class=\"num\">unchanged</th><th class=\"num\">deleted</th></tr></thead><tbody>\n",
-    );
-    if run.stats.is_empty() {
-        html.push_str("<tr><td colspan=\"7\" class=\"muted\">no entity finished in this run</td></tr>\n");
-    }
-    for (kind, s) in &run.stats {
-        let _ = writeln!(
-            html,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            esc(kind.as_str()),
-            s.pages,
-            s.fetched,
-            s.inserted,
-            s.updated,
-            s.unchanged,
-            s.deleted
-        );
-    }
-    let _ = writeln!(
-        html,
-        "</tbody><tfoot><tr><th>total</th><th class=\"num\">{}</th><th class=\"num\">{}</th><th class=\"num\">{}</th>\
-         <th class=\"num\">{}</th><th class=\"num\">{}</th><th class=\"num\">{}</th></tr></tfoot></table>\
-         <p><a href=\"{}\">All runs →</a></p></section>\n</main>",
-        run.total(|s| s.pages),
-        run.total(|s| s.fetched),
-        run.total(|s| s.inserted),
-        run.total(|s| s.updated),
-        run.total(|s| s.unchanged),
-        run.total(|s| s.deleted),
-        esc(&link.path(&format!("{ADMIN_PATH}/runs"))),
-    );
-    ADMIN_TEMPLATE.replace("{{content}}", &html)
+    })
 }
 
 /// One day of the chart.
@@ -274,7 +293,7 @@ struct ChartRow {
 
 /// Three bar rows (time spent, records changed, failures), one bar per day, with the day's figures
 /// in each bar's tooltip. Only numbers and dates reach the markup.
-pub(super) fn chart_svg(runs: &[RunRecord], now: DateTime<Utc>) -> String {
+pub(super) fn chart_svg(runs: &[RunRecord], now: DateTime<Utc>) -> Markup {
     const WIDTH: f64 = 760.0;
     const LEFT: f64 = 150.0;
     const ROW: f64 = 70.0;
@@ -297,53 +316,38 @@ pub(super) fn chart_svg(runs: &[RunRecord], now: DateTime<Utc>) -> String {
         },
     ];
     let height = ROW * rows.len() as f64 + 24.0;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {height}\" width=\"100%\" \
-         role=\"img\" aria-labelledby=\"chart-title\" font-family=\"system-ui, sans-serif\" font-size=\"11\">\
-         <title id=\"chart-title\">Runs per day over the last {CHART_DAYS} days: time spent, records changed, failures</title>"
-    );
-    for (i, ChartRow { label, color, value, format }) in rows.iter().enumerate() {
-        let top = i as f64 * ROW;
-        let baseline = top + 8.0 + BAR_MAX;
-        let max = days.iter().map(|(_, d)| value(d)).fold(0.0, f64::max);
-        let _ = write!(
-            svg,
-            "<text x=\"0\" y=\"{:.1}\" fill=\"#1d2430\" font-weight=\"600\">{label}</text>\
-             <text x=\"0\" y=\"{:.1}\" fill=\"#667085\">max {}</text>\
-             <line x1=\"{LEFT}\" y1=\"{baseline:.1}\" x2=\"{WIDTH}\" y2=\"{baseline:.1}\" stroke=\"#e4e7ec\"/>",
-            top + 30.0,
-            top + 45.0,
-            format(max),
-        );
-        for (j, (date, day)) in days.iter().enumerate() {
-            let v = value(day);
-            let h = if max > 0.0 { (v / max * BAR_MAX).max(if v > 0.0 { 2.0 } else { 0.0 }) } else { 0.0 };
-            let x = LEFT + j as f64 * column + column * 0.15;
-            let _ = write!(
-                svg,
-                "<rect class=\"bar\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{color}\">\
-                 <title>{} · {label}: {} ({} runs)</title></rect>",
-                baseline - h,
-                column * 0.7,
-                date.format("%Y-%m-%d"),
-                format(v),
-                day.runs,
-            );
+    let one = |v: f64| format!("{v:.1}");
+    html! {
+        svg #chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (WIDTH) " " (height) } width="100%"
+            role="img" aria-labelledby="chart-title" font-family="system-ui, sans-serif" font-size="11" {
+            title #chart-title {
+                "Runs per day over the last " (CHART_DAYS) " days: time spent, records changed, failures"
+            }
+            @for (i, ChartRow { label, color, value, format }) in rows.iter().enumerate() {
+                @let top = i as f64 * ROW;
+                @let baseline = top + 8.0 + BAR_MAX;
+                @let max = days.iter().map(|(_, d)| value(d)).fold(0.0, f64::max);
+                text x="0" y=(one(top + 30.0)) fill="#1d2430" font-weight="600" { (label) }
+                text x="0" y=(one(top + 45.0)) fill="#667085" { "max " (format(max)) }
+                line x1=(LEFT) y1=(one(baseline)) x2=(WIDTH) y2=(one(baseline)) stroke="#e4e7ec" {}
+                @for (j, (date, day)) in days.iter().enumerate() {
+                    @let v = value(day);
+                    @let h = if max > 0.0 { (v / max * BAR_MAX).max(if v > 0.0 { 2.0 } else { 0.0 }) } else { 0.0 };
+                    @let x = LEFT + j as f64 * column + column * 0.15;
+                    rect class="bar" x=(one(x)) y=(one(baseline - h)) width=(one(column * 0.7)) height=(one(h))
+                        fill=(color) {
+                        title { (date.format("%Y-%m-%d")) " · " (label) ": " (format(v)) " (" (day.runs) " runs)" }
+                    }
+                }
+            }
+            @for (j, (date, _)) in days.iter().enumerate() {
+                @let x = LEFT + j as f64 * column + column / 2.0;
+                text x=(one(x)) y=(one(height - 6.0)) text-anchor="middle" fill="#667085" {
+                    (date.format("%m-%d"))
+                }
+            }
         }
     }
-    for (j, (date, _)) in days.iter().enumerate() {
-        let x = LEFT + j as f64 * column + column / 2.0;
-        let _ = write!(
-            svg,
-            "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#667085\">{}</text>",
-            height - 6.0,
-            date.format("%m-%d")
-        );
-    }
-    svg.push_str("</svg>");
-    svg
 }
 
 #[cfg(test)]
@@ -387,7 +391,7 @@ mod tests {
         assert_eq!(days[13].1, Day { runs: 2, seconds: 32.0, changed: 101, failures: 1 });
         assert_eq!(days[10].1.changed, 7);
         assert_eq!(days.iter().map(|(_, d)| d.runs).sum::<u64>(), 3, "a run older than 14 days is left out");
-        let svg = chart_svg(&runs, now);
+        let svg = chart_svg(&runs, now).into_string();
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert_eq!(svg.matches("<rect class=\"bar\"").count(), 42, "14 days × 3 rows");
         assert!(svg.contains("2026-03-15 · failed runs: 1 (2 runs)"), "{svg}");

@@ -4,7 +4,6 @@
 //! other admin POSTs). Without `--public-url` / `KAITEN_PUBLIC_URL` the button is replaced by a hint.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,9 +13,10 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Extension;
 use chrono::Utc;
 use kaiten_client::Secret;
+use maud::html;
 
 use super::guard::AdminLink;
-use super::html::{esc, ADMIN_TEMPLATE};
+use super::html::page;
 use super::{AppState, ADMIN_PATH};
 use crate::webhooks::{apply, summary, HookState, HookTarget, Plan, SpaceHook, ENV_PUBLIC_URL};
 
@@ -143,67 +143,68 @@ fn badge(state: &HookState) -> &'static str {
 }
 
 fn render(reading: &HookReading, target: &HookTarget, link: &AdminLink) -> String {
-    let mut html = String::new();
-    let _ = write!(
-        html,
-        "<header><h1>kaiten-sync</h1><span class=\"meta\">webhooks · {} UTC</span><a href=\"{}\">← admin page</a></header>\n<main>\n\
-         <section class=\"wide\" id=\"webhooks\"><h2>Kaiten webhooks</h2>\n<dl><dt>Webhook URL</dt><dd><code>{}</code></dd>\
-         <dt>Checked</dt><dd>{} s ago (kept for {} s) · <a href=\"{}\">check again</a></dd></dl>\n",
-        Utc::now().format("%Y-%m-%d %H:%M:%S"),
-        esc(&link.path(ADMIN_PATH)),
-        esc(&target.masked()),
-        reading.at.elapsed().as_secs(),
-        HOOKS_TTL.as_secs(),
-        esc(&link.path(&format!("{HOOKS_PATH}?refresh=1"))),
-    );
-    if let Some(note) = &reading.note {
-        let _ = writeln!(html, "<p id=\"hooks-note\">{}</p>", esc(note));
-    }
-    match &reading.rows {
-        Ok(rows) => {
-            html.push_str(
-                "<table><thead><tr><th class=\"num\">Space</th><th>Title</th><th>Webhook</th></tr></thead><tbody>\n",
-            );
-            for row in rows {
-                let action = row.action.map(|a| format!(" ({a})")).unwrap_or_default();
-                let _ = writeln!(
-                    html,
-                    "<tr data-space=\"{id}\" data-state=\"{label}\"><td class=\"num\">{id}</td><td>{title}</td>\
-                     <td class=\"scope\"><span class=\"badge {class}\">{label}</span> {text}{action}</td></tr>",
-                    id = row.space_id,
-                    label = esc(row.state.label()),
-                    title = esc(&row.title),
-                    class = badge(&row.state),
-                    text = esc(&row.state.to_string()),
-                    action = esc(&action),
-                );
+    page(html! {
+        header {
+            h1 { "kaiten-sync" }
+            span.meta { "webhooks · " (Utc::now().format("%Y-%m-%d %H:%M:%S")) " UTC" }
+            a href=(link.path(ADMIN_PATH)) { "← admin page" }
+        }
+        main {
+            section.wide #webhooks {
+                h2 { "Kaiten webhooks" }
+                dl {
+                    dt { "Webhook URL" }
+                    dd { code { (target.masked()) } }
+                    dt { "Checked" }
+                    dd {
+                        (reading.at.elapsed().as_secs()) " s ago (kept for " (HOOKS_TTL.as_secs()) " s) · "
+                        a href=(link.path(&format!("{HOOKS_PATH}?refresh=1"))) { "check again" }
+                    }
+                }
+                @if let Some(note) = &reading.note {
+                    p #hooks-note { (note) }
+                }
+                @match &reading.rows {
+                    Ok(rows) => {
+                        table {
+                            thead { tr { th.num { "Space" } th { "Title" } th { "Webhook" } } }
+                            tbody {
+                                @for row in rows {
+                                    tr data-space=(row.space_id) data-state=(row.state.label()) {
+                                        td.num { (row.space_id) }
+                                        td { (row.title) }
+                                        td.scope {
+                                            span class={ "badge " (badge(&row.state)) } { (row.state.label()) }
+                                            " " (row.state.to_string())
+                                            @if let Some(action) = row.action { " (" (action) ")" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        p.muted { (summary(rows)) }
+                    },
+                    Err(error) => p.failed { "Cannot read the spaces from Kaiten: " (error) },
+                }
+                @match target.url() {
+                    Some(_) => {
+                        form method="post" action=(link.path(&format!("{HOOKS_PATH}/install"))) {
+                            button.primary type="submit" { "Install on every space" }
+                        }
+                        p.muted {
+                            "Creates the webhook where a space has none, repoints one that points elsewhere \
+                             and re-enables a disabled one. Spaces whose plan lacks webhooks (402) or where the \
+                             token's user is not a space admin (403) are left as they are."
+                        }
+                    },
+                    None => p.muted #hooks-hint {
+                        "To install webhooks from here, start " code { "serve" } " with "
+                        code { "--public-url https://your-host" } " (or set " code { (ENV_PUBLIC_URL) } "): \
+                         the address Kaiten reaches this server at. Or run "
+                        code { "kaiten-sync webhooks install --url https://your-host" } "."
+                    },
+                }
             }
-            let _ = writeln!(html, "</tbody></table><p class=\"muted\">{}</p>", esc(&summary(rows)));
         }
-        Err(error) => {
-            let _ = writeln!(html, "<p class=\"failed\">Cannot read the spaces from Kaiten: {}</p>", esc(error));
-        }
-    }
-    match target.url() {
-        Some(_) => {
-            let _ = writeln!(
-                html,
-                "<form method=\"post\" action=\"{}\"><button class=\"primary\" type=\"submit\">Install on every space</button></form>\
-                 <p class=\"muted\">Creates the webhook where a space has none, repoints one that points elsewhere and \
-                 re-enables a disabled one. Spaces whose plan lacks webhooks (402) or where the token's user is not a \
-                 space admin (403) are left as they are.</p>",
-                esc(&link.path(&format!("{HOOKS_PATH}/install")))
-            );
-        }
-        None => {
-            let _ = writeln!(
-                html,
-                "<p class=\"muted\" id=\"hooks-hint\">To install webhooks from here, start <code>serve</code> with \
-                 <code>--public-url https://your-host</code> (or set <code>{ENV_PUBLIC_URL}</code>): the address Kaiten \
-                 reaches this server at. Or run <code>kaiten-sync webhooks install --url https://your-host</code>.</p>"
-            );
-        }
-    }
-    html.push_str("</section>\n</main>\n");
-    ADMIN_TEMPLATE.replace("{{content}}", &html)
+    })
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::guard::{admin_guard, request_limits, security_headers, AdminLink, ADMIN_BODY_LIMIT, WEBHOOK_BODY_LIMIT};
 use super::history::{self, RunFilter, HISTORY_RUNS};
-use super::html::{esc, Named, Page, ADMIN_TEMPLATE};
+use super::html::{database_unavailable_page, Named, Page};
 use super::{hooks, progress, AppState, SyncJob, SyncKind, ADMIN_PATH, WEBHOOK_PATH};
 
 /// Runs shown on the admin page.
@@ -207,14 +207,7 @@ pub(super) async fn admin_page(State(state): State<AppState>, Extension(link): E
             };
             Html(page.render()).into_response()
         }
-        Err(e) => {
-            let body = format!(
-                "<header><h1>kaiten-sync</h1></header><main><section class=\"wide\"><h2>Database unavailable</h2>\
-                 <p class=\"muted\">{}</p></section></main>",
-                esc(&chain(&e))
-            );
-            (StatusCode::SERVICE_UNAVAILABLE, Html(ADMIN_TEMPLATE.replace("{{content}}", &body))).into_response()
-        }
+        Err(e) => database_unavailable(&e),
     }
 }
 
@@ -405,12 +398,7 @@ pub(super) async fn refetch_cards(
 }
 
 fn database_unavailable(e: &StoreError) -> Response {
-    let body = format!(
-        "<header><h1>kaiten-sync</h1></header><main><section class=\"wide\"><h2>Database unavailable</h2>\
-         <p class=\"muted\">{}</p></section></main>",
-        esc(&chain(e))
-    );
-    (StatusCode::SERVICE_UNAVAILABLE, Html(ADMIN_TEMPLATE.replace("{{content}}", &body))).into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, Html(database_unavailable_page(&chain(e)))).into_response()
 }
 
 /// `GET /admin/sync/runs?kind=&status=&page=`: the run history.

@@ -4,7 +4,7 @@ use super::guard::{
     base64, bearer_token, cross_site, is_loopback_host, percent_encode, style_hash, ADMIN_BODY_LIMIT, MAX_HEADERS,
     MAX_HEADER_BYTES, MAX_URI_BYTES, WEBHOOK_BODY_LIMIT,
 };
-use super::html::esc;
+
 use super::schedule::{parse_hhmm, FullSchedule};
 use super::*;
 use std::net::SocketAddr;
@@ -125,7 +125,12 @@ async fn webhook_route_answers_200_401_400_413() {
 #[tokio::test]
 async fn admin_page_shows_counts_runs_and_escapes_what_the_database_holds() {
     let f = fixture(None).await;
-    let card = f.sim.create_card(f.sim.board_ids()[0], "<script>alert('card')</script>");
+    // Titles from Kaiten (a space, a board) and a run's error and scope, each with markup, a quote
+    // and an ampersand: every page section showing them shows them as text.
+    let space = f.sim.space_ids()[0];
+    f.sim.update_space(space, json!({"title": "<script>alert(\"space\")</script> & co"}));
+    let board = f.sim.add_board(space, "<script>alert(\"board\")</script> & co");
+    let card = f.sim.create_card(board, "<script>alert('card')</script>");
     let (status, _, _) =
         send(&f.state, post_req(&format!("{WEBHOOK_PATH}/{SECRET}"), card_add(&card)), loopback()).await;
     assert_eq!(status, StatusCode::OK);
@@ -134,7 +139,10 @@ async fn admin_page_shows_counts_runs_and_escapes_what_the_database_holds() {
     failed.id = f.store.start_run(&failed).await.unwrap();
     failed.status = RunStatus::Failed;
     failed.error = Some("<script>alert(\"error\")</script> & more".into());
+    failed.scope = Some("<script>alert(\"scope\")</script> & more".into());
     f.store.update_run(&failed).await.unwrap();
+    let error = "&lt;script&gt;alert(&quot;error&quot;)&lt;/script&gt; &amp; more";
+    let scope = "&lt;script&gt;alert(&quot;scope&quot;)&lt;/script&gt; &amp; more";
 
     let (status, headers, html) = send(&f.state, get_req(ADMIN_PATH), loopback()).await;
     assert_eq!(status, StatusCode::OK);
@@ -144,6 +152,14 @@ async fn admin_page_shows_counts_runs_and_escapes_what_the_database_holds() {
     assert_eq!(html.matches("<script").count(), 1, "nothing from the database reaches the page unescaped");
     assert!(html.contains("<script src=\"/admin/sync/app.js\""));
     assert!(html.contains("&lt;script&gt;alert(&quot;error&quot;)&lt;/script&gt; &amp; more"), "{html}");
+    assert!(html.contains(&format!("<td class=\"scope\">{scope}</td><td class=\"err\">{error}</td>")), "{html}");
+    let board_option = format!(
+        "<option value=\"{board}\">&lt;script&gt;alert(&quot;board&quot;)&lt;/script&gt; &amp; co · {board}</option>"
+    );
+    assert!(html.contains(&board_option), "the board select: {html}");
+    let space_title = "&lt;script&gt;alert(&quot;space&quot;)&lt;/script&gt; &amp; co";
+    assert!(html.contains(&format!("<option value=\"{space}\">{space_title} · {space}</option>")), "{html}");
+    assert!(html.contains(&format!("<optgroup label=\"{space_title}\">")), "the board group, an attribute: {html}");
     // Counts: one card, its board, columns and lanes fetched as parents.
     assert!(html.contains("<tr><td>cards</td><td class=\"num\">1</td><td class=\"num\">0</td></tr>"), "{html}");
     assert!(html.contains(&format!("id=\"run-{}\"", failed.id)));
@@ -151,6 +167,22 @@ async fn admin_page_shows_counts_runs_and_escapes_what_the_database_holds() {
     assert!(html.contains("<span class=\"badge succeeded\">succeeded</span>"));
     assert!(html.contains("action=\"/admin/sync/incremental\"") && html.contains("action=\"/admin/sync/full\""));
     assert!(!html.contains(SECRET), "the webhook secret is never shown");
+
+    // The runs page (the runs table), the run's own page (error in full, scope), the webhooks
+    // page (the spaces' titles, read from Kaiten): no script element, the text escaped.
+    let (status, _, html) = send(&f.state, get_req("/admin/sync/runs"), loopback()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(html.matches("<script").count(), 0, "{html}");
+    assert!(html.contains(&format!("<td class=\"scope\">{scope}</td><td class=\"err\">{error}</td>")), "{html}");
+    let (status, _, html) = send(&f.state, get_req(&format!("/admin/sync/runs/{}", failed.id)), loopback()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(html.matches("<script").count(), 0, "{html}");
+    assert!(html.contains(&format!("<pre class=\"err\" id=\"run-error\">{error}</pre>")), "{html}");
+    assert!(html.contains(&format!("<dt>Scope</dt><dd>{scope}</dd>")), "{html}");
+    let (status, _, html) = send(&f.state, get_req("/admin/sync/webhooks"), loopback()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(html.matches("<script").count(), 0, "{html}");
+    assert!(html.contains("<td>&lt;script&gt;alert(&quot;space&quot;)&lt;/script&gt; &amp; co</td>"), "{html}");
 
     let (status, _, json) = send(&f.state, get_req("/admin/sync/status.json"), loopback()).await;
     assert_eq!(status, StatusCode::OK);
@@ -342,7 +374,12 @@ fn hosts_and_origins() {
     assert!(cross_site(&headers(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "same-site")])));
     assert!(!cross_site(&headers(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "same-origin")])));
     assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
-    assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    // The templates escape what they splice, in text and in (always double-quoted) attributes.
+    let text = "<a href=\"x\">'&'</a>";
+    assert_eq!(
+        maud::html! { p title=(text) { (text) } }.into_string(),
+        "<p title=\"&lt;a href=&quot;x&quot;&gt;'&amp;'&lt;/a&gt;\">&lt;a href=&quot;x&quot;&gt;'&amp;'&lt;/a&gt;</p>"
+    );
 }
 
 #[tokio::test]
