@@ -10,34 +10,32 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
+use kaiten_sync::webhook::axum::{receive, response, MAX_BODY, WEBHOOK_PATH};
 use kaiten_sync::{EntityKind, SyncEngine, WebhookAuth, WebhookHandler};
 
-/// The adapter: URL secret, optional signature header and body in; a status code out. Kaiten
-/// does not retry, so answer fast (accepting is one insert into the inbox; the worker applies it)
-/// and let the scheduled sync repair whatever a delivery missed.
+/// The route, printing what each delivery asked for. Without the printing it is
+/// `kaiten_sync::webhook::axum::router(handler)`. Kaiten does not retry, so answer fast (accepting
+/// is one insert into the inbox; the worker applies it) and let the scheduled sync repair
+/// whatever a delivery missed.
 async fn kaiten_webhook(
     State(handler): State<WebhookHandler>,
     Path(secret): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, String) {
-    let signature = handler.hmac_header().and_then(|h| headers.get(h)).and_then(|v| v.to_str().ok());
-    match handler.handle(&secret, signature, &body).await {
-        Ok(outcome) => {
-            match &outcome.queued {
-                Some(n) => println!("webhook {}: {} {} queued for a refetch", outcome.event, n.kind, n.entity_id),
-                None => println!("webhook {}: ignored", outcome.event),
-            }
-            (StatusCode::OK, "ok".into())
-        }
-        Err(e) => {
-            eprintln!("webhook refused: {}", kaiten_sync::error::Chain(&e));
-            (StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.to_string())
-        }
+) -> Response {
+    let result = receive(&handler, &secret, &headers, &body).await;
+    match &result {
+        Ok(outcome) => match &outcome.queued {
+            Some(n) => println!("webhook {}: {} {} queued for a refetch", outcome.event, n.kind, n.entity_id),
+            None => println!("webhook {}: ignored", outcome.event),
+        },
+        Err(e) => eprintln!("webhook refused: {}", kaiten_sync::error::Chain(e)),
     }
+    response(&result)
 }
 
 #[tokio::main]
@@ -63,8 +61,8 @@ async fn main() -> anyhow::Result<()> {
     let worker = handler.clone();
     tokio::spawn(async move { worker.run_worker(std::future::pending()).await });
     let app = Router::new()
-        .route("/api/webhooks/kaiten/{secret}", post(kaiten_webhook))
-        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .route(&format!("{WEBHOOK_PATH}/{{secret}}"), post(kaiten_webhook))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(handler);
     let default_listen = if sim.is_some() { "127.0.0.1:0" } else { "127.0.0.1:3000" };
     let listen = std::env::var("WEBHOOK_LISTEN").unwrap_or_else(|_| default_listen.to_owned());

@@ -72,26 +72,12 @@ pub(super) async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let handler = &state.0.webhooks;
-    let signature = handler.hmac_header().and_then(|h| headers.get(h)).and_then(|v| v.to_str().ok());
-    let result = handler.handle(&secret, signature, &body).await;
+    let result = kaiten_sync::webhook::axum::receive(&state.0.webhooks, &secret, &headers, &body).await;
     state.0.metrics.webhook_delivery(&result);
-    match result {
-        Ok(outcome) => Json(json!({
-            "ok": true,
-            "event": outcome.event,
-            "ignored": outcome.ignored(),
-            "queued": outcome.queued.map(|n| json!({"kind": n.kind, "id": n.entity_id})),
-        }))
-        .into_response(),
-        Err(error) => {
-            let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            if status == StatusCode::UNAUTHORIZED {
-                state.0.refused.record();
-            }
-            (status, Json(json!({"ok": false, "error": error.to_string()}))).into_response()
-        }
+    if matches!(&result, Err(error) if error.status() == StatusCode::UNAUTHORIZED.as_u16()) {
+        state.0.refused.record();
     }
+    kaiten_sync::webhook::axum::response(&result)
 }
 
 /// `GET /metrics` (and `/admin/sync/metrics`): see [`crate::metrics`].

@@ -40,45 +40,15 @@
 //! Webhooks never take the sync lock: writes are order-safe, so a batch and a running sync
 //! interleave safely. Whatever a webhook misses (Kaiten does not retry), the next sync repairs.
 //!
-//! The HTTP part is a thin adapter; with axum:
-//!
-//! ```no_run
-//! use std::sync::Arc;
-//! use axum::extract::{Path, State};
-//! use axum::http::{HeaderMap, StatusCode};
-//! use kaiten_sync::kaiten_client::KaitenClient;
-//! use kaiten_sync::{MemoryStore, Store, WebhookAuth, WebhookHandler};
-//!
-//! async fn kaiten_webhook(
-//!     State(handler): State<WebhookHandler>,
-//!     Path(secret): Path<String>,
-//!     headers: HeaderMap,
-//!     body: axum::body::Bytes,
-//! ) -> StatusCode {
-//!     let signature = handler.hmac_header().and_then(|h| headers.get(h)).and_then(|v| v.to_str().ok());
-//!     match handler.handle(&secret, signature, &body).await {
-//!         Ok(_) => StatusCode::OK,
-//!         Err(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-//!     }
-//! }
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-//! let secret = std::env::var("KAITEN_WEBHOOK_SECRET")?;
-//! let handler = WebhookHandler::new(KaitenClient::from_env()?, store, WebhookAuth::new(secret));
-//! // Applies accepted deliveries in the background until the process ends.
-//! let worker = handler.clone();
-//! tokio::spawn(async move { worker.run_worker(std::future::pending()).await });
-//! let app = axum::Router::new()
-//!     .route("/api/webhooks/kaiten/{secret}", axum::routing::post(kaiten_webhook))
-//!     .with_state(handler);
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
-//! # Ok(()) }
-//! ```
+//! The HTTP part is a thin adapter: [`WebhookHandler::handle`] takes the secret from the URL, the
+//! signature header if any, and the body, and says what to answer. With the `axum` feature,
+//! `kaiten_sync::webhook::axum` is that adapter for axum (the route `kaiten-sync serve` mounts):
+//! `axum::Router::new().merge(kaiten_sync::webhook::axum::router(handler))`.
 
 mod apply;
 mod auth;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod event;
 
 use std::collections::{BTreeMap, HashMap};
