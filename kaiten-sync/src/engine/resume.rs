@@ -150,4 +150,24 @@ mod tests {
         assert!(unsorted.offset_only);
         assert_eq!(unsorted.offset, 2);
     }
+
+    #[test]
+    fn a_resume_point_of_one_walk_at_a_time_becomes_windows() {
+        // Written by the release before windows: the walk in progress and its position.
+        let old = r#"{"full":{"sweep":7,"start":null,"walk":1,"pos":{"after":"2025-01-01T00:00:00.000Z","offset":0},
+            "max_updated":null,"scope":"","began":"2026-11-29T10:00:00.000Z","rules":{"confirmed":true}}}"#;
+        let mut state = ResumeState::parse(Some(old));
+        let point = state.slot(Mode::Full).take().expect("parsed").upgrade();
+        assert_eq!(point.windows.len(), 1);
+        assert_eq!(point.windows[0].walk, 1);
+        assert_eq!(point.windows[0].before, None);
+        assert_eq!(point.windows[0].pos.after.unwrap().timestamp_millis(), 1_735_689_600_000);
+        assert_eq!(point.next_walk, 2, "the walks before it are done, the ones after it not started");
+        assert_eq!(point.sweep, Some(7));
+        assert!(point.rules.confirmed);
+        // Written again, it has the new form only.
+        let written = serde_json::to_value(&point).unwrap();
+        assert!(written.get("walk").is_none() && written.get("pos").is_none(), "{written}");
+        assert_eq!(written["windows"][0]["walk"], 1, "{written}");
+    }
 }
