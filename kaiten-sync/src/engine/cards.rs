@@ -1,11 +1,12 @@
 //! The card listing of a run: its walks, pages, resume points and deletion sweep.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kaiten_client::{BoardId, Card, CardId, CardQuery, Condition, KaitenClient, OrderDirection, PageRequest, SpaceId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
 
@@ -104,7 +105,8 @@ impl Run<'_> {
             listing.open(window);
         }
         let sweep = listing.current.sweep;
-        let (tx, rx) = mpsc::channel((PAGES_AHEAD / listing.target).max(2));
+        // Unbounded: what bounds the pages held is the walk's permits (`PAGES_AHEAD`).
+        let (tx, rx) = mpsc::unbounded_channel();
         let driver = Task::spawn(listing.drive(tx));
         Ok(CardFeed { rx, driver, state, resume, sweep, max_updated: None })
     }
@@ -134,6 +136,7 @@ impl Run<'_> {
             let mut cards: Vec<Card> = Vec::new();
             let (mut pages, mut deleted_walk) = (0usize, false);
             let mut point = None;
+            let mut permits = Vec::new();
             for batch in judged {
                 let batch = match batch {
                     Ok(batch) => batch,
@@ -148,6 +151,7 @@ impl Run<'_> {
                     }
                 };
                 cards.extend(batch.cards);
+                permits.extend(batch.permit);
                 pages += batch.pages;
                 deleted_walk |= batch.deleted_walk;
                 point = Some(batch.point);
@@ -403,9 +407,9 @@ struct CardListing {
 const MAX_PAGES_PER_COMMIT: usize = 10;
 
 /// Pages the walk may hold before they are written (while the run lists structure, or while a
-/// transaction commits), about: enough to keep requests going through the rate limiter meanwhile,
-/// bounded so that memory stays flat. The channel holds batches (the pages judged together, at
-/// most one per open window), so it holds `PAGES_AHEAD / windows` of them.
+/// transaction commits): enough to keep requests going through the rate limiter meanwhile,
+/// bounded so that memory stays flat. The walk takes a permit per judged page and the consumer
+/// gives them back once the pages are written.
 const PAGES_AHEAD: usize = 16;
 
 /// A window is split only when it is estimated to hold at least this many more pages, so that
@@ -562,14 +566,15 @@ impl CardListing {
     /// the order sent, so the point sent with a batch only names positions whose pages are written
     /// by the time it is committed. Ends after the last page, at the first error, or when the
     /// consumer is gone (dropping the task set aborts the requests in flight).
-    async fn drive(mut self, tx: mpsc::Sender<Result<Judged, FeedError>>) {
+    async fn drive(mut self, tx: mpsc::UnboundedSender<Result<Judged, FeedError>>) {
+        let permits = Arc::new(Semaphore::new(PAGES_AHEAD));
         self.fill();
         while let Some(first) = self.tasks.join_next().await {
             let mut arrived = vec![first];
             while let Some(more) = self.tasks.try_join_next() {
                 arrived.push(more);
             }
-            let mut judged = Judged { cards: Vec::new(), pages: 0, deleted_walk: false, point: None };
+            let mut judged = Judged { cards: Vec::new(), pages: 0, deleted_walk: false, point: None, permit: None };
             for joined in arrived {
                 let fetched = match joined {
                     Ok(fetched) => fetched,
@@ -588,12 +593,12 @@ impl CardListing {
                         Vec::new()
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(FeedError::Api(e))).await;
+                        let _ = tx.send(Err(FeedError::Api(e)));
                         return;
                     }
                 };
                 if let Err(e) = self.advance(fetched.id, fetched.pos, fetched.asked, &page) {
-                    let _ = tx.send(Err(FeedError::Paging(e))).await;
+                    let _ = tx.send(Err(FeedError::Paging(e)));
                     return;
                 }
                 judged.pages += 1;
@@ -605,7 +610,12 @@ impl CardListing {
             }
             self.fill();
             judged.point = self.point();
-            if tx.send(Ok(judged)).await.is_err() {
+            // Held until the consumer has written these pages; waiting for them holds the next
+            // fetches too (the windows' requests in flight finish meanwhile).
+            let wanted = u32::try_from(judged.pages.min(PAGES_AHEAD)).unwrap_or(1);
+            let Ok(permit) = permits.clone().acquire_many_owned(wanted).await else { return };
+            judged.permit = Some(permit);
+            if tx.send(Ok(judged)).is_err() {
                 return;
             }
         }
@@ -619,6 +629,8 @@ pub(super) struct Judged {
     /// Some of them come from the listing of deleted cards.
     deleted_walk: bool,
     point: Option<CardResume>,
+    /// The walk's permits for these pages, given back when they are written.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Why a card listing stopped.
@@ -632,7 +644,7 @@ pub(super) enum FeedError {
 /// A run's card listing as its consumer sees it: batches of judged pages from the task that walks
 /// it, and the state they are committed with.
 pub(super) struct CardFeed {
-    rx: mpsc::Receiver<Result<Judged, FeedError>>,
+    rx: mpsc::UnboundedReceiver<Result<Judged, FeedError>>,
     driver: Task<()>,
     /// The cards' entity state as last committed.
     state: EntityState,
