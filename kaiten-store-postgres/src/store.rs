@@ -1,15 +1,12 @@
 //! The [`Store`] implementation.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use kaiten_sync::schema::EntityKind;
-use kaiten_sync::store::EntityStats;
 use kaiten_sync::{
-    EntityState, LockAttempt, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope, Store, StoreError, StoredRecord,
-    TableCount,
+    EntityState, LockAttempt, Page, PageOutcome, RunRecord, Scope, Store, StoreError, StoredRecord, TableCount,
 };
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -23,14 +20,6 @@ const PAGE_ATTEMPTS: usize = 3;
 
 /// Turns `synchronous_commit` off for the current transaction only.
 const ASYNC_COMMIT: &str = "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)";
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
 
 impl PgStore {
     async fn apply_page_once(&self, page: &Page) -> Result<PageOutcome, Failure> {
@@ -192,50 +181,42 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
     let kind: String = row.try_get("kind").map_err(get_err)?;
     let status: String = row.try_get("status").map_err(get_err)?;
     let entities: Vec<String> = row.try_get("entities").map_err(get_err)?;
-    let stats: serde_json::Value = row.try_get("stats").map_err(get_err)?;
-    let bad =
-        |what: &str, value: &str| backend_message(format!("run {id} in sync_logs has an unknown {what} {value:?}"));
-    Ok(RunRecord {
+    RunRecord::from_columns(
         id,
-        kind: RunKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
-        entities: entities
-            .iter()
-            .map(|e| e.parse::<EntityKind>().map_err(|_| bad("entity kind", e)))
-            .collect::<Result<_, _>>()?,
-        scope: row.try_get("scope").map_err(get_err)?,
-        started_at: row.try_get("started_at").map_err(get_err)?,
-        finished_at: row.try_get("finished_at").map_err(get_err)?,
-        status: RunStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
-        stats: serde_json::from_value::<BTreeMap<EntityKind, EntityStats>>(stats)
-            .map_err(|e| backend_message(format!("run {id} in sync_logs has unreadable stats: {e}")))?,
-        api_requests: to_u64(row.try_get("api_requests").map_err(get_err)?),
-        retries: to_u64(row.try_get("retries").map_err(get_err)?),
-        error: row.try_get("error").map_err(get_err)?,
-    })
+        &kind,
+        entities.iter().map(String::as_str),
+        row.try_get("scope").map_err(get_err)?,
+        row.try_get("started_at").map_err(get_err)?,
+        row.try_get("finished_at").map_err(get_err)?,
+        &status,
+        (row.try_get("api_requests").map_err(get_err)?, row.try_get("retries").map_err(get_err)?),
+        row.try_get("error").map_err(get_err)?,
+        row.try_get("stats").map_err(get_err)?,
+    )
+    .map_err(backend_message)
 }
 
-/// Binds a run's fields in the order of `run_insert` (`$1..`) and `run_update` (`$2..`, after the id).
+/// Binds a run's fields in the order of `run_insert` (`$1..`) and `run_update` (`$2..`, after the
+/// id), from the encoding every store shares ([`RunRecord::to_columns`]).
 fn bind_run<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    run: &'q RunRecord,
+    run: &RunRecord,
 ) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
-    let stats =
-        serde_json::to_value(&run.stats).map_err(|e| backend_message(format!("serialize the run's stats: {e}")))?;
-    let entities: Vec<&str> = run.entities.iter().map(|e| e.as_str()).collect();
+    let c = run.to_columns().map_err(|e| backend_message(format!("serialize the run's stats: {e}")))?;
     Ok(query
-        .bind(run.kind.as_str())
-        .bind(entities)
-        .bind(run.scope.as_deref())
-        .bind(run.started_at)
-        .bind(run.finished_at)
-        .bind(run.status.as_str())
-        .bind(to_i64(run.total(|s| s.inserted)))
-        .bind(to_i64(run.total(|s| s.updated)))
-        .bind(to_i64(run.total(|s| s.deleted)))
-        .bind(to_i64(run.api_requests))
-        .bind(to_i64(run.retries))
-        .bind(run.error.as_deref())
-        .bind(stats))
+        .bind(c.kind)
+        .bind(c.entities)
+        .bind(c.scope)
+        .bind(c.started_at)
+        .bind(c.finished_at)
+        .bind(c.status)
+        .bind(c.rows_inserted)
+        .bind(c.rows_updated)
+        .bind(c.rows_deleted)
+        .bind(c.api_requests)
+        .bind(c.retries)
+        .bind(c.error)
+        .bind(c.stats))
 }
 
 #[async_trait]

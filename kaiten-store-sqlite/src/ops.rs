@@ -1,13 +1,13 @@
 //! The store's operations as synchronous functions on a connection; they run on the writer thread.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kaiten_sync::store::CardMembers;
 use kaiten_sync::{
-    EntityKind, EntityState, EntityStats, LockAttempt, LockInfo, Page, PageOutcome, RunKind, RunRecord, RunStatus,
-    Scope, StoreError, StoredRecord, TableCount,
+    EntityKind, EntityState, LockAttempt, LockInfo, Page, PageOutcome, RunRecord, Scope, StoreError, StoredRecord,
+    TableCount,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -491,34 +491,24 @@ pub(crate) fn write_state(conn: &Connection, state: &EntityState) -> Result<(), 
     Ok(())
 }
 
-fn count(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn entities_text(entities: &[EntityKind]) -> String {
-    entities.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",")
-}
-
-fn stats_json(run: &RunRecord) -> Result<String, StoreError> {
-    serde_json::to_string(&run.stats).map_err(|e| backend(format!("cannot encode the stats of run {}", run.id), e))
-}
-
-/// A run's fields in the order of the log's columns (`?1..?13` of both statements below).
+/// A run's fields in the order of the log's columns (`?1..?13` of both statements below), from the
+/// encoding every store shares ([`RunRecord::to_columns`]).
 fn run_values(run: &RunRecord) -> Result<Vec<rusqlite::types::Value>, StoreError> {
+    let c = run.to_columns().map_err(|e| backend(format!("cannot encode the stats of run {}", run.id), e))?;
     Ok(vec![
-        run.kind.as_str().to_owned().into(),
-        entities_text(&run.entities).into(),
-        run.scope.clone().into(),
-        fmt_time(&run.started_at).into(),
-        run.finished_at.as_ref().map(fmt_time).into(),
-        run.status.as_str().to_owned().into(),
-        count(run.total(|s| s.inserted)).into(),
-        count(run.total(|s| s.updated)).into(),
-        count(run.total(|s| s.deleted)).into(),
-        count(run.api_requests).into(),
-        count(run.retries).into(),
-        run.error.clone().into(),
-        stats_json(run)?.into(),
+        c.kind.to_owned().into(),
+        c.entities.join(",").into(),
+        c.scope.into(),
+        fmt_time(&c.started_at).into(),
+        c.finished_at.as_ref().map(fmt_time).into(),
+        c.status.to_owned().into(),
+        c.rows_inserted.into(),
+        c.rows_updated.into(),
+        c.rows_deleted.into(),
+        c.api_requests.into(),
+        c.retries.into(),
+        c.error.into(),
+        c.stats.to_string().into(),
     ])
 }
 
@@ -580,29 +570,22 @@ pub(crate) fn recent_runs(conn: &Connection, limit: usize) -> Result<Vec<RunReco
         let entities: String = row.get(2).map_err(db_err)?;
         let status: String = row.get(6).map_err(db_err)?;
         let stats: String = row.get(10).map_err(db_err)?;
-        let api_requests: i64 = row.get(7).map_err(db_err)?;
-        let retries: i64 = row.get(8).map_err(db_err)?;
-        runs.push(RunRecord {
+        let stats: serde_json::Value =
+            serde_json::from_str(&stats).map_err(|e| backend(format!("{} is not valid JSON", what("stats")), e))?;
+        let run = RunRecord::from_columns(
             id,
-            kind: RunKind::parse(&kind)
-                .ok_or_else(|| corrupt(format!("{} holds unknown kind {kind:?}", what("kind"))))?,
-            entities: entities
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<EntityKind>().map_err(|e| corrupt(format!("{}: {e}", what("entities")))))
-                .collect::<Result<_, _>>()?,
-            scope: row.get(3).map_err(db_err)?,
-            started_at: read_time(&row.get::<_, String>(4).map_err(db_err)?, &what("started_at"))?,
-            finished_at: read_opt_time(row.get(5).map_err(db_err)?, &what("finished_at"))?,
-            status: RunStatus::parse(&status)
-                .ok_or_else(|| corrupt(format!("{} holds unknown status {status:?}", what("status"))))?,
-            stats: serde_json::from_str::<BTreeMap<EntityKind, EntityStats>>(&stats)
-                .map_err(|e| backend(format!("{} is not valid stats JSON", what("stats")), e))?,
-            api_requests: u64::try_from(api_requests).unwrap_or(0),
-            retries: u64::try_from(retries).unwrap_or(0),
-            error: row.get(9).map_err(db_err)?,
-        });
+            &kind,
+            entities.split(','),
+            row.get(3).map_err(db_err)?,
+            read_time(&row.get::<_, String>(4).map_err(db_err)?, &what("started_at"))?,
+            read_opt_time(row.get(5).map_err(db_err)?, &what("finished_at"))?,
+            &status,
+            (row.get(7).map_err(db_err)?, row.get(8).map_err(db_err)?),
+            row.get(9).map_err(db_err)?,
+            stats,
+        )
+        .map_err(corrupt)?;
+        runs.push(run);
     }
     Ok(runs)
 }

@@ -598,16 +598,16 @@ pub async fn failed_run_resumes_and_loses_nothing(store: Arc<dyn Store>) {
     let sim = start_sim(SimConfig { cards: 450, ..SimConfig::small() }).await;
     // Cards already stored that the failed full sync never reaches must not be marked deleted.
     engine(&sim, &store).sync_all().await.expect("first full sync");
-    let flaky: Arc<dyn Store> = Arc::new(FlakyStore::new(store.clone(), 4));
-    // Pages of 20 (pages that arrive together are committed together, one page in the first
-    // commit, then up to 2, 4, 8 and 10): the fifth commit comes before the end of the listing,
-    // after about 15 of its 23 pages.
-    let paged = SyncOptions::default().with_page_size(20);
+    let flaky: Arc<dyn Store> = Arc::new(FlakyStore::new(store.clone(), 6));
+    // Pages of 10, one window at a time (pages that arrive together are committed together, one
+    // page in the first commit, then up to 2, 4, 8 and 10): six writes hold 6 to 35 of the 45
+    // live pages, so the seventh comes before the end of the listing.
+    let paged = SyncOptions::default().with_page_size(10).with_concurrency(1);
     let err = SyncEngine::new(sim_client(&sim), flaky.clone())
         .with_options(paged.clone())
         .sync_all()
         .await
-        .expect_err("the store fails on the fifth write of cards");
+        .expect_err("the store fails on the seventh write of cards");
     assert!(chain(&err).contains("injected failure"), "{}", chain(&err));
     let counts = store.counts().await.unwrap();
     assert_eq!(counts.iter().find(|c| c.table == "cards").unwrap().deleted, 0, "a failed full sync deletes nothing");
@@ -620,14 +620,22 @@ pub async fn failed_run_resumes_and_loses_nothing(store: Arc<dyn Store>) {
     sim.reset_request_log();
     let stored_before = store.ids(EntityKind::Cards, true).await.unwrap().len();
     let report = SyncEngine::new(sim_client(&sim), store.clone())
-        .with_options(paged)
+        .with_options(paged.clone())
         .sync_all()
         .await
         .expect("the rerun succeeds");
-    // 450 cards: the live listing has 23 pages of 20; resuming skips the committed ones.
+    // Resuming skips the committed pages (at least six): fewer card requests than a listing from
+    // scratch with the same options.
     let card_requests = requests_to(&sim, "/cards?");
-    assert!(card_requests < 450 / 20 + 1, "rerun resumed ({card_requests} card requests, {stored_before} stored)");
     assert_eq!(report.stats(EntityKind::Cards).deleted, 0);
+    sim.reset_request_log();
+    let scratch: Arc<dyn Store> = Arc::new(kaiten_sync::MemoryStore::new());
+    SyncEngine::new(sim_client(&sim), scratch).with_options(paged).sync_all().await.expect("a run from scratch");
+    let from_scratch = requests_to(&sim, "/cards?");
+    assert!(
+        card_requests + 6 <= from_scratch,
+        "rerun resumed ({card_requests} card requests, {from_scratch} from scratch, {stored_before} stored)"
+    );
     let mut expected = sim.card_ids();
     expected.sort_unstable();
     assert_eq!(store.ids(EntityKind::Cards, true).await.unwrap(), expected, "no duplicates, nothing missing");

@@ -51,8 +51,8 @@ pub use memory::MemoryStore;
 pub use progress::ProgressEvent;
 pub use schema::{EntityKind, SqlValue};
 pub use store::{
-    Batch, EntityState, EntityStats, LockAttempt, LockInfo, Page, PageOutcome, RunKind, RunRecord, RunStatus, Scope,
-    Store, StoreError, StoredRecord, TableCount,
+    Batch, EntityState, EntityStats, LockAttempt, LockInfo, Page, PageOutcome, RunColumns, RunKind, RunRecord,
+    RunStatus, Scope, Store, StoreError, StoredRecord, TableCount,
 };
 pub use webhook::{
     constant_time_eq, DrainReport, WebhookAuth, WebhookError, WebhookEvent, WebhookHandler, WebhookOptions,

@@ -360,6 +360,103 @@ impl RunRecord {
     pub fn total(&self, f: impl Fn(&EntityStats) -> u64) -> u64 {
         self.stats.values().map(f).sum()
     }
+
+    /// The run as the columns of `sync_logs` hold it, in every store: kind, entities and status by
+    /// name, counters as signed integers (saturating), the totals of the per-kind counters, and
+    /// `stats` as JSON (`{"cards": {"pages": 3, ...}}`). See [`RunRecord::from_columns`].
+    pub fn to_columns(&self) -> Result<RunColumns, serde_json::Error> {
+        let count = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Ok(RunColumns {
+            kind: self.kind.as_str(),
+            entities: self.entities.iter().map(|k| k.as_str()).collect(),
+            scope: self.scope.clone(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            status: self.status.as_str(),
+            rows_inserted: count(self.total(|s| s.inserted)),
+            rows_updated: count(self.total(|s| s.updated)),
+            rows_deleted: count(self.total(|s| s.deleted)),
+            api_requests: count(self.api_requests),
+            retries: count(self.retries),
+            error: self.error.clone(),
+            stats: serde_json::to_value(&self.stats)?,
+        })
+    }
+
+    /// A run read back from the columns of `sync_logs` ([`RunRecord::to_columns`]); the error names
+    /// the column that holds something this version does not know (a store turns it into
+    /// [`StoreError`]). The `rows_*` totals are not read: they follow from `stats`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_columns<'a>(
+        id: i64,
+        kind: &str,
+        entities: impl IntoIterator<Item = &'a str>,
+        scope: Option<String>,
+        started_at: DateTime<Utc>,
+        finished_at: Option<DateTime<Utc>>,
+        status: &str,
+        counters: (i64, i64),
+        error: Option<String>,
+        stats: serde_json::Value,
+    ) -> Result<RunRecord, String> {
+        let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(RunRecord {
+            id,
+            kind: RunKind::parse(kind).ok_or_else(|| format!("run {id} in sync_logs has an unknown kind {kind:?}"))?,
+            entities: entities
+                .into_iter()
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(|name| {
+                    name.parse::<EntityKind>()
+                        .map_err(|_| format!("run {id} in sync_logs has an unknown entity kind {name:?}"))
+                })
+                .collect::<Result<_, _>>()?,
+            scope,
+            started_at,
+            finished_at,
+            status: RunStatus::parse(status)
+                .ok_or_else(|| format!("run {id} in sync_logs has an unknown status {status:?}"))?,
+            stats: serde_json::from_value(stats)
+                .map_err(|e| format!("run {id} in sync_logs has unreadable stats: {e}"))?,
+            api_requests: unsigned(counters.0),
+            retries: unsigned(counters.1),
+            error,
+        })
+    }
+}
+
+/// A run as the columns of `sync_logs` hold it in every store ([`RunRecord::to_columns`]). A store
+/// maps each field to its column type (SQLite keeps `entities` as comma-separated text and `stats`
+/// as JSON text, Postgres as `text[]` and `jsonb`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunColumns {
+    /// [`RunKind::as_str`].
+    pub kind: &'static str,
+    /// [`EntityKind::as_str`] of each kind, in order.
+    pub entities: Vec<&'static str>,
+    /// The scope in words.
+    pub scope: Option<String>,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// [`RunStatus::as_str`].
+    pub status: &'static str,
+    /// Total of the per-kind `inserted`.
+    pub rows_inserted: i64,
+    /// Total of the per-kind `updated`.
+    pub rows_updated: i64,
+    /// Total of the per-kind `deleted`.
+    pub rows_deleted: i64,
+    /// HTTP requests to Kaiten.
+    pub api_requests: i64,
+    /// Requests that were retries.
+    pub retries: i64,
+    /// Error text.
+    pub error: Option<String>,
+    /// The per-kind counters as JSON.
+    pub stats: serde_json::Value,
 }
 
 /// Row counts of one table.
