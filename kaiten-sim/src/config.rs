@@ -190,6 +190,8 @@ pub struct Faults {
     pub cards_ignore_offset: bool,
     /// `GET /cards` ignores `updated_after`.
     pub cards_ignore_updated_after: bool,
+    /// `GET /cards` ignores `updated_before` (a listing asked for a window of time runs on past it).
+    pub cards_ignore_updated_before: bool,
 }
 
 impl Faults {

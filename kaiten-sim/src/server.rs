@@ -626,6 +626,9 @@ async fn cards(State(shared): AppState, Query(q): Params) -> Response<Body> {
         if faults.cards_ignore_updated_after {
             filter.updated_after = None;
         }
+        if faults.cards_ignore_updated_before {
+            filter.updated_before = None;
+        }
     }
     let company = shared.read();
     if board_id.is_some() || space_id.is_some() {

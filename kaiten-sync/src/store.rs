@@ -781,4 +781,52 @@ mod tests {
         assert_eq!(members.links, vec![(7, 11, 2), (7, 12, 1), (7, 13, 1)]);
         assert_eq!(Batch::Tags(Vec::new()).card_members(), CardMembers::default());
     }
+
+    #[test]
+    fn runs_round_trip_through_their_columns_and_bad_columns_are_named() {
+        let mut run = RunRecord::start(
+            RunKind::Selective,
+            vec![EntityKind::Boards, EntityKind::Cards],
+            Some("boards 7".into()),
+            Utc::now(),
+        );
+        run.id = 9;
+        run.status = RunStatus::Failed;
+        run.api_requests = u64::MAX;
+        run.retries = 3;
+        run.error = Some("boom".into());
+        run.stats
+            .entry(EntityKind::Cards)
+            .or_default()
+            .add_page(100, PageOutcome { inserted: 60, updated: 30, unchanged: 10 });
+        let c = run.to_columns().unwrap();
+        assert_eq!((c.kind, c.status, c.entities.clone()), ("selective", "failed", vec!["boards", "cards"]));
+        assert_eq!((c.rows_inserted, c.rows_updated, c.api_requests), (60, 30, i64::MAX), "saturating counters");
+        let back = RunRecord::from_columns(
+            9,
+            c.kind,
+            ["boards", " cards", ""],
+            c.scope.clone(),
+            c.started_at,
+            c.finished_at,
+            c.status,
+            (c.api_requests, c.retries),
+            c.error.clone(),
+            c.stats.clone(),
+        )
+        .unwrap();
+        assert_eq!(back.stats, run.stats);
+        assert_eq!((back.kind, back.status, back.entities.clone()), (run.kind, run.status, run.entities.clone()));
+        assert_eq!(back.api_requests, i64::MAX as u64);
+
+        let read = |kind: &str, entity: &str, status: &str, stats: serde_json::Value| {
+            RunRecord::from_columns(9, kind, [entity], None, c.started_at, None, status, (0, 0), None, stats)
+                .unwrap_err()
+        };
+        let ok_stats = c.stats.clone();
+        assert!(read("weekly", "cards", "failed", ok_stats.clone()).contains("unknown kind \"weekly\""));
+        assert!(read("full", "kards", "failed", ok_stats.clone()).contains("unknown entity kind \"kards\""));
+        assert!(read("full", "cards", "exploded", ok_stats).contains("unknown status \"exploded\""));
+        assert!(read("full", "cards", "failed", serde_json::json!({"cards": 1})).contains("unreadable stats"));
+    }
 }

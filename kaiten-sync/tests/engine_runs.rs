@@ -372,3 +372,31 @@ async fn a_run_killed_while_several_windows_are_open_resumes_each_of_them() {
     expected.sort_unstable();
     assert_eq!(store.ids(EntityKind::Cards, true).await.unwrap(), expected);
 }
+
+/// A split card listing stays exact against a Kaiten that pages differently: one that ignores
+/// `updated_before` (a window runs on past its bound, listing cards another window lists too) and
+/// one that clamps the page size to 30. Each full sync after a deletion lists every card and marks
+/// exactly the deleted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_listings_stay_exact_when_kaiten_ignores_the_window_bound_or_clamps_pages() {
+    for faults in [
+        Faults { cards_ignore_updated_before: true, ..Faults::default() },
+        Faults { cards_page_cap: Some(30), ..Faults::default() },
+    ] {
+        let sim = Simulator::start(SimConfig { cards: 3_000, ..SimConfig::small() }).await.unwrap();
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let options = SyncOptions::default().with_concurrency(4);
+        let engine = SyncEngine::new(sim_client(&sim), store.clone()).with_options(options);
+        engine.sync_all().await.unwrap();
+        let gone = sim.card_ids()[1500];
+        sim.delete_card(gone);
+        sim.set_faults(faults.clone());
+        sim.reset_request_log();
+        let report = engine.sync_all().await.unwrap_or_else(|e| panic!("{faults:?}: {}", chain(&e)));
+        assert!(card_requests(&sim).1 > 0, "{faults:?}: the listing was split into windows");
+        assert_eq!(report.stats(EntityKind::Cards).deleted, 1, "{faults:?}: only the deleted card");
+        let mut expected = sim.card_ids();
+        expected.sort_unstable();
+        assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap(), expected, "{faults:?}");
+    }
+}

@@ -12,7 +12,7 @@ use kaiten_sync::{RunKind, RunRecord, RunStatus};
 use maud::{html, Markup};
 
 use super::guard::AdminLink;
-use super::html::{page, status_badge, took, when};
+use super::html::{page, run_row, status_badge, took, when};
 use super::ADMIN_PATH;
 
 /// Runs read for the history pages and the chart (newest first).
@@ -141,19 +141,7 @@ pub(super) fn runs_page(runs: &[RunRecord], filter: &RunFilter, link: &AdminLink
                             tr { td colspan="11" class="muted" { "no run matches" } }
                         }
                         @for run in shown {
-                            tr id={ "run-" (run.id) } {
-                                td.num { a href=(link.path(&format!("{ADMIN_PATH}/runs/{}", run.id))) { (run.id) } }
-                                td { (run.kind.as_str()) }
-                                td { (status_badge(run.status.as_str())) }
-                                td { (when(Some(run.started_at))) }
-                                td.num { (took(run)) }
-                                td.num { (run.api_requests) }
-                                td.num { (run.total(|s| s.inserted)) }
-                                td.num { (run.total(|s| s.updated)) }
-                                td.num { (run.total(|s| s.deleted)) }
-                                td.scope { (run.scope.as_deref().unwrap_or("")) }
-                                td.err { (short_error(run)) }
-                            }
+                            (run_row(run, &link.path(&format!("{ADMIN_PATH}/runs/{}", run.id)), false, &short_error(run)))
                         }
                     }
                 }

@@ -32,6 +32,30 @@ pub(super) fn database_unavailable_page(error: &str) -> String {
     })
 }
 
+/// A row of a table of runs (the main page's recent runs, the runs page): the run's number linking
+/// to `href`, kind, status, times, requests and counts (`unchanged` too when asked), scope and
+/// `error` as the table shows it.
+pub(super) fn run_row(run: &RunRecord, href: &str, unchanged: bool, error: &str) -> Markup {
+    html! {
+        tr id={ "run-" (run.id) } {
+            td.num { a href=(href) { (run.id) } }
+            td { (run.kind.as_str()) }
+            td { (status_badge(run.status.as_str())) }
+            td { (when(Some(run.started_at))) }
+            td.num { (took(run)) }
+            td.num { (run.api_requests) }
+            td.num { (run.total(|s| s.inserted)) }
+            td.num { (run.total(|s| s.updated)) }
+            @if unchanged {
+                td.num { (run.total(|s| s.unchanged)) }
+            }
+            td.num { (run.total(|s| s.deleted)) }
+            td.scope { (run.scope.as_deref().unwrap_or("")) }
+            td.err { (error) }
+        }
+    }
+}
+
 pub(super) fn when(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "–".to_owned())
 }
@@ -265,20 +289,7 @@ impl Page {
                             tr { td colspan="12" class="muted" { "no runs yet" } }
                         }
                         @for run in &self.runs {
-                            tr id={ "run-" (run.id) } {
-                                td.num { a href=(self.to(&format!("/runs/{}", run.id))) { (run.id) } }
-                                td { (run.kind.as_str()) }
-                                td { (status_badge(run.status.as_str())) }
-                                td { (when(Some(run.started_at))) }
-                                td.num { (took(run)) }
-                                td.num { (run.api_requests) }
-                                td.num { (run.total(|s| s.inserted)) }
-                                td.num { (run.total(|s| s.updated)) }
-                                td.num { (run.total(|s| s.unchanged)) }
-                                td.num { (run.total(|s| s.deleted)) }
-                                td.scope { (run.scope.as_deref().unwrap_or("")) }
-                                td.err { (run.error.as_deref().unwrap_or("")) }
-                            }
+                            (run_row(run, &self.to(&format!("/runs/{}", run.id)), true, run.error.as_deref().unwrap_or("")))
                         }
                     }
                 }
