@@ -209,6 +209,20 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// `GET /cards/{id}` for each of `ids`, up to [`super::SyncOptions::concurrency`] at once (the
+    /// client's limiter paces them), answers in the order of `ids`.
+    pub(super) async fn cards_by_id(&self, ids: Vec<CardId>) -> Vec<Result<Card, kaiten_client::Error>> {
+        let client = self.client().clone();
+        futures::stream::iter(ids)
+            .map(|id| {
+                let client = client.clone();
+                async move { client.card(id).await }
+            })
+            .buffered(self.engine.options.concurrency.max(1))
+            .collect()
+            .await
+    }
+
     /// In a listing limited to some boards, a card missing from it may have moved to another board
     /// rather than been deleted: ask Kaiten for each (up to [`SyncOptions::max_verified_deletions`]),
     /// store the ones that still exist, and leave the rest to the sweep. Returns whether every
@@ -222,8 +236,8 @@ impl Run<'_> {
             return Ok(false);
         }
         let mut found = Vec::new();
-        for id in unseen {
-            match self.client().card(CardId(id)).await {
+        for card in self.cards_by_id(unseen.into_iter().map(CardId).collect()).await {
+            match card {
                 Ok(card) => found.push(card),
                 Err(kaiten_client::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -273,16 +287,7 @@ impl Run<'_> {
         if changed.is_empty() {
             return Ok(cards);
         }
-        let client = self.client().clone();
-        let ids: Vec<CardId> = changed.iter().map(|i| cards[*i].id).collect();
-        let details: Vec<Result<Card, kaiten_client::Error>> = futures::stream::iter(ids)
-            .map(|id| {
-                let client = client.clone();
-                async move { client.card(id).await }
-            })
-            .buffered(self.engine.options.concurrency.max(1))
-            .collect()
-            .await;
+        let details = self.cards_by_id(changed.iter().map(|i| cards[*i].id).collect()).await;
         let mut fetched = 0;
         for (index, detail) in changed.into_iter().zip(details) {
             match detail {

@@ -336,8 +336,8 @@ impl Run<'_> {
         let gone = |e: &kaiten_client::Error| matches!(e, kaiten_client::Error::NotFound { .. });
         if kind == EntityKind::Cards {
             let mut there = Vec::new();
-            for id in ids {
-                match self.client().card(CardId(*id)).await {
+            for (id, card) in ids.iter().zip(self.cards_by_id(ids.iter().copied().map(CardId).collect()).await) {
+                match card {
                     Ok(card) if card.condition != Some(Condition::Deleted) => there.push(*id),
                     Ok(_) => {}
                     Err(e) if gone(&e) => {}
