@@ -15,8 +15,8 @@ use crate::config::{normalize_base_url, required_var, ENV_API_TOKEN, ENV_API_URL
 use crate::error::{Error, Result};
 use crate::ids::{BoardId, CardId, PropertyId, SpaceId, WebhookId};
 use crate::models::{
-    parse_list, Board, Card, CardType, Column, ExternalWebhook, Lane, PropertyDefinition, Record, SelectValue, Space,
-    Tag, User,
+    parse_list_text, Board, Card, CardType, Column, ExternalWebhook, Lane, PropertyDefinition, Record, SelectValue,
+    Space, Tag, User,
 };
 use crate::pagination::{paged_stream, Pager};
 use crate::query::{CardQuery, PageRequest};
@@ -300,12 +300,14 @@ impl fmt::Debug for KaitenClient {
 }
 
 /// Converts a parse error of one record into a `Decode` reason naming the entity.
-fn parse_one<T: Record>(value: Value) -> Result<T, String> {
-    T::from_value(value).map_err(|err| format!("a {} record did not parse: {err}", T::ENTITY))
+fn parse_one<T: Record>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body)
+        .and_then(T::from_raw)
+        .map_err(|err| format!("a {} record did not parse: {err}", T::ENTITY))
 }
 
-fn parse_many<T: Record>(value: Value) -> Result<Vec<T>, String> {
-    parse_list(value).map_err(|err| err.to_string())
+fn parse_many<T: Record>(body: &[u8]) -> Result<Vec<T>, String> {
+    parse_list_text(body).map_err(|err| err.to_string())
 }
 
 /// `v2_select_search=true` and `conditions[]=` every condition (the bracket form: Kaiten ignores a
@@ -411,11 +413,11 @@ impl KaitenClient {
     }
 
     async fn get_one<T: Record>(&self, path: &str) -> Result<T> {
-        self.inner.get(path, &[]).await?.decode(parse_one::<T>)
+        self.inner.get(path, &[]).await?.decode_text(parse_one::<T>)
     }
 
     async fn get_list<T: Record>(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<T>> {
-        self.inner.get(path, query).await?.decode(parse_many::<T>)
+        self.inner.get(path, query).await?.decode_text(parse_many::<T>)
     }
 
     /// A stream over a paged route `path` with `max` records a page and `extra` query parameters.
@@ -579,7 +581,7 @@ impl KaitenClient {
     pub async fn external_webhooks(&self, space_id: SpaceId) -> Result<Vec<ExternalWebhook>> {
         let path = format!("/spaces/{space_id}/external-webhooks");
         let result = self.inner.request(Method::Get, &path, &[], None).await;
-        withhold_webhook_urls(result.and_then(|body| body.decode(parse_many::<ExternalWebhook>)), None)
+        withhold_webhook_urls(result.and_then(|body| body.decode_text(parse_many::<ExternalWebhook>)), None)
     }
 
     /// `POST /spaces/{space_id}/external-webhooks` with `{"url": url}`: registers the space's webhook
@@ -596,7 +598,7 @@ impl KaitenClient {
         let path = format!("/spaces/{space_id}/external-webhooks");
         let body = serde_json::json!({ "url": url });
         let result = self.inner.request(Method::Post, &path, &[], Some(&body)).await;
-        withhold_webhook_urls(result.and_then(|body| body.decode(parse_one::<ExternalWebhook>)), Some(url))
+        withhold_webhook_urls(result.and_then(|body| body.decode_text(parse_one::<ExternalWebhook>)), Some(url))
     }
 
     /// `PATCH /spaces/{space_id}/external-webhooks/{id}`: repoints (`url`) and/or enables or disables
@@ -620,7 +622,7 @@ impl KaitenClient {
         }
         let path = format!("/spaces/{space_id}/external-webhooks/{id}");
         let result = self.inner.request(Method::Patch, &path, &[], Some(&Value::Object(body))).await;
-        withhold_webhook_urls(result.and_then(|body| body.decode(parse_one::<ExternalWebhook>)), url)
+        withhold_webhook_urls(result.and_then(|body| body.decode_text(parse_one::<ExternalWebhook>)), url)
     }
 }
 

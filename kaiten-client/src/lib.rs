@@ -67,6 +67,7 @@ pub mod models;
 mod pagination;
 mod query;
 mod rate_limit;
+mod raw;
 pub mod redact;
 mod retry;
 mod secret;
@@ -82,10 +83,11 @@ pub use ids::{
     BoardId, CardId, CardTypeId, ColumnId, LaneId, PropertyId, SelectValueId, SpaceId, TagId, UserId, WebhookId,
 };
 pub use models::{
-    Board, Card, CardState, CardType, Column, Condition, ExternalWebhook, Lane, PropertyDefinition, Record,
+    Board, Card, CardMember, CardState, CardType, Column, Condition, ExternalWebhook, Lane, PropertyDefinition, Record,
     SelectValue, Space, Tag, User,
 };
 pub use pagination::{Pager, DEFAULT_MAX_PAGES};
 pub use query::{CardQuery, OrderDirection, PageRequest};
+pub use raw::RawJson;
 pub use redact::{mask_webhook_url, redact_url};
 pub use secret::Secret;

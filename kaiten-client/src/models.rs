@@ -12,11 +12,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::ids::{
     BoardId, CardId, CardTypeId, ColumnId, LaneId, PropertyId, SelectValueId, SpaceId, TagId, UserId, WebhookId,
 };
+pub use crate::raw::RawJson;
 
 /// A Kaiten record: a typed view of one JSON object plus the object itself.
 pub trait Record: DeserializeOwned + Clone + Send + Sync + std::fmt::Debug + 'static {
@@ -32,7 +34,7 @@ pub trait Record: DeserializeOwned + Clone + Send + Sync + std::fmt::Debug + 'st
     fn id(&self) -> i64;
 
     /// The JSON object exactly as received.
-    fn raw(&self) -> &Value;
+    fn raw(&self) -> &RawJson;
 
     /// When the record was last updated in Kaiten, if it says.
     fn updated(&self) -> Option<DateTime<Utc>>;
@@ -41,6 +43,12 @@ pub trait Record: DeserializeOwned + Clone + Send + Sync + std::fmt::Debug + 'st
     ///
     /// Fails only when the value is not an object or lacks an integer `id`.
     fn from_value(raw: Value) -> Result<Self, serde_json::Error>;
+
+    /// Parses the text of a JSON object into the typed model, keeping the text as `raw` (no
+    /// [`Value`] tree is built). What the client does with every record of a page.
+    ///
+    /// Fails only when the text is not an object or lacks an integer `id`.
+    fn from_raw(raw: Box<RawValue>) -> Result<Self, serde_json::Error>;
 }
 
 macro_rules! record {
@@ -50,7 +58,7 @@ macro_rules! record {
             fn id(&self) -> i64 {
                 self.id.get()
             }
-            fn raw(&self) -> &Value {
+            fn raw(&self) -> &RawJson {
                 &self.raw
             }
             fn updated(&self) -> Option<DateTime<Utc>> {
@@ -65,7 +73,19 @@ macro_rules! record {
                     )));
                 }
                 let mut parsed = <$ty>::deserialize(&raw)?;
-                parsed.raw = raw;
+                parsed.raw = RawJson::from(raw);
+                Ok(parsed)
+            }
+            fn from_raw(raw: Box<RawValue>) -> Result<Self, serde_json::Error> {
+                if !raw.get().trim_start().starts_with('{') {
+                    let value: Value = serde_json::from_str(raw.get())?;
+                    return Err(<serde_json::Error as serde::de::Error>::custom(format!(
+                        "expected a JSON object, got {}",
+                        json_kind(&value)
+                    )));
+                }
+                let mut parsed: $ty = serde_json::from_str(raw.get())?;
+                parsed.raw = RawJson::from_raw(raw);
                 Ok(parsed)
             }
         }
@@ -237,6 +257,14 @@ pub(crate) mod lenient {
         })
     }
 
+    /// A card's `members`: `None` unless it is an array (the list shape of `GET /cards` has none).
+    pub(crate) fn members<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<CardMember>>, D::Error> {
+        Ok(match Option::<Value>::deserialize(d)? {
+            Some(Value::Array(items)) => Some(items.iter().map(CardMember::from_json).collect()),
+            _ => None,
+        })
+    }
+
     pub(crate) fn object<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Value>, D::Error> {
         Ok(match Option::<Value>::deserialize(d)? {
             Some(Value::Object(map)) => map.into_iter().collect(),
@@ -277,7 +305,7 @@ pub struct Space {
     pub updated: Option<DateTime<Utc>>,
     /// The JSON object as received.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(Space, "space");
 
@@ -328,7 +356,7 @@ pub struct Board {
     pub updated: Option<DateTime<Utc>>,
     /// The JSON object as received.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(Board, "board");
 
@@ -370,7 +398,7 @@ pub struct Column {
     pub updated: Option<DateTime<Utc>>,
     /// The JSON object as received (for a top-level column, including its nested `subcolumns`).
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(Column, "column");
 
@@ -428,7 +456,7 @@ pub struct Lane {
     pub updated: Option<DateTime<Utc>>,
     /// The JSON object as received.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(Lane, "lane");
 
@@ -467,7 +495,7 @@ pub struct User {
     pub updated: Option<DateTime<Utc>>,
     /// The JSON object as received.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(User, "user");
 
@@ -500,7 +528,7 @@ pub struct CardType {
     pub updated: Option<DateTime<Utc>>,
     /// The JSON object as received.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(CardType, "card type");
 
@@ -530,7 +558,7 @@ pub struct Tag {
     pub updated: Option<DateTime<Utc>>,
     /// The JSON object as received.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(Tag, "tag");
 
@@ -566,7 +594,7 @@ pub struct PropertyDefinition {
     pub updated: Option<DateTime<Utc>>,
     /// The JSON object as received.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(PropertyDefinition, "custom property");
 
@@ -603,6 +631,9 @@ pub struct SelectValue {
     /// Position in the list.
     #[serde(default, deserialize_with = "lenient::float")]
     pub sort_order: Option<f64>,
+    /// `deleted: true` when Kaiten removed the value (see [`SelectValue::is_removed`]).
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    pub deleted: Option<bool>,
     /// Creation time.
     #[serde(default, deserialize_with = "lenient::timestamp")]
     pub created: Option<DateTime<Utc>>,
@@ -611,7 +642,7 @@ pub struct SelectValue {
     pub updated: Option<DateTime<Utc>>,
     /// The JSON object as received.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(SelectValue, "select value");
 
@@ -619,7 +650,7 @@ impl SelectValue {
     /// Whether Kaiten says the value was removed (`deleted: true`, or a `deleted`/`removed`
     /// condition). Cards may still hold a removed value.
     pub fn is_removed(&self) -> bool {
-        self.condition == Some(Condition::Deleted) || self.raw.get("deleted").and_then(Value::as_bool) == Some(true)
+        self.condition == Some(Condition::Deleted) || self.deleted == Some(true)
     }
 }
 
@@ -698,6 +729,10 @@ pub struct Card {
     /// Child card ids.
     #[serde(default, deserialize_with = "lenient::ids")]
     pub children_ids: Vec<CardId>,
+    /// The card's members, when Kaiten sent the list (`GET /cards/{id}` does, the list shape of
+    /// `GET /cards` does not): `None` means unknown, `Some(empty)` means no members.
+    #[serde(default, deserialize_with = "lenient::members")]
+    pub members: Option<Vec<CardMember>>,
     /// Creation time.
     #[serde(default, deserialize_with = "lenient::timestamp")]
     pub created: Option<DateTime<Utc>>,
@@ -712,9 +747,32 @@ pub struct Card {
     pub completed_at: Option<DateTime<Utc>>,
     /// The JSON object as received.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(Card, "card");
+
+/// One entry of a card's `members` array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CardMember {
+    /// The user: the entry's `user_id`, else its `id` (Kaiten sets both to the user's id), when it
+    /// is an integer.
+    pub user_id: Option<UserId>,
+    /// 1 member, 2 responsible; `None` when the entry does not say.
+    pub member_type: Option<i64>,
+}
+
+impl CardMember {
+    /// The `type` of a member.
+    pub const MEMBER: i64 = 1;
+    /// The `type` of the card's responsible.
+    pub const RESPONSIBLE: i64 = 2;
+
+    fn from_json(entry: &Value) -> Self {
+        let int = |key: &str| entry.get(key).and_then(Value::as_i64);
+        Self { user_id: int("user_id").or_else(|| int("id")).map(UserId), member_type: int("type") }
+    }
+}
 
 impl Card {
     /// Whether the card is archived, from `archived` or `condition`.
@@ -751,7 +809,7 @@ pub struct ExternalWebhook {
     pub updated: Option<DateTime<Utc>>,
     /// The JSON object as received (the URL included).
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 record!(ExternalWebhook, "external webhook");
 
@@ -798,6 +856,25 @@ pub fn parse_list<T: Record>(value: Value) -> Result<Vec<T>, serde_json::Error> 
             json_kind(&other)
         ))),
     }
+}
+
+/// Parses the text of a JSON array of objects into records, keeping each object's text as its `raw`:
+/// what the client does with a page. Same errors as [`parse_list`].
+pub fn parse_list_text<T: Record>(json: &[u8]) -> Result<Vec<T>, serde_json::Error> {
+    let items: Vec<Box<RawValue>> = match serde_json::from_slice(json) {
+        Ok(items) => items,
+        // Not an array (or not JSON): the `Value` path names what it got.
+        Err(err) => return serde_json::from_slice::<Value>(json).map_or(Err(err), parse_list),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            T::from_raw(item).map_err(|err| {
+                serde::de::Error::custom(format!("{} record #{index} of the list did not parse: {err}", T::ENTITY))
+            })
+        })
+        .collect()
 }
 
 /// What kind of JSON value this is, for error messages (`"an array"`, `"null"`, ...).

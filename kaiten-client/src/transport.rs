@@ -38,18 +38,27 @@ pub(crate) struct Inner {
     pub(crate) rate_limited: AtomicU64,
 }
 
-/// A 2xx body that is JSON, parsed, with what an error about its shape needs.
+/// A 2xx body that is valid JSON, kept as received, with the route an error about its shape names.
 pub(crate) struct JsonBody {
     route: String,
-    value: Value,
-    snippet: String,
+    body: Vec<u8>,
 }
 
 impl JsonBody {
-    /// Converts the JSON with `parse`; its error becomes [`Error::Decode`] naming the route.
+    /// Converts the body, parsed into a [`Value`], with `parse`; its error becomes [`Error::Decode`]
+    /// naming the route.
     pub(crate) fn decode<R>(self, parse: impl FnOnce(Value) -> Result<R, String>) -> Result<R> {
-        let Self { route, value, snippet } = self;
-        parse(value).map_err(|reason| Error::Decode { route, reason, body_snippet: snippet })
+        self.decode_text(|body| parse(serde_json::from_slice(body).map_err(|err| err.to_string())?))
+    }
+
+    /// Converts the body's text with `parse` (a page of records is cut into each record's text,
+    /// never built into a tree); its error becomes [`Error::Decode`] naming the route.
+    pub(crate) fn decode_text<R>(self, parse: impl FnOnce(&[u8]) -> Result<R, String>) -> Result<R> {
+        parse(&self.body).map_err(|reason| Error::Decode {
+            route: self.route,
+            reason,
+            body_snippet: snippet(&self.body),
+        })
     }
 }
 
@@ -288,8 +297,9 @@ fn decode_json(route: &str, content_type: Option<&str>, body: &[u8]) -> Result<J
             return Err(decode_error(format!("expected a JSON body, got content-type {ct:?}")));
         }
     }
-    match serde_json::from_slice(body) {
-        Ok(value) => Ok(JsonBody { route: route.to_owned(), value, snippet: snippet(body) }),
+    // Checked here, where a body cut short can be asked for again; parsed by the caller.
+    match serde_json::from_slice::<&serde_json::value::RawValue>(body) {
+        Ok(_) => Ok(JsonBody { route: route.to_owned(), body: body.to_vec() }),
         Err(err) if err.is_eof() => Err(decode_error(format!("{TRUNCATED} ({err})"))),
         Err(err) => Err(decode_error(format!("the body is not valid JSON ({err})"))),
     }

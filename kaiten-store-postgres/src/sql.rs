@@ -263,6 +263,9 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
     //   own write; those already carrying the sweep need no mark). The first page of a sweep that
     //   writes a mark deletes the kind's marks of older sweeps (one row per page: cheap); once
     //   this sweep has marks, an index probe skips that;
+    // - `rehash`: a stored row with the same JSON and deleted state under another hash (written from
+    //   another spelling of the JSON: key order, spacing) takes the incoming text's hash, so that
+    //   the next listing skips it at `u`. Never a row `up` writes (those differ in JSON or state);
     // - `state`: the entity state, when given;
     // - cards: the tag links of the cards written are replaced: links no longer listed are
     //   deleted (only cards that existed can have any), the others inserted unless stored (even
@@ -295,6 +298,9 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
            WHERE ((t.raw_hash IS DISTINCT FROM EXCLUDED.raw_hash AND t.raw IS DISTINCT FROM EXCLUDED.raw) \
              OR (t.deleted_at IS NULL) <> (EXCLUDED.deleted_at IS NULL)) AND {locked} \
            RETURNING t.\"id\", (t.xmax = 0) AS inserted), \
+         rehash AS (UPDATE {table} AS t SET raw_hash = u.raw_hash FROM u \
+           WHERE u.candidate AND t.\"id\" = u.\"id\" AND t.raw_hash IS DISTINCT FROM u.raw_hash \
+             AND (t.deleted_at IS NULL) <> u.deleted AND t.raw = u.raw_text::jsonb), \
          seen AS MATERIALIZED (SELECT u.\"id\" FROM u \
            WHERE {sweep} IS NOT NULL AND u.stored_sweep IS DISTINCT FROM {sweep} \
              AND NOT (u.candidate AND u.\"id\" = ANY (ARRAY(SELECT \"id\" FROM up)))), \

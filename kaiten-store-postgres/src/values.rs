@@ -116,6 +116,16 @@ pub(crate) fn json_text(value: &Value) -> String {
     }
 }
 
+/// A record's JSON text for the `raw` column: the text as Kaiten sent it, unless it holds a
+/// `\u0000` (see [`json_text`]).
+pub(crate) fn raw_text(raw: &kaiten_sync::kaiten_client::RawJson) -> String {
+    if raw.as_str().contains("\\u0000") {
+        json_text(raw.value())
+    } else {
+        raw.as_str().to_owned()
+    }
+}
+
 fn strip_nul(value: Value) -> Value {
     match value {
         Value::String(s) => Value::String(text(s)),
@@ -183,7 +193,7 @@ impl PageArrays {
                     message: format!("record {}, column {}: {message}", row.id, def.name),
                 })?;
             }
-            let raw = json_text(row.raw);
+            let raw = raw_text(row.raw);
             arrays.raw_hash.push(raw_hash(&raw));
             arrays.raw.push(raw);
             arrays.deleted.push(row.deleted);

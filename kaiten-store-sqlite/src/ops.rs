@@ -14,7 +14,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{backend, corrupt, db_err};
 use crate::sql::{
-    fmt_time, from_sqlite, id_list, parse_time, read_opt_time, read_time, same_json, table_sql, to_sqlite, update_sql,
+    compare_json, fmt_time, from_sqlite, id_list, parse_time, read_opt_time, read_time, table_sql, to_sqlite,
+    update_sql, JsonMatch,
 };
 
 /// The name of the lock row in `sync_lock`.
@@ -65,11 +66,8 @@ impl PreparedPage {
                     version: row.version,
                     deleted: row.deleted,
                     values: row.values.into_iter().map(to_sqlite).collect(),
-                    // The serializer straight into a buffer (`to_string` goes through `Display`).
-                    raw: serde_json::to_string(row.raw).map_err(|e| StoreError::InvalidData {
-                        kind,
-                        message: format!("record {} cannot be serialized: {e}", row.id),
-                    })?,
+                    // The text as Kaiten sent it: no tree was built, none is serialised.
+                    raw: row.raw.as_str().to_owned(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -189,17 +187,26 @@ pub(crate) fn apply_page(conn: &mut Connection, page: PreparedPage) -> Result<Pa
     let mut inserts: Vec<&PreparedRow> = Vec::new();
     let mut updates: Vec<&PreparedRow> = Vec::new();
     let mut to_mark_seen: Vec<i64> = Vec::new();
+    let mut respelled: Vec<&PreparedRow> = Vec::new();
     for row in &page.rows {
         match existing.get(&row.id) {
             None => inserts.push(row),
             Some(ex) => {
-                let changed = ex.deleted != row.deleted || !same_json(&ex.raw, &row.raw);
+                let json = compare_json(&ex.raw, &row.raw);
+                let changed = ex.deleted != row.deleted || json == JsonMatch::Different;
                 if changed
                     && kaiten_sync::store::incoming_is_not_older(ex.updated, ex.version, row.updated, row.version)
                 {
                     updates.push(row);
-                } else if page.sweep.is_some() && ex.seen_sweep != page.sweep {
+                    continue;
+                }
+                if page.sweep.is_some() && ex.seen_sweep != page.sweep {
                     to_mark_seen.push(row.id);
+                }
+                if !changed && json == JsonMatch::Respelled {
+                    // Unchanged, but stored as another spelling: keep Kaiten's, so that the next
+                    // listing compares texts only.
+                    respelled.push(row);
                 }
             }
         }
@@ -259,6 +266,13 @@ pub(crate) fn apply_page(conn: &mut Connection, page: PreparedPage) -> Result<Pa
             update.raw_bind_parameter(p + 2, if row.deleted { &synced_at } else { &Value::Null }).map_err(db_err)?;
             update.raw_bind_parameter(p + 3, &sweep).map_err(db_err)?;
             update.raw_execute().map_err(db_err)?;
+        }
+    }
+
+    if !respelled.is_empty() {
+        let mut respell = tx.prepare_cached(&sql.respell).map_err(db_err)?;
+        for row in &respelled {
+            respell.execute(params![row.id, row.raw]).map_err(db_err)?;
         }
     }
 

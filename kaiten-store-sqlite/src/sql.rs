@@ -24,6 +24,8 @@ pub(crate) struct TableSql {
     pub existing: String,
     /// Marks unchanged rows seen by a sweep in `sweep_marks`: `?1` JSON array of ids, `?2` sweep.
     pub mark_seen: String,
+    /// Replaces only `raw` (`?1` id, `?2` raw): the same JSON value, spelled differently.
+    pub respell: String,
     /// Drops the kind's marks of sweeps older than `?1`.
     pub prune_marks: String,
     /// One row for `get`: the typed columns, raw, synced_at, deleted_at (`?1` id).
@@ -96,6 +98,7 @@ fn build(t: &TableDef) -> TableSql {
     let prune_marks = format!("DELETE FROM sweep_marks WHERE kind = '{kind_name}' AND sweep < ?1");
     let mark_seen =
         format!("INSERT INTO sweep_marks (kind, sweep, id) SELECT '{kind_name}', ?2, value FROM json_each(?1)");
+    let respell = format!("UPDATE {table} SET raw = ?2 WHERE id = ?1");
     let get = format!("SELECT {}, raw, synced_at, deleted_at FROM {table} WHERE id = ?1", names.join(", "));
     let unseen_base = format!(
         "SELECT id FROM {table} WHERE deleted_at IS NULL AND seen_sweep IS NOT ?2 \
@@ -113,6 +116,7 @@ fn build(t: &TableDef) -> TableSql {
         format!("SELECT (SELECT count(*) FROM {table}), (SELECT count(*) FROM {table} WHERE deleted_at IS NOT NULL)");
     TableSql {
         upsert,
+        respell,
         old_values,
         existing,
         mark_seen,
@@ -283,33 +287,28 @@ pub(crate) fn from_sqlite(ty: ColumnType, value: ValueRef<'_>) -> SqlValue {
     }
 }
 
-/// Whether two stored JSON texts hold equal JSON values.
-///
-/// serde_json writes a value deterministically, so equal texts mean equal values and, unless the
-/// `preserve_order` feature of serde_json is on somewhere in the build (then key order is kept
-/// but ignored by `==`), different texts mean different values. Only in that case are the texts
-/// parsed and compared as values.
-pub(crate) fn same_json(stored: &str, incoming: &str) -> bool {
-    if stored == incoming {
-        return true;
-    }
-    if !key_order_is_kept() {
-        return false;
-    }
-    match (serde_json::from_str::<serde_json::Value>(stored), serde_json::from_str::<serde_json::Value>(incoming)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
+/// How a stored JSON text compares with an incoming one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonMatch {
+    /// The same text.
+    Same,
+    /// The same JSON value spelled differently (key order, spacing, escapes): a row written by a
+    /// release that stored re-serialised JSON, or Kaiten reordering keys.
+    Respelled,
+    /// Different values (or a stored text that is not JSON).
+    Different,
 }
 
-fn key_order_is_kept() -> bool {
-    static KEPT: OnceLock<bool> = OnceLock::new();
-    *KEPT.get_or_init(|| {
-        let mut map = serde_json::Map::new();
-        map.insert("b".into(), serde_json::Value::Null);
-        map.insert("a".into(), serde_json::Value::Null);
-        map.keys().next().map(String::as_str) == Some("b")
-    })
+/// Compares a stored JSON text with an incoming one: texts first (what an unchanged record gives:
+/// Kaiten sends the same bytes), values only when the texts differ.
+pub(crate) fn compare_json(stored: &str, incoming: &str) -> JsonMatch {
+    if stored == incoming {
+        return JsonMatch::Same;
+    }
+    match (serde_json::from_str::<serde_json::Value>(stored), serde_json::from_str::<serde_json::Value>(incoming)) {
+        (Ok(a), Ok(b)) if a == b => JsonMatch::Respelled,
+        _ => JsonMatch::Different,
+    }
 }
 
 #[cfg(test)]
@@ -381,7 +380,9 @@ mod tests {
 
     #[test]
     fn json_comparison() {
-        assert!(same_json(r#"{"a":1}"#, r#"{"a":1}"#));
-        assert!(!same_json(r#"{"a":1}"#, r#"{"a":2}"#));
+        assert_eq!(compare_json(r#"{"a":1}"#, r#"{"a":1}"#), JsonMatch::Same);
+        assert_eq!(compare_json(r#"{"a":1,"b":[2]}"#, r#"{ "b": [2], "a": 1 }"#), JsonMatch::Respelled);
+        assert_eq!(compare_json(r#"{"a":1}"#, r#"{"a":2}"#), JsonMatch::Different);
+        assert_eq!(compare_json("not json", r#"{"a":2}"#), JsonMatch::Different);
     }
 }

@@ -95,7 +95,7 @@ impl Store for MemoryStore {
                             record: StoredRecord {
                                 id: row.id,
                                 values: row.values,
-                                raw: row.raw.clone(),
+                                raw: row.raw.value().clone(),
                                 synced_at: page.synced_at,
                                 deleted_at,
                             },
@@ -110,13 +110,13 @@ impl Store for MemoryStore {
                         existing.seen_sweep = page.sweep;
                     }
                     let changed =
-                        existing.record.raw != *row.raw || existing.record.deleted_at.is_some() != row.deleted;
+                        existing.record.raw != *row.raw.value() || existing.record.deleted_at.is_some() != row.deleted;
                     if changed && incoming_is_not_older(existing.updated, existing.version, row.updated, row.version) {
                         outcome.updated += 1;
                         written.insert(row.id);
                         existing.scope = scope_value(kind, &row.values);
                         existing.record.values = row.values;
-                        existing.record.raw = row.raw.clone();
+                        existing.record.raw = row.raw.value().clone();
                         existing.record.synced_at = page.synced_at;
                         existing.record.deleted_at =
                             if row.deleted { existing.record.deleted_at.or(deleted_at) } else { None };

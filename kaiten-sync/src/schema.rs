@@ -220,8 +220,9 @@ pub struct Row<'a> {
     pub deleted: bool,
     /// Values of the table's typed columns, in [`TableDef::columns`] order.
     pub values: Vec<SqlValue>,
-    /// The JSON as received.
-    pub raw: &'a serde_json::Value,
+    /// The JSON as received: [`RawJson::as_str`](kaiten_client::RawJson::as_str) is the text to
+    /// store.
+    pub raw: &'a kaiten_client::RawJson,
 }
 
 /// Turns a record into its row. Implemented for every model the mirror stores, by the declaration

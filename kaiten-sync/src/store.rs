@@ -68,13 +68,12 @@ impl Batch {
         }
         let mut members = CardMembers::default();
         for card in last.values() {
-            let Some(list) = card.raw.get("members").and_then(serde_json::Value::as_array) else { continue };
+            let Some(list) = &card.members else { continue };
             members.cards.push(card.id.get());
             let mut by_user: BTreeMap<i64, i64> = BTreeMap::new();
             for member in list {
-                let int = |key: &str| member.get(key).and_then(serde_json::Value::as_i64);
-                let Some(user) = int("user_id").or_else(|| int("id")).filter(|u| *u > 0) else { continue };
-                let kind = int("type").unwrap_or(CardMembers::MEMBER);
+                let Some(user) = member.user_id.map(|u| u.get()).filter(|u| *u > 0) else { continue };
+                let kind = member.member_type.unwrap_or(CardMembers::MEMBER);
                 let entry = by_user.entry(user).or_insert(kind);
                 *entry = (*entry).max(kind);
             }
