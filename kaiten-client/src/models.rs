@@ -919,6 +919,38 @@ mod tests {
     }
 
     #[test]
+    fn a_page_parsed_from_text_keeps_each_records_text_and_names_what_is_wrong() {
+        let body = br#"[{"id": 1, "title": "A", "members": [{"user_id": 5, "type": 2}, {"id": 6}, "x"]},
+                        {"id":2,"title":"B\u00e9"}]"#;
+        let cards = parse_list_text::<Card>(body).unwrap();
+        assert_eq!(
+            cards[0].raw.as_str(),
+            r#"{"id": 1, "title": "A", "members": [{"user_id": 5, "type": 2}, {"id": 6}, "x"]}"#
+        );
+        assert_eq!(cards[1].raw.as_str(), r#"{"id":2,"title":"B\u00e9"}"#);
+        assert_eq!(cards[1].title.as_deref(), Some("B\u{e9}"));
+        let members = cards[0].members.as_ref().unwrap();
+        assert_eq!(members[0], CardMember { user_id: Some(UserId(5)), member_type: Some(2) });
+        assert_eq!(members[1], CardMember { user_id: Some(UserId(6)), member_type: None });
+        assert_eq!(members[2], CardMember { user_id: None, member_type: None });
+        assert_eq!(cards[1].members, None, "the list shape has no members");
+        // The same records as the tree path gives.
+        let tree = parse_list::<Card>(serde_json::from_slice(body).unwrap()).unwrap();
+        assert_eq!(tree, cards);
+
+        let err = |body: &[u8]| parse_list_text::<Tag>(body).unwrap_err().to_string();
+        assert!(
+            err(br#"[{"name": "x"}]"#).contains("tag record #0 of the list did not parse"),
+            "{}",
+            err(br#"[{"name": "x"}]"#)
+        );
+        assert!(err(br#"{"name": "x"}"#).contains("expected a JSON array of tag objects, got an object"));
+        assert!(err(br#"[{"id": 1}, 7]"#)
+            .contains("record #1 of the list did not parse: expected a JSON object, got a number"));
+        assert!(err(br#"[{"id": 1}"#).contains("EOF"), "{}", err(br#"[{"id": 1}"#));
+    }
+
+    #[test]
     fn string_conditions_of_properties_and_select_values() {
         let def = PropertyDefinition::from_value(json!({"id": 1, "condition": "active"})).unwrap();
         assert_eq!(def.condition, Some(Condition::Live));

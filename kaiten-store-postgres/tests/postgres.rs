@@ -907,3 +907,51 @@ async fn an_unchanged_listing_marks_its_rows_without_writing_them() {
         .unwrap();
     assert_eq!(sweep, Some(3));
 }
+
+/// A record stored under another spelling of its JSON (a mirror written by a release that stored
+/// re-serialised JSON) takes the incoming text's hash once, without a new row version for the
+/// record; from then on the listing's hash check skips it before any JSON is compared.
+#[tokio::test]
+async fn a_respelled_record_takes_the_new_hash_once_and_is_skipped_after() {
+    let Some(store) = pg_store_with(|o| o.foreign_keys = false).await else { return };
+    let s = store.schema().to_owned();
+    use kaiten_sync::kaiten_client::Record;
+    let from_text = |text: &str| {
+        kaiten_sync::kaiten_client::Card::from_raw(serde_json::value::RawValue::from_string(text.to_owned()).unwrap())
+            .unwrap()
+    };
+    let sorted = from_text(r#"{"board_id":10,"id":1,"title":"T","updated":"2025-01-01T00:00:00Z"}"#);
+    let kaitens = from_text(r#"{"id": 1, "title": "T", "updated": "2025-01-01T00:00:00Z", "board_id": 10}"#);
+    let state = || {
+        let (store, s) = (&store, &s);
+        async move {
+            sqlx::query_as::<_, (i64, String, String)>(&format!(
+                "SELECT raw_hash, synced_at::text, raw::text FROM \"{s}\".cards WHERE id = 1"
+            ))
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(store.apply_page(&page(Batch::Cards(vec![sorted]))).await.unwrap().inserted, 1);
+    let before = state().await;
+    let mut again = page(Batch::Cards(vec![kaitens.clone()]));
+    again.synced_at += chrono::Duration::seconds(60);
+    assert_eq!(store.apply_page(&again).await.unwrap().unchanged, 1);
+    let after = state().await;
+    assert_ne!(after.0, before.0, "the hash is the incoming text's");
+    assert_eq!((&after.1, &after.2), (&before.1, &before.2), "nothing else of the row changes");
+    let xmin = || {
+        let (store, s) = (&store, &s);
+        async move {
+            sqlx::query_scalar::<_, String>(&format!("SELECT xmin::text FROM \"{s}\".cards WHERE id = 1"))
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        }
+    };
+    let version = xmin().await;
+    again.synced_at += chrono::Duration::seconds(60);
+    assert_eq!(store.apply_page(&again).await.unwrap().unchanged, 1);
+    assert_eq!(xmin().await, version, "the second listing in Kaiten's spelling writes nothing");
+}

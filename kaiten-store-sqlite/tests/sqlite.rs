@@ -531,3 +531,38 @@ async fn a_first_full_listing_builds_the_card_indexes_once_at_its_end() {
         .unwrap();
     assert_eq!(board_cards, 100);
 }
+
+/// A record stored under another spelling of its JSON (a mirror written by a release that stored
+/// re-serialised JSON) gets Kaiten's text once, without counting as an update; from then on an
+/// unchanged listing compares texts only and writes nothing.
+#[tokio::test]
+async fn a_respelled_record_takes_kaitens_text_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let store = migrated(&path).await;
+    use kaiten_sync::kaiten_client::Record;
+    let from_text = |text: &str| {
+        kaiten_sync::kaiten_client::Card::from_raw(serde_json::value::RawValue::from_string(text.to_owned()).unwrap())
+            .unwrap()
+    };
+    let sorted = r#"{"board_id":10,"id":1,"title":"T","updated":"2025-01-01T00:00:00Z"}"#;
+    let kaitens = r#"{"id": 1, "title": "T", "updated": "2025-01-01T00:00:00Z", "board_id": 10}"#;
+    assert_eq!(store.apply_page(&page(Batch::Cards(vec![from_text(sorted)]))).await.unwrap().inserted, 1);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let stored = || -> (String, String) {
+        conn.query_row("SELECT raw, synced_at FROM cards WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap()
+    };
+    let changes = || -> i64 { conn.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap() };
+    let (text, synced_at) = stored();
+    assert_eq!(text, sorted);
+
+    let mut again = page(Batch::Cards(vec![from_text(kaitens)]));
+    again.synced_at += chrono::Duration::seconds(60);
+    assert_eq!(store.apply_page(&again).await.unwrap().unchanged, 1);
+    assert_eq!(stored(), (kaitens.to_owned(), synced_at.clone()), "Kaiten's text, the old synced_at");
+
+    let version = changes();
+    again.synced_at += chrono::Duration::seconds(60);
+    assert_eq!(store.apply_page(&again).await.unwrap().unchanged, 1);
+    assert_eq!(changes(), version, "the second listing in Kaiten's spelling writes nothing");
+}

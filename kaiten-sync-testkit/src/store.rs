@@ -497,6 +497,33 @@ pub async fn card_members_follow_detail_cards(store: &dyn Store) {
 }
 
 /// `existing_ids` answers which ids are stored, deleted ones included.
+/// A record whose JSON arrives spelled differently (another key order, other spacing) but holds the
+/// same value is unchanged: not counted as an update, however often it is listed. (A mirror written
+/// by a release that stored re-serialised JSON sees exactly this on its next listing.)
+pub async fn a_respelled_record_is_unchanged(store: &dyn Store) {
+    use kaiten_client::Card;
+    let from_text = |text: &str| Card::from_raw(serde_json::value::RawValue::from_string(text.to_owned()).unwrap());
+    let sorted =
+        from_text(r#"{"board_id":10,"id":1,"title":"T","updated":"2025-01-01T00:00:00Z","version":1}"#).unwrap();
+    let kaitens = from_text(
+        "{\"id\": 1, \"title\": \"T\", \"version\": 1, \"updated\": \"2025-01-01T00:00:00Z\", \"board_id\": 10}",
+    )
+    .unwrap();
+    assert_eq!(sorted.raw, kaitens.raw, "the two texts hold one value");
+    assert_eq!(apply(store, page(Batch::Cards(vec![sorted]), 1000)).await, outcome(1, 0, 0));
+    for synced_at in [2000, 3000] {
+        assert_eq!(apply(store, page(Batch::Cards(vec![kaitens.clone()]), synced_at)).await, outcome(0, 0, 1));
+    }
+    let stored = store.get(EntityKind::Cards, 1).await.unwrap().unwrap();
+    assert_eq!(stored.raw, kaitens.raw);
+    assert_eq!(stored.synced_at, at(1000), "an unchanged record keeps its synced_at");
+    // A real change in the new spelling is an update.
+    let changed =
+        from_text("{\"id\": 1, \"title\": \"U\", \"version\": 2, \"updated\": \"2025-01-01T00:00:01Z\"}").unwrap();
+    assert_eq!(apply(store, page(Batch::Cards(vec![changed]), 4000)).await, outcome(0, 1, 0));
+    assert_eq!(store.get(EntityKind::Cards, 1).await.unwrap().unwrap().raw["title"], "U");
+}
+
 pub async fn existing_ids_include_deleted_rows(store: &dyn Store) {
     apply(store, page(Batch::Boards(vec![board(10, 1), board(20, 1)]), 1000)).await;
     store.mark_deleted(EntityKind::Boards, &[20], at(2000)).await.unwrap();
@@ -654,6 +681,7 @@ macro_rules! store_conformance_tests {
             unseen_respects_scope,
             card_tags_follow_the_card,
             card_members_follow_detail_cards,
+            a_respelled_record_is_unchanged,
             existing_ids_include_deleted_rows,
             entity_states_round_trip,
             run_log_round_trips,
