@@ -566,3 +566,33 @@ async fn a_respelled_record_takes_kaitens_text_once() {
     assert_eq!(store.apply_page(&again).await.unwrap().unchanged, 1);
     assert_eq!(changes(), version, "the second listing in Kaiten's spelling writes nothing");
 }
+
+/// A database the store creates gets 16 KiB pages (several card rows a page); one created before
+/// keeps its own page size; a page size SQLite cannot use is refused, named.
+#[tokio::test]
+async fn new_databases_get_16_kib_pages_and_existing_ones_keep_theirs() {
+    async fn page_size(store: &SqliteStore) -> i64 {
+        store.with_connection(|c| c.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))).await.unwrap()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let new = migrated(&dir.path().join("new.db")).await;
+    assert_eq!(page_size(&new).await, 16384);
+
+    let old_path = dir.path().join("old.db");
+    rusqlite::Connection::open(&old_path)
+        .unwrap()
+        .execute_batch("PRAGMA page_size = 4096; CREATE TABLE t (x)")
+        .unwrap();
+    let old = migrated(&old_path).await;
+    assert_eq!(page_size(&old).await, 4096, "an existing database keeps its page size");
+    old.apply_page(&page(Batch::Cards(fixtures::cards(1, 5, 10, 100)))).await.unwrap();
+
+    let small = SqliteStore::open_with(dir.path().join("s.db"), SqliteOptions::default().page_size(1024)).unwrap();
+    small.migrate().await.unwrap();
+    assert_eq!(page_size(&small).await, 1024);
+    for bad in [0, 1000, 131072] {
+        let err =
+            SqliteStore::open_with(dir.path().join("bad.db"), SqliteOptions::default().page_size(bad)).unwrap_err();
+        assert!(err.to_string().contains(&format!("page size {bad} is not a power of two")), "{err}");
+    }
+}
