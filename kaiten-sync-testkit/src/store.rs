@@ -496,7 +496,6 @@ pub async fn card_members_follow_detail_cards(store: &dyn Store) {
     assert_eq!(count_of(&store.counts().await.unwrap(), "card_members"), (3, 0));
 }
 
-/// `existing_ids` answers which ids are stored, deleted ones included.
 /// A record whose JSON arrives spelled differently (another key order, other spacing) but holds the
 /// same value is unchanged: not counted as an update, however often it is listed. (A mirror written
 /// by a release that stored re-serialised JSON sees exactly this on its next listing.)
@@ -524,6 +523,7 @@ pub async fn a_respelled_record_is_unchanged(store: &dyn Store) {
     assert_eq!(store.get(EntityKind::Cards, 1).await.unwrap().unwrap().raw["title"], "U");
 }
 
+/// `existing_ids` answers which ids are stored, deleted ones included.
 pub async fn existing_ids_include_deleted_rows(store: &dyn Store) {
     apply(store, page(Batch::Boards(vec![board(10, 1), board(20, 1)]), 1000)).await;
     store.mark_deleted(EntityKind::Boards, &[20], at(2000)).await.unwrap();
