@@ -114,10 +114,20 @@ async fn a_full_database_fails_the_run_cleanly_and_the_next_run_completes() {
     store.migrate().await.unwrap();
     let all_but_cards: Vec<EntityKind> = EntityKind::ALL.into_iter().filter(|k| *k != EntityKind::Cards).collect();
     SyncEngine::new(sim_client(&sim), store.clone()).sync_specific(&all_but_cards, true).await.unwrap();
-    // Room for about two pages of cards (a page of 100 cards takes 40 to 60 pages of 4 KiB).
-    let used: i64 = store.with_connection(|conn| conn.query_row("PRAGMA page_count", [], |r| r.get(0))).await.unwrap();
+    // Room for about two pages of cards (a page of 100 cards takes 160 to 240 KiB), whatever the
+    // database's page size.
+    let (used, page_size): (i64, i64) = store
+        .with_connection(|conn| {
+            let used = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            Ok((used, conn.query_row("PRAGMA page_size", [], |r| r.get(0))?))
+        })
+        .await
+        .unwrap();
+    let room = 480 * 1024 / page_size;
     store
-        .with_connection(move |conn| conn.query_row(&format!("PRAGMA max_page_count = {}", used + 120), [], |_| Ok(())))
+        .with_connection(move |conn| {
+            conn.query_row(&format!("PRAGMA max_page_count = {}", used + room), [], |_| Ok(()))
+        })
         .await
         .unwrap();
     let err = SyncEngine::new(sim_client(&sim), store.clone()).sync_all().await.expect_err("the database fills up");
