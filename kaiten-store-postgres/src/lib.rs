@@ -289,6 +289,9 @@ struct Inner {
     migrate_key: i64,
     /// Dedicated connections holding the advisory lock, by holder.
     lock_conns: tokio::sync::Mutex<HashMap<String, PgConnection>>,
+    /// By kind: the sweep whose last page found none of its rows stored (a first listing into an
+    /// empty table), so that the next pages of that sweep skip looking (see `apply_page_once`).
+    sweeps_into_empty: std::sync::Mutex<HashMap<kaiten_sync::EntityKind, i64>>,
     url: Option<String>,
     secrets: Secrets,
 }
@@ -450,6 +453,7 @@ impl PgStore {
                 async_commit: settings.async_commit,
                 row_level_security: settings.row_level_security,
                 lock_conns: tokio::sync::Mutex::new(HashMap::new()),
+                sweeps_into_empty: std::sync::Mutex::new(HashMap::new()),
                 url,
                 secrets,
             }),

@@ -40,6 +40,9 @@ pub(crate) struct TableSql {
     pub(crate) mark_deleted: String,
     /// `$1` ids.
     pub(crate) existing: String,
+    /// What a full listing's page needs to leave unchanged rows out (`$1` ids): id, raw hash,
+    /// deleted flag, sweep.
+    pub(crate) stored: String,
     pub(crate) ids_all: String,
     pub(crate) ids_live: String,
 }
@@ -182,33 +185,38 @@ impl PageParams {
     pub(crate) fn async_commit(self) -> usize {
         self.n + 13
     }
-    /// Cards only: card ids and tag ids of the page's tag links.
-    pub(crate) fn tag_cards(self) -> usize {
+    /// Ids of the page's rows left out of the arrays because the caller found them stored
+    /// unchanged (same hash and deleted state) and not yet carrying the sweep: they get its mark.
+    pub(crate) fn seen(self) -> usize {
         self.n + 14
     }
-    pub(crate) fn tag_ids(self) -> usize {
+    /// Cards only: card ids and tag ids of the page's tag links.
+    pub(crate) fn tag_cards(self) -> usize {
         self.n + 15
+    }
+    pub(crate) fn tag_ids(self) -> usize {
+        self.n + 16
     }
     /// Cards only: the cards whose member list the page carries (their members are replaced).
     pub(crate) fn member_lists(self) -> usize {
-        self.n + 16
+        self.n + 17
     }
     /// Cards only: card ids, user ids and types of the page's members.
     pub(crate) fn member_cards(self) -> usize {
-        self.n + 17
-    }
-    pub(crate) fn member_users(self) -> usize {
         self.n + 18
     }
-    pub(crate) fn member_types(self) -> usize {
+    pub(crate) fn member_users(self) -> usize {
         self.n + 19
+    }
+    pub(crate) fn member_types(self) -> usize {
+        self.n + 20
     }
     /// How many parameters the page function of a table takes.
     pub(crate) fn count(self, cards: bool) -> usize {
         if cards {
             self.member_types()
         } else {
-            self.async_commit()
+            self.seen()
         }
     }
 }
@@ -303,7 +311,8 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
              AND (t.deleted_at IS NULL) <> u.deleted AND t.raw = u.raw_text::jsonb), \
          seen AS MATERIALIZED (SELECT u.\"id\" FROM u \
            WHERE {sweep} IS NOT NULL AND u.stored_sweep IS DISTINCT FROM {sweep} \
-             AND NOT (u.candidate AND u.\"id\" = ANY (ARRAY(SELECT \"id\" FROM up)))), \
+             AND NOT (u.candidate AND u.\"id\" = ANY (ARRAY(SELECT \"id\" FROM up))) \
+           UNION ALL SELECT x.\"id\" FROM UNNEST(${seen}::bigint[]) AS x(\"id\") WHERE {sweep} IS NOT NULL), \
          marks AS (INSERT INTO {marks} (kind, sweep, ids) SELECT {kind}, {sweep}, ARRAY(SELECT \"id\" FROM seen) \
            WHERE EXISTS (SELECT 1 FROM seen)), \
          pruned AS (DELETE FROM {marks} m WHERE m.kind = {kind} AND m.sweep < {sweep} \
@@ -322,6 +331,7 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
         set_cols = set_cols.join(", "),
         prefilter = not_older("s", "u"),
         locked = not_older("t", "EXCLUDED"),
+        seen = p.seen(),
         c = st + 1,
         f = st + 2,
         i = st + 3,
@@ -383,6 +393,9 @@ fn table_sql(s: &str, t: &TableDef) -> TableSql {
             "UPDATE {table} SET deleted_at = $2 WHERE \"id\" = ANY($1::bigint[]) AND deleted_at IS NULL"
         ),
         existing: format!("SELECT \"id\" FROM {table} WHERE \"id\" = ANY($1::bigint[]) ORDER BY \"id\""),
+        stored: format!(
+            "SELECT \"id\", raw_hash, deleted_at IS NOT NULL, seen_sweep FROM {table} WHERE \"id\" = ANY($1::bigint[])"
+        ),
         ids_all: format!("SELECT \"id\" FROM {table} ORDER BY \"id\""),
         ids_live: format!("SELECT \"id\" FROM {table} WHERE deleted_at IS NULL ORDER BY \"id\""),
     }
@@ -410,7 +423,7 @@ fn page_function(s: &str, t: &TableDef, statement: &str, p: PageParams) -> (Stri
     let mut types = vec!["bigint[]"];
     types.extend(t.columns.iter().map(|c| array_type(c.ty)));
     types.extend(["text[]", "bigint[]", "boolean[]", "timestamptz", "bigint"]);
-    types.extend(["text", "timestamptz", "timestamptz", "timestamptz", "text", "bigint", "boolean"]);
+    types.extend(["text", "timestamptz", "timestamptz", "timestamptz", "text", "bigint", "boolean", "bigint[]"]);
     if cards {
         types.extend(["bigint[]", "bigint[]"]);
         types.extend(["bigint[]", "bigint[]", "bigint[]", "bigint[]"]);
@@ -491,7 +504,8 @@ mod tests {
         let tags = PageParams { n: EntityKind::Tags.table().columns.len() };
         let tags_sql = st.table(EntityKind::Tags);
         assert!(tags_sql.function_ddl.contains(&format!("${}::bigint", tags.state() + 5)));
-        assert!(tags_sql.write_page.contains(&format!("${}::boolean)", tags.async_commit())));
+        assert!(tags_sql.write_page.contains(&format!("${}::boolean, ", tags.async_commit())));
+        assert!(tags_sql.write_page.contains(&format!("${}::bigint[])", tags.seen())));
         assert!(!tags_sql.write_page.contains(&format!("${}", tags.tag_cards())));
         assert!(!tags_sql.function_ddl.contains("card_members"));
         assert!(st.counts.contains("\"kaiten\".card_members"));

@@ -716,7 +716,8 @@ async fn a_page_commits_with_the_requested_durability() {
     assert_eq!(sqlx::query_scalar::<_, String>(show).fetch_one(store.pool()).await.unwrap(), before);
 
     // The page function turns synchronous_commit off for its own transaction when asked to (its
-    // last parameter for tables other than cards), and leaves it alone otherwise.
+    // next-to-last parameter for tables other than cards, before the ids to mark seen), and leaves
+    // it alone otherwise.
     let spaces = page_function(&page_functions(&store).await, "spaces").0.clone();
     let types: Vec<String> = sqlx::query_scalar(
         "SELECT format_type(t, NULL) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, \
@@ -727,10 +728,11 @@ async fn a_page_commits_with_the_requested_durability() {
     .fetch_all(store.pool())
     .await
     .unwrap();
-    assert_eq!(types.last().map(String::as_str), Some("boolean"));
+    let flag_at = types.len() - 2;
+    assert_eq!((types[flag_at].as_str(), types[flag_at + 1].as_str()), ("boolean", "bigint[]"));
     for (flag, expected) in [("true", "off"), ("false", before.as_str())] {
         let mut args: Vec<String> = types.iter().map(|t| format!("NULL::{t}")).collect();
-        *args.last_mut().unwrap() = flag.to_owned();
+        args[flag_at] = flag.to_owned();
         let mut tx = store.pool().begin().await.unwrap();
         let rows: i64 =
             sqlx::query_scalar(&format!("SELECT count(*) FROM \"{}\".{spaces}({})", store.schema(), args.join(", ")))
@@ -954,4 +956,41 @@ async fn a_respelled_record_takes_the_new_hash_once_and_is_skipped_after() {
     again.synced_at += chrono::Duration::seconds(60);
     assert_eq!(store.apply_page(&again).await.unwrap().unchanged, 1);
     assert_eq!(xmin().await, version, "the second listing in Kaiten's spelling writes nothing");
+}
+
+/// A full listing's pages look up their rows' stored hashes first, unless an earlier page of the
+/// same sweep found none stored (a first listing): then stored rows reach the page statement
+/// whole, which still recognises them unchanged and marks them seen. Both ways, nothing the sweep
+/// saw is reported unseen and no unchanged row is rewritten.
+#[tokio::test]
+async fn pages_after_an_empty_lookup_still_mark_stored_rows_seen() {
+    let Some(store) = pg_store_with(|o| o.foreign_keys = false).await else { return };
+    let s = store.schema().to_owned();
+    let sweep_page = |first: i64, count: i64, sweep: i64| {
+        let mut p = page(Batch::Cards(cards(first, count, 10, 100)));
+        p.sweep = Some(sweep);
+        p
+    };
+    let xmins = || {
+        let (store, s) = (&store, &s);
+        async move {
+            sqlx::query_scalar::<_, String>(&format!("SELECT id || ':' || xmin::text FROM \"{s}\".cards ORDER BY id"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(store.apply_page(&sweep_page(1, 10, 1)).await.unwrap().inserted, 10);
+    let before = xmins().await;
+    // Sweep 2: new rows first (the lookup finds nothing), then the stored ones, unchanged.
+    assert_eq!(store.apply_page(&sweep_page(11, 10, 2)).await.unwrap().inserted, 10);
+    let outcome = store.apply_page(&sweep_page(1, 10, 2)).await.unwrap();
+    assert_eq!((outcome.inserted, outcome.updated, outcome.unchanged), (0, 0, 10));
+    assert!(store.unseen(EntityKind::Cards, 2, &kaiten_sync::Scope::All).await.unwrap().is_empty());
+    assert_eq!(xmins().await[..10], before[..], "unchanged rows are not rewritten");
+    // Sweep 3 starts with stored rows: looked up, left out of the statement, marked.
+    let outcome = store.apply_page(&sweep_page(1, 20, 3)).await.unwrap();
+    assert_eq!((outcome.inserted, outcome.updated, outcome.unchanged), (0, 0, 20));
+    assert!(store.unseen(EntityKind::Cards, 3, &kaiten_sync::Scope::All).await.unwrap().is_empty());
+    assert_eq!(xmins().await[..10], before[..]);
 }
