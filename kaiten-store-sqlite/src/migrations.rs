@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_cards_append_order.sql",
         sql: include_str!("../migrations/0007_cards_append_order.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_card_tags_pending.sql",
+        sql: include_str!("../migrations/0008_card_tags_pending.sql"),
+    },
 ];
 
 /// The highest schema version this crate knows.

@@ -114,7 +114,15 @@ fn defer_card_indexes_if_empty(tx: &rusqlite::Transaction<'_>) -> Result<(), Sto
     Ok(())
 }
 
-/// Builds the indexes [`defer_card_indexes_if_empty`] set aside (none: nothing to do), in one
+/// Whether a first full listing is filling `cards` (its indexes are deferred).
+fn deferring_indexes(tx: &rusqlite::Transaction<'_>) -> Result<bool, StoreError> {
+    tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM deferred_indexes)")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db_err)
+}
+
+/// Builds the indexes [`defer_card_indexes_if_empty`] set aside (none: nothing to do), and moves
+/// the first listing's tag links from `card_tags_pending` into `card_tags` in key order, in one
 /// transaction. Called when the card state is saved (the end of a listing) and by `migrate`, so an
 /// index is never missing for longer than a first listing, even one that was killed.
 pub(crate) fn restore_deferred_indexes(conn: &mut Connection) -> Result<usize, StoreError> {
@@ -132,6 +140,12 @@ pub(crate) fn restore_deferred_indexes(conn: &mut Connection) -> Result<usize, S
     for (_, sql) in &indexes {
         tx.execute_batch(sql).map_err(db_err)?;
     }
+    tx.execute_batch(
+        "INSERT OR IGNORE INTO card_tags (card_id, tag_id)
+           SELECT card_id, tag_id FROM card_tags_pending ORDER BY card_id, tag_id;
+         DELETE FROM card_tags_pending;",
+    )
+    .map_err(db_err)?;
     tx.execute("DELETE FROM deferred_indexes", []).map_err(db_err)?;
     tx.commit().map_err(db_err)?;
     tracing::debug!(indexes = indexes.len(), "deferred indexes of cards built");
@@ -285,7 +299,25 @@ pub(crate) fn apply_page(conn: &mut Connection, page: PreparedPage) -> Result<Pa
             .map_err(db_err)?;
     }
 
-    if page.kind == EntityKind::Cards && !(inserts.is_empty() && updates.is_empty()) {
+    let first_listing = page.kind == EntityKind::Cards && deferring_indexes(&tx)?;
+    if first_listing && !(inserts.is_empty() && updates.is_empty()) {
+        // A first full listing: links are appended to `card_tags_pending` (migration 8) and move
+        // into `card_tags` with the deferred indexes. A card written again by this listing (windows
+        // overlap) drops its pending links first.
+        let written: HashSet<i64> = inserts.iter().chain(&updates).map(|r| r.id).collect();
+        if !updates.is_empty() {
+            tx.prepare_cached("DELETE FROM card_tags_pending WHERE card_id IN (SELECT value FROM json_each(?1))")
+                .and_then(|mut s| s.execute([id_list(updates.iter().map(|r| r.id))]))
+                .map_err(db_err)?;
+        }
+        let mut append =
+            tx.prepare_cached("INSERT INTO card_tags_pending (card_id, tag_id) VALUES (?1, ?2)").map_err(db_err)?;
+        let wanted: HashSet<(i64, i64)> =
+            page.card_tags.iter().copied().filter(|(card, _)| written.contains(card)).collect();
+        for (card, tag) in &wanted {
+            append.execute([card, tag]).map_err(db_err)?;
+        }
+    } else if page.kind == EntityKind::Cards && !(inserts.is_empty() && updates.is_empty()) {
         // Links follow the card row: replaced only where the card itself was written. For updated
         // cards, only the difference is written (tags rarely change when a card is edited).
         let written: HashSet<i64> = inserts.iter().chain(&updates).map(|r| r.id).collect();
@@ -426,7 +458,13 @@ pub(crate) fn get(conn: &Connection, kind: EntityKind, id: i64) -> Result<Option
 }
 
 pub(crate) fn card_tag_ids(conn: &Connection, card_id: i64) -> Result<Vec<i64>, StoreError> {
-    query_ids(conn, "SELECT tag_id FROM card_tags WHERE card_id = ?1 ORDER BY tag_id", [card_id])
+    // During a first full listing, links wait in `card_tags_pending`.
+    query_ids(
+        conn,
+        "SELECT tag_id FROM card_tags WHERE card_id = ?1
+         UNION SELECT tag_id FROM card_tags_pending WHERE card_id = ?1 ORDER BY tag_id",
+        [card_id],
+    )
 }
 
 pub(crate) fn card_members(conn: &Connection, card_id: i64) -> Result<Vec<(i64, i64)>, StoreError> {
@@ -613,7 +651,11 @@ pub(crate) fn counts(conn: &Connection) -> Result<Vec<TableCount>, StoreError> {
             .map_err(db_err)?;
         counts.push(TableCount { table: kind.table().name.to_owned(), live: all - deleted, deleted });
     }
-    let links: i64 = conn.query_row("SELECT count(*) FROM card_tags", [], |r| r.get(0)).map_err(db_err)?;
+    let links: i64 = conn
+        .query_row("SELECT (SELECT count(*) FROM card_tags) + (SELECT count(*) FROM card_tags_pending)", [], |r| {
+            r.get(0)
+        })
+        .map_err(db_err)?;
     counts.push(TableCount { table: "card_tags".into(), live: links, deleted: 0 });
     let members: i64 = conn.query_row("SELECT count(*) FROM card_members", [], |r| r.get(0)).map_err(db_err)?;
     counts.push(TableCount { table: "card_members".into(), live: members, deleted: 0 });

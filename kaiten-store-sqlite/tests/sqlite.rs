@@ -485,6 +485,15 @@ async fn card_indexes(store: &SqliteStore) -> (Vec<(String, String)>, usize) {
 
 #[tokio::test]
 async fn a_first_full_listing_builds_the_card_indexes_once_at_its_end() {
+    async fn links(store: &SqliteStore) -> (i64, i64) {
+        store
+            .with_connection(|c| {
+                let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+                Ok((count("SELECT count(*) FROM card_tags")?, count("SELECT count(*) FROM card_tags_pending")?))
+            })
+            .await
+            .unwrap()
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kaiten.db");
     let store = migrated(&path).await;
@@ -512,11 +521,23 @@ async fn a_first_full_listing_builds_the_card_indexes_once_at_its_end() {
     assert_eq!(card_indexes(&store).await.1, 8);
     assert_eq!(store.ids(EntityKind::Cards, false).await.unwrap().len(), 200);
     assert_eq!(store.unseen(EntityKind::Cards, 1, &Scope::Parents(vec![10])).await.unwrap(), Vec::<i64>::new());
+    // Tag links wait in `card_tags_pending`, appended; the store's reads see them meanwhile. A card
+    // listed again (windows overlap), newer and with other tags, keeps only its newest links.
+    let mut again = fixtures::card_json(7, 10, 200, 2);
+    again["tag_ids"] = serde_json::json!([9]);
+    let mut overlap = page(Batch::Cards(vec![kaiten_sync::kaiten_client::Record::from_value(again).unwrap()]));
+    overlap.sweep = Some(1);
+    assert_eq!(store.apply_page(&overlap).await.unwrap().updated, 1);
+    assert_eq!(links(&store).await, (0, 399), "two links a card, one for card 7");
+    assert_eq!(store.card_tag_ids(7).await.unwrap(), vec![9]);
+    assert_eq!(store.card_tag_ids(8).await.unwrap(), vec![1, 5]);
 
     // Killed before the end: the next `migrate` (every run starts with it) builds them.
     drop(store);
     let reopened = migrated(&fresh).await;
     assert_eq!(card_indexes(&reopened).await, (all.clone(), 0), "rebuilt with the same definitions");
+    assert_eq!(links(&reopened).await, (399, 0), "the links moved with them");
+    assert_eq!(reopened.card_tag_ids(7).await.unwrap(), vec![9]);
 
     // The normal end of a listing: the card state is saved, and the indexes are built then.
     let third = dir.path().join("third.db");
@@ -525,6 +546,7 @@ async fn a_first_full_listing_builds_the_card_indexes_once_at_its_end() {
     assert_eq!(card_indexes(&store).await.1, 8);
     store.save_entity_state(&EntityState::new(EntityKind::Cards)).await.unwrap();
     assert_eq!(card_indexes(&store).await, (all, 0));
+    assert_eq!(links(&store).await, (200, 0));
     let board_cards = store
         .with_connection(|c| c.query_row("SELECT count(*) FROM cards WHERE board_id = 10", [], |r| r.get::<_, i64>(0)))
         .await
