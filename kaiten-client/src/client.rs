@@ -23,7 +23,7 @@ use crate::query::{CardQuery, PageRequest};
 use crate::rate_limit::RateLimiter;
 pub use crate::retry::RetryPolicy;
 use crate::secret::Secret;
-use crate::transport::{Inner, Method};
+use crate::transport::{BodyError, Inner, Method};
 
 /// The default user agent: `kaiten-sync/<version>`.
 pub const DEFAULT_USER_AGENT: &str = concat!("kaiten-sync/", env!("CARGO_PKG_VERSION"));
@@ -299,15 +299,20 @@ impl fmt::Debug for KaitenClient {
     }
 }
 
-/// Converts a parse error of one record into a `Decode` reason naming the entity.
-fn parse_one<T: Record>(body: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(body)
-        .and_then(T::from_raw)
-        .map_err(|err| format!("a {} record did not parse: {err}", T::ENTITY))
+/// One record: the body's text kept as its `raw`.
+fn parse_one<T: Record>(body: &[u8]) -> std::result::Result<T, BodyError> {
+    let raw: Box<serde_json::value::RawValue> = serde_json::from_slice(body)?;
+    T::from_raw(raw).map_err(|err| BodyError::shape(format!("a {} record did not parse: {err}", T::ENTITY)))
 }
 
-fn parse_many<T: Record>(body: &[u8]) -> Result<Vec<T>, String> {
-    parse_list_text(body).map_err(|err| err.to_string())
+/// A list of records, each keeping its text as its `raw`.
+fn parse_many<T: Record>(body: &[u8]) -> std::result::Result<Vec<T>, BodyError> {
+    Ok(parse_list_text(body)?)
+}
+
+/// Any JSON.
+fn parse_value(body: &[u8]) -> std::result::Result<Value, BodyError> {
+    Ok(serde_json::from_slice(body)?)
 }
 
 /// `v2_select_search=true` and `conditions[]=` every condition (the bracket form: Kaiten ignores a
@@ -409,15 +414,15 @@ impl KaitenClient {
     pub async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
         let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
         let query: Vec<(&str, String)> = query.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        self.inner.get(&path, &query).await?.decode(Ok)
+        self.inner.get(&path, &query, parse_value).await
     }
 
     async fn get_one<T: Record>(&self, path: &str) -> Result<T> {
-        self.inner.get(path, &[]).await?.decode_text(parse_one::<T>)
+        self.inner.get(path, &[], parse_one::<T>).await
     }
 
     async fn get_list<T: Record>(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<T>> {
-        self.inner.get(path, query).await?.decode_text(parse_many::<T>)
+        self.inner.get(path, query, parse_many::<T>).await
     }
 
     /// A stream over a paged route `path` with `max` records a page and `extra` query parameters.
@@ -580,8 +585,8 @@ impl KaitenClient {
     /// admin of the space).
     pub async fn external_webhooks(&self, space_id: SpaceId) -> Result<Vec<ExternalWebhook>> {
         let path = format!("/spaces/{space_id}/external-webhooks");
-        let result = self.inner.request(Method::Get, &path, &[], None).await;
-        withhold_webhook_urls(result.and_then(|body| body.decode_text(parse_many::<ExternalWebhook>)), None)
+        let result = self.inner.request(Method::Get, &path, &[], None, parse_many::<ExternalWebhook>).await;
+        withhold_webhook_urls(result, None)
     }
 
     /// `POST /spaces/{space_id}/external-webhooks` with `{"url": url}`: registers the space's webhook
@@ -597,8 +602,8 @@ impl KaitenClient {
         check_webhook_url(url)?;
         let path = format!("/spaces/{space_id}/external-webhooks");
         let body = serde_json::json!({ "url": url });
-        let result = self.inner.request(Method::Post, &path, &[], Some(&body)).await;
-        withhold_webhook_urls(result.and_then(|body| body.decode_text(parse_one::<ExternalWebhook>)), Some(url))
+        let result = self.inner.request(Method::Post, &path, &[], Some(&body), parse_one::<ExternalWebhook>).await;
+        withhold_webhook_urls(result, Some(url))
     }
 
     /// `PATCH /spaces/{space_id}/external-webhooks/{id}`: repoints (`url`) and/or enables or disables
@@ -621,8 +626,9 @@ impl KaitenClient {
             body.insert("enabled".to_owned(), Value::from(enabled));
         }
         let path = format!("/spaces/{space_id}/external-webhooks/{id}");
-        let result = self.inner.request(Method::Patch, &path, &[], Some(&Value::Object(body))).await;
-        withhold_webhook_urls(result.and_then(|body| body.decode_text(parse_one::<ExternalWebhook>)), url)
+        let body = Value::Object(body);
+        let result = self.inner.request(Method::Patch, &path, &[], Some(&body), parse_one::<ExternalWebhook>).await;
+        withhold_webhook_urls(result, url)
     }
 }
 

@@ -184,44 +184,137 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 
 /// Lenient optional deserializers: a wrong type or an unparseable value becomes `None`.
 pub(crate) mod lenient {
+    use std::borrow::Cow;
+
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
     use super::*;
 
+    /// One JSON value as the lenient readers need it: a scalar, kept without building a [`Value`]
+    /// (a string borrowed from the text when it has no escapes), or `Other` for arrays and objects,
+    /// skipped.
+    enum Scalar<'a> {
+        Null,
+        Bool(bool),
+        Int(i64),
+        Big(u64),
+        Float(f64),
+        Str(Cow<'a, str>),
+        Other,
+    }
+
+    impl Scalar<'_> {
+        /// An integer, as `Value::as_i64` reads one.
+        fn as_i64(&self) -> Option<i64> {
+            match *self {
+                Scalar::Int(n) => Some(n),
+                Scalar::Big(n) => i64::try_from(n).ok(),
+                _ => None,
+            }
+        }
+
+        /// A number as `f64`, as `Value::as_f64` reads one.
+        fn as_f64(&self) -> Option<f64> {
+            match *self {
+                Scalar::Int(n) => Some(n as f64),
+                Scalar::Big(n) => Some(n as f64),
+                Scalar::Float(f) => Some(f),
+                _ => None,
+            }
+        }
+    }
+
+    struct ScalarVisitor;
+
+    impl<'de> Visitor<'de> for ScalarVisitor {
+        type Value = Scalar<'de>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Scalar::Null)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(Scalar::Null)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(ScalarVisitor)
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Scalar::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Scalar::Int(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(i64::try_from(v).map_or(Scalar::Big(v), Scalar::Int))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Scalar::Float(v))
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Scalar::Str(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Scalar::Str(Cow::Owned(v)))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Scalar::Other)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Scalar::Other)
+        }
+    }
+
+    fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Scalar<'de>, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+
     pub(crate) fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        Ok(match Option::<Value>::deserialize(d)? {
-            Some(Value::String(s)) => parse_timestamp(&s),
+        Ok(match scalar(d)? {
+            Scalar::Str(s) => parse_timestamp(&s),
             _ => None,
         })
     }
 
     pub(crate) fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        Ok(match Option::<Value>::deserialize(d)? {
-            Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-            Some(Value::String(s)) => s.parse().ok(),
-            _ => None,
+        let value = scalar(d)?;
+        Ok(match value {
+            Scalar::Str(s) => s.parse().ok(),
+            ref number => number.as_i64().or_else(|| number.as_f64().map(|f| f as i64)),
         })
     }
 
     pub(crate) fn float<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-        Ok(match Option::<Value>::deserialize(d)? {
-            Some(Value::Number(n)) => n.as_f64(),
-            Some(Value::String(s)) => s.parse().ok(),
-            _ => None,
+        let value = scalar(d)?;
+        Ok(match value {
+            Scalar::Str(s) => s.parse().ok(),
+            ref number => number.as_f64(),
         })
     }
 
     pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-        Ok(match Option::<Value>::deserialize(d)? {
-            Some(Value::Bool(b)) => Some(b),
-            Some(Value::Number(n)) => n.as_i64().map(|n| n != 0),
-            _ => None,
+        let value = scalar(d)?;
+        Ok(match value {
+            Scalar::Bool(b) => Some(b),
+            ref number => number.as_i64().map(|n| n != 0),
         })
     }
 
     pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        Ok(match Option::<Value>::deserialize(d)? {
-            Some(Value::String(s)) => Some(s),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
+        Ok(match scalar(d)? {
+            Scalar::Str(s) => Some(s.into_owned()),
+            Scalar::Int(n) => Some(n.to_string()),
+            Scalar::Big(n) => Some(n.to_string()),
+            // Spelled as serde_json spells the number.
+            Scalar::Float(f) => serde_json::Number::from_f64(f).map(|n| n.to_string()),
+            Scalar::Null | Scalar::Bool(_) | Scalar::Other => None,
         })
     }
 
@@ -232,10 +325,59 @@ pub(crate) mod lenient {
 
     /// A list of typed ids: the integer items of an array (anything else is skipped).
     pub(crate) fn ids<'de, D: Deserializer<'de>, T: From<i64>>(d: D) -> Result<Vec<T>, D::Error> {
-        Ok(match Option::<Value>::deserialize(d)? {
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_i64).map(T::from).collect(),
-            _ => Vec::new(),
-        })
+        struct Ids<T>(std::marker::PhantomData<T>);
+        impl<'de, T: From<i64>> Visitor<'de> for Ids<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(item) = seq.next_element_seed(ScalarSeed)? {
+                    ids.extend(item.as_i64().map(T::from));
+                }
+                Ok(ids)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<T>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Vec::new())
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_unit<E>(self) -> Result<Vec<T>, E> {
+                Ok(Vec::new())
+            }
+            fn visit_none<E>(self) -> Result<Vec<T>, E> {
+                Ok(Vec::new())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Vec<T>, E> {
+                Ok(Vec::new())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Vec<T>, E> {
+                Ok(Vec::new())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Vec<T>, E> {
+                Ok(Vec::new())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Vec<T>, E> {
+                Ok(Vec::new())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Vec<T>, E> {
+                Ok(Vec::new())
+            }
+        }
+        d.deserialize_any(Ids(std::marker::PhantomData))
+    }
+
+    /// Reads one element of a sequence as a [`Scalar`].
+    struct ScalarSeed;
+
+    impl<'de> serde::de::DeserializeSeed<'de> for ScalarSeed {
+        type Value = Scalar<'de>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Scalar<'de>, D::Error> {
+            scalar(d)
+        }
     }
 
     pub(crate) fn state<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CardState>, D::Error> {
@@ -245,15 +387,14 @@ pub(crate) mod lenient {
     /// An integer code, or the strings Kaiten uses for custom properties and select values
     /// (`active` / `inactive`, `archived`, `deleted`).
     pub(crate) fn condition<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Condition>, D::Error> {
-        Ok(match Option::<Value>::deserialize(d)? {
-            Some(Value::Number(n)) => n.as_i64().map(Condition::from_code),
-            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+        Ok(match scalar(d)? {
+            Scalar::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "active" | "live" => Some(Condition::Live),
                 "inactive" | "archived" => Some(Condition::Archived),
                 "deleted" | "removed" => Some(Condition::Deleted),
                 other => other.parse().ok().map(Condition::from_code),
             },
-            _ => None,
+            number => number.as_i64().map(Condition::from_code),
         })
     }
 
@@ -948,6 +1089,32 @@ mod tests {
         assert!(err(br#"[{"id": 1}, 7]"#)
             .contains("record #1 of the list did not parse: expected a JSON object, got a number"));
         assert!(err(br#"[{"id": 1}"#).contains("EOF"), "{}", err(br#"[{"id": 1}"#));
+    }
+
+    #[test]
+    fn fields_of_the_wrong_type_read_leniently_from_text_and_from_a_tree_alike() {
+        let text = r#"{"id": 9, "uid": 123, "title": "T\u00e9", "state": "2", "condition": 2.0, "archived": 1,
+            "asap": "yes", "blocked": [true], "board_id": "12", "column_id": 3.9, "lane_id": {"id": 1},
+            "owner_id": 18446744073709551615, "sort_order": "1.5", "version": null, "size": 2,
+            "due_date": "2024-12-31", "external_id": 1.25, "tag_ids": [1, "2", 3.0, null, 4, [5]],
+            "parents_ids": {"a": 1}, "children_ids": 7, "created": 5, "updated": "2024-10-14T10:48:16.594Z",
+            "members": [{"user_id": "14"}, {"user_id": -3, "id": 15}, {"id": 16, "type": 2}]}"#;
+        let from_text = Card::from_raw(RawValue::from_string(text.to_owned()).unwrap()).unwrap();
+        let from_tree = Card::from_value(serde_json::from_str(text).unwrap()).unwrap();
+        assert_eq!(from_text, from_tree);
+        let c = from_text;
+        assert_eq!((c.uid.as_deref(), c.title.as_deref()), (Some("123"), Some("T\u{e9}")));
+        assert_eq!((c.state, c.condition), (Some(CardState::InProgress), None));
+        assert_eq!((c.archived, c.asap, c.blocked), (Some(true), None, None));
+        assert_eq!((c.board_id, c.column_id, c.lane_id), (Some(BoardId(12)), Some(ColumnId(3)), None));
+        assert_eq!(c.owner_id, Some(UserId(i64::MAX)), "a number beyond i64 saturates, as before");
+        assert_eq!((c.sort_order, c.version, c.size), (Some(1.5), None, Some(2.0)));
+        assert_eq!(c.external_id.as_deref(), Some("1.25"));
+        assert_eq!(c.tag_ids, vec![TagId(1), TagId(4)]);
+        assert!(c.parents_ids.is_empty() && c.children_ids.is_empty());
+        assert_eq!((c.created, c.due_date.map(|d| d.to_rfc3339())), (None, Some("2024-12-31T00:00:00+00:00".into())));
+        let users: Vec<Option<UserId>> = c.members.unwrap().iter().map(|m| m.user_id).collect();
+        assert_eq!(users, vec![None, Some(UserId(-3)), Some(UserId(16))]);
     }
 
     #[test]

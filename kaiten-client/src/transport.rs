@@ -38,27 +38,33 @@ pub(crate) struct Inner {
     pub(crate) rate_limited: AtomicU64,
 }
 
-/// A 2xx body that is valid JSON, kept as received, with the route an error about its shape names.
-pub(crate) struct JsonBody {
-    route: String,
-    body: Vec<u8>,
+/// Turns a 2xx body into what the caller asked for. Runs inside the retry loop, so that a body cut
+/// short is asked for again.
+pub(crate) type Parse<T> = fn(&[u8]) -> std::result::Result<T, BodyError>;
+
+/// Why a 2xx body could not be turned into what was asked for.
+#[derive(Debug)]
+pub(crate) struct BodyError {
+    reason: String,
+    /// The JSON ends early (the connection dropped mid-body): worth another attempt.
+    truncated: bool,
 }
 
-impl JsonBody {
-    /// Converts the body, parsed into a [`Value`], with `parse`; its error becomes [`Error::Decode`]
-    /// naming the route.
-    pub(crate) fn decode<R>(self, parse: impl FnOnce(Value) -> Result<R, String>) -> Result<R> {
-        self.decode_text(|body| parse(serde_json::from_slice(body).map_err(|err| err.to_string())?))
+impl BodyError {
+    /// The JSON is valid but not of the expected shape.
+    pub(crate) fn shape(reason: String) -> Self {
+        Self { reason, truncated: false }
     }
+}
 
-    /// Converts the body's text with `parse` (a page of records is cut into each record's text,
-    /// never built into a tree); its error becomes [`Error::Decode`] naming the route.
-    pub(crate) fn decode_text<R>(self, parse: impl FnOnce(&[u8]) -> Result<R, String>) -> Result<R> {
-        parse(&self.body).map_err(|reason| Error::Decode {
-            route: self.route,
-            reason,
-            body_snippet: snippet(&self.body),
-        })
+impl From<serde_json::Error> for BodyError {
+    fn from(err: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        match err.classify() {
+            Category::Eof => Self { reason: format!("{TRUNCATED} ({err})"), truncated: true },
+            Category::Syntax | Category::Io => Self::shape(format!("the body is not valid JSON ({err})")),
+            Category::Data => Self::shape(err.to_string()),
+        }
     }
 }
 
@@ -101,8 +107,8 @@ impl Method {
 impl Inner {
     /// `GET {base}{path}?{query}` with the rate limit, the concurrency limit and the retry policy; the
     /// 2xx body must be JSON.
-    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<JsonBody> {
-        self.request(Method::Get, path, query, None).await
+    pub(crate) async fn get<T>(&self, path: &str, query: &[(&str, String)], parse: Parse<T>) -> Result<T> {
+        self.request(Method::Get, path, query, None, parse).await
     }
 
     /// `{method} {base}{path}?{query}` with a JSON `body`, the rate limit, the concurrency limit and the
@@ -114,20 +120,21 @@ impl Inner {
     /// for Kaiten's one-per-space external webhooks, fail with a 400 that hides the success): the
     /// error is returned for the caller to check the state first. `GET` and `PATCH` (which sets fields
     /// to given values) are retried on every retryable error.
-    pub(crate) async fn request(
+    pub(crate) async fn request<T>(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> Result<JsonBody> {
+        parse: Parse<T>,
+    ) -> Result<T> {
         let route = format!("{} {path}", method.as_str());
         let url = format!("{}{path}", self.base_url);
         let mut waited = Duration::ZERO;
         let mut attempt = 1;
         loop {
             let request = Request { method, route: &route, url: &url, query, body };
-            let (error, server_wait) = match self.attempt(&request, attempt).await {
+            let (error, server_wait) = match self.attempt(&request, attempt, parse).await {
                 Ok(body) => return Ok(body),
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retryable { error, unprocessed: false, .. }) if !method.is_idempotent() => {
@@ -170,7 +177,7 @@ impl Inner {
     }
 
     /// One attempt: a concurrency permit, a rate-limit slot, the request, its span.
-    async fn attempt(&self, request: &Request<'_>, attempt: u32) -> Result<JsonBody, Failure> {
+    async fn attempt<T>(&self, request: &Request<'_>, attempt: u32, parse: Parse<T>) -> Result<T, Failure> {
         let _permit =
             self.semaphore.acquire().await.map_err(|_| {
                 Failure::Fatal(Error::InvalidConfig("the client's request semaphore was closed".into()))
@@ -189,12 +196,18 @@ impl Inner {
             duration_ms = Empty
         );
         let started = std::time::Instant::now();
-        let outcome = self.send(request, attempt, sent).instrument(span.clone()).await;
+        let outcome = self.send(request, attempt, sent, parse).instrument(span.clone()).await;
         span.record("duration_ms", millis(started.elapsed()));
         outcome
     }
 
-    async fn send(&self, request: &Request<'_>, attempt: u32, sent: tokio::time::Instant) -> Result<JsonBody, Failure> {
+    async fn send<T>(
+        &self,
+        request: &Request<'_>,
+        attempt: u32,
+        sent: tokio::time::Instant,
+        parse: Parse<T>,
+    ) -> Result<T, Failure> {
         let route = request.route;
         let method = match request.method {
             Method::Get => reqwest::Method::GET,
@@ -222,15 +235,7 @@ impl Inner {
         let body = response.bytes().await.map_err(|err| self.transport_failure(route, err, attempt))?;
         let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         if status.is_success() {
-            return decode_json(route, content_type, &body).map_err(|error| {
-                // A JSON body cut short (the connection dropped mid-body) is a transport failure:
-                // worth another attempt (of an idempotent request: the server did act on it).
-                if matches!(&error, Error::Decode { reason, .. } if reason.starts_with(TRUNCATED)) {
-                    Failure::Retryable { error, wait: None, unprocessed: false }
-                } else {
-                    Failure::Fatal(error)
-                }
-            });
+            return decode_json(route, content_type, &body, parse);
         }
         let server_wait = retry_after(&headers, now).or_else(|| {
             (status == reqwest::StatusCode::TOO_MANY_REQUESTS).then(|| rate_limit_reset(&headers, now)).flatten()
@@ -290,19 +295,23 @@ struct Request<'a> {
 /// How the reason of a [`Error::Decode`] for a body cut short begins.
 const TRUNCATED: &str = "the JSON body is truncated";
 
-fn decode_json(route: &str, content_type: Option<&str>, body: &[u8]) -> Result<JsonBody> {
+fn decode_json<T>(route: &str, content_type: Option<&str>, body: &[u8], parse: Parse<T>) -> Result<T, Failure> {
     let decode_error = |reason: String| Error::Decode { route: route.to_owned(), reason, body_snippet: snippet(body) };
     if let Some(ct) = content_type {
         if !is_json_content_type(ct) {
-            return Err(decode_error(format!("expected a JSON body, got content-type {ct:?}")));
+            return Err(Failure::Fatal(decode_error(format!("expected a JSON body, got content-type {ct:?}"))));
         }
     }
-    // Checked here, where a body cut short can be asked for again; parsed by the caller.
-    match serde_json::from_slice::<&serde_json::value::RawValue>(body) {
-        Ok(_) => Ok(JsonBody { route: route.to_owned(), body: body.to_vec() }),
-        Err(err) if err.is_eof() => Err(decode_error(format!("{TRUNCATED} ({err})"))),
-        Err(err) => Err(decode_error(format!("the body is not valid JSON ({err})"))),
-    }
+    parse(body).map_err(|BodyError { reason, truncated }| {
+        let error = decode_error(reason);
+        if truncated {
+            // A JSON body cut short (the connection dropped mid-body) is a transport failure:
+            // worth another attempt (of an idempotent request: the server did act on it).
+            Failure::Retryable { error, wait: None, unprocessed: false }
+        } else {
+            Failure::Fatal(error)
+        }
+    })
 }
 
 fn millis(duration: Duration) -> u64 {
