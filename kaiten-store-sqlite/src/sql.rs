@@ -260,7 +260,8 @@ pub(crate) fn to_sqlite(value: SqlValue) -> Value {
         SqlValue::Text(v) => Value::Text(v),
         SqlValue::Bool(v) => Value::Integer(i64::from(v)),
         SqlValue::Time(v) => Value::Text(fmt_time(&v)),
-        SqlValue::Json(v) => Value::Text(v.to_string()),
+        // Straight into a buffer (`to_string` goes through `Display`).
+        SqlValue::Json(v) => Value::Text(serde_json::to_string(&v).unwrap_or_else(|_| v.to_string())),
     }
 }
 
