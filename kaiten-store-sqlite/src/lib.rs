@@ -3,7 +3,10 @@
 //! One file holds the whole mirror: a table per entity kind with typed columns (ids, titles,
 //! parents, timestamps as RFC 3339 text) plus the raw JSON, `card_tags`, `card_members`, `sync_metadata`,
 //! `sync_logs`, `sync_lock`, `webhook_inbox` and `sweep_marks` (which unchanged rows a full listing saw,
-//! so that they are not rewritten to say so). The database runs in WAL mode, so readers (a BI tool, the
+//! so that they are not rewritten to say so). A first full listing into an empty `cards` table builds
+//! the card indexes once at its end (`deferred_indexes`) and appends its tag links to
+//! `card_tags_pending`, moved into `card_tags` then. New databases get 16 KiB pages
+//! ([`SqliteOptions::page_size`]). The database runs in WAL mode, so readers (a BI tool, the
 //! `sqlite3` shell) never block the sync and the sync never blocks them.
 //!
 //! ```
