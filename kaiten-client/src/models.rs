@@ -84,7 +84,18 @@ macro_rules! record {
                         json_kind(&value)
                     )));
                 }
-                let mut parsed: $ty = serde_json::from_str(raw.get())?;
+                // A lone UTF-16 surrogate escape (half of an emoji cut by the sender) would fail
+                // the typed parse and every later use of the text: it becomes U+FFFD.
+                let raw = crate::raw::repair_surrogates(raw);
+                let mut parsed: $ty = match serde_json::from_str(raw.get()) {
+                    Ok(parsed) => parsed,
+                    // A key given twice fails serde's derive ("duplicate field"), where a `Value`
+                    // keeps the last one, as before: parse through the tree, keep the text.
+                    Err(err) => match serde_json::from_str::<Value>(raw.get()) {
+                        Ok(value) => <$ty>::deserialize(&value).map_err(|_| err)?,
+                        Err(_) => return Err(err),
+                    },
+                };
                 parsed.raw = RawJson::from_raw(raw);
                 Ok(parsed)
             }
@@ -304,6 +315,14 @@ pub(crate) mod lenient {
         Ok(match value {
             Scalar::Bool(b) => Some(b),
             ref number => number.as_i64().map(|n| n != 0),
+        })
+    }
+
+    /// A JSON boolean, nothing else.
+    pub(crate) fn strict_boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        Ok(match scalar(d)? {
+            Scalar::Bool(b) => Some(b),
+            _ => None,
         })
     }
 
@@ -772,8 +791,9 @@ pub struct SelectValue {
     /// Position in the list.
     #[serde(default, deserialize_with = "lenient::float")]
     pub sort_order: Option<f64>,
-    /// `deleted: true` when Kaiten removed the value (see [`SelectValue::is_removed`]).
-    #[serde(default, deserialize_with = "lenient::boolean")]
+    /// `deleted: true` when Kaiten removed the value (see [`SelectValue::is_removed`]). Only a JSON
+    /// boolean counts.
+    #[serde(default, deserialize_with = "lenient::strict_boolean")]
     pub deleted: Option<bool>,
     /// Creation time.
     #[serde(default, deserialize_with = "lenient::timestamp")]
@@ -1118,6 +1138,21 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_key_or_half_an_emoji_does_not_fail_a_page() {
+        // A key given twice: the last one wins, as through a `Value`; the text is kept.
+        let body = br#"[{"id": 1, "title": "first", "title": "second"},
+                        {"id": 2, "title": "cut \ud83d", "description": "\ude00 and \ud83d\ude00"}]"#;
+        let cards = parse_list_text::<Card>(body).unwrap();
+        assert_eq!(cards[0].title.as_deref(), Some("second"));
+        assert_eq!(cards[0].raw.as_str(), r#"{"id": 1, "title": "first", "title": "second"}"#);
+        // A lone surrogate escape becomes U+FFFD in the typed field and in the text kept.
+        assert_eq!(cards[1].title.as_deref(), Some("cut \u{fffd}"));
+        assert_eq!(cards[1].description.as_deref(), Some("\u{fffd} and \u{1f600}"));
+        assert_eq!(cards[1].raw["title"], "cut \u{fffd}");
+        assert!(cards[1].raw.as_str().contains(r#""cut \ufffd""#), "{}", cards[1].raw.as_str());
+    }
+
+    #[test]
     fn string_conditions_of_properties_and_select_values() {
         let def = PropertyDefinition::from_value(json!({"id": 1, "condition": "active"})).unwrap();
         assert_eq!(def.condition, Some(Condition::Live));
@@ -1159,6 +1194,8 @@ mod tests {
         assert_eq!(removed.condition, Some(Condition::Archived));
         let inactive = SelectValue::from_value(json!({"id": 3, "condition": "inactive", "deleted": false})).unwrap();
         assert!(!inactive.is_removed());
+        let one = SelectValue::from_value(json!({"id": 4, "condition": "inactive", "deleted": 1})).unwrap();
+        assert!(!one.is_removed(), "only `deleted: true` says removed");
     }
 
     #[test]

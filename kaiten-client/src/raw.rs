@@ -51,18 +51,79 @@ impl RawJson {
 
     /// The parsed value (parsed on first use, then kept).
     pub fn value(&self) -> &Value {
-        self.value.get_or_init(|| {
-            // The text was valid JSON when it was kept; only a value nested deeper than serde_json's
-            // recursion limit could fail here, and such a value reads as null.
-            serde_json::from_str(self.text.get()).unwrap_or(Value::Null)
-        })
+        self.value.get_or_init(|| parse_kept(self.text.get()))
     }
 
     /// The parsed value, owned.
     pub fn into_value(self) -> Value {
         match self.value.into_inner() {
             Some(value) => value,
-            None => serde_json::from_str(self.text.get()).unwrap_or(Value::Null),
+            None => parse_kept(self.text.get()),
+        }
+    }
+}
+
+/// Parses text that was valid JSON when it was kept. Records cut from a page had lone surrogate
+/// escapes replaced ([`repair_surrogates`]); what can still fail is a value nested deeper than
+/// serde_json's recursion limit (128), or text given to [`RawJson::from_raw`] unrepaired: such a
+/// value reads as null, and says so in the log.
+fn parse_kept(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "a record's JSON text does not parse into a value; read as null");
+        Value::Null
+    })
+}
+
+/// Replaces every `\uD800`–`\uDFFF` escape that is not half of a high-low pair with `\uFFFD`.
+///
+/// serde_json's [`RawValue`] keeps such escapes (it checks escapes only for shape), but parsing the
+/// text into a `String` or a `Value` refuses them, and so does Postgres's `jsonb`. A sender that cut
+/// an emoji in half (JavaScript strings are UTF-16) produces them. The text is returned as it was
+/// unless it holds one (the common case costs one search for `\u`).
+pub(crate) fn repair_surrogates(text: Box<RawValue>) -> Box<RawValue> {
+    let s = text.get();
+    if !s.contains("\\u") {
+        return text;
+    }
+    let bytes = s.as_bytes();
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = bytes.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let unicode_escape = |at: usize| -> Option<u16> {
+        (bytes.get(at) == Some(&b'\\') && bytes.get(at + 1) == Some(&b'u')).then(|| hex4(at + 2)).flatten()
+    };
+    let mut out: Option<String> = None;
+    let (mut i, mut copied) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let Some(unit) = unicode_escape(i) else {
+            i += 2; // any other escape: `\\`, `\"`, `\n`, ...
+            continue;
+        };
+        let high = (0xD800..0xDC00).contains(&unit);
+        let paired = high && unicode_escape(i + 6).is_some_and(|low| (0xDC00..0xE000).contains(&low));
+        if paired {
+            i += 12;
+        } else if (0xD800..0xE000).contains(&unit) {
+            let out = out.get_or_insert_with(|| String::with_capacity(s.len()));
+            out.push_str(&s[copied..i]);
+            out.push_str("\\ufffd");
+            i += 6;
+            copied = i;
+        } else {
+            i += 6;
+        }
+    }
+    match out {
+        None => text,
+        Some(mut out) => {
+            out.push_str(&s[copied..]);
+            // Replacing an escape by another keeps the text JSON.
+            RawValue::from_string(out).unwrap_or(text)
         }
     }
 }
@@ -153,6 +214,25 @@ mod tests {
         assert_ne!(a, RawJson::from_text("{\"a\":1}").unwrap());
         assert_eq!(RawJson::from(json!({"x": "y"})).as_str(), "{\"x\":\"y\"}");
         assert_eq!(RawJson::default(), Value::Null);
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_become_the_replacement_character() {
+        let repair = |text: &str| repair_surrogates(RawValue::from_string(text.to_owned()).unwrap()).get().to_owned();
+        // Kept as they are: no escape, a pair, an escaped backslash before `u`, other escapes.
+        for kept in [
+            r#"{"t":"plain"}"#,
+            r#"{"t":"\ud83d\ude00 ok \u0430"}"#,
+            r#"{"t":"\\ud83d is text"}"#,
+            r#"{"t":"a\"b\\\n"}"#,
+        ] {
+            assert_eq!(repair(kept), kept);
+        }
+        assert_eq!(repair(r#"{"t":"cut \ud83d"}"#), r#"{"t":"cut \ufffd"}"#);
+        assert_eq!(repair(r#"{"t":"\ude00 then \ud83d\ud83d\ude00"}"#), r#"{"t":"\ufffd then \ufffd\ud83d\ude00"}"#);
+        assert_eq!(repair(r#"{"\udc00":1}"#), r#"{"\ufffd":1}"#);
+        let repaired = repair(r#"{"t":"x\ud800"}"#);
+        assert_eq!(serde_json::from_str::<Value>(&repaired).unwrap()["t"], "x\u{fffd}");
     }
 
     #[test]

@@ -45,7 +45,10 @@ impl PgStore {
         // A full listing's page is mostly rows stored unchanged (every re-sync lists them all): their
         // stored hashes are read first, and they are passed as ids to mark rather than as rows
         // (about 2 KB of JSON each) to compare on the server. The page statement still decides
-        // "changed and not older" for the rows it gets, under the row lock.
+        // "changed and not older" for the rows it gets, under the row lock. The lookup is a
+        // separate read: a row another writer marks deleted between it and the page statement
+        // stays deleted (its live copy here is only marked seen) until the next listing, where
+        // the page statement would have brought it back at once.
         let mut seen: Vec<i64> = Vec::new();
         let mut unchanged = 0u64;
         let into_empty =
@@ -62,9 +65,12 @@ impl PgStore {
                 })
                 .await
                 .map_err(|error| Failure { retry: false, error })?;
-            if stored.is_empty() {
-                // A first listing (or its rows are all new): the next pages of this sweep go
-                // straight to the page statement, which is right for stored rows too.
+            if stored.is_empty()
+                && self.table_is_empty(kind, ctx).await.map_err(|error| Failure { retry: false, error })?
+            {
+                // A first listing into an empty table: the next pages of this sweep go straight to
+                // the page statement (which is right for stored rows too). Only an empty table: a
+                // re-sync's page of new cards must not turn the lookup off for the pages after it.
                 if let Ok(mut sweeps) = self.inner.sweeps_into_empty.lock() {
                     sweeps.insert(kind, sweep);
                 }
@@ -169,6 +175,19 @@ impl PgStore {
         outcome.unchanged = total - outcome.inserted - outcome.updated;
         debug_assert!(outcome.unchanged >= unchanged);
         Ok(outcome)
+    }
+
+    /// Whether the kind's table holds no row at all.
+    async fn table_is_empty(&self, kind: EntityKind, ctx: Ctx<'_>) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM {}.{})",
+            self.inner.qschema,
+            crate::sql::ident(kind.table().name)
+        );
+        self.in_transaction(ctx, async |conn| {
+            sqlx::query_scalar::<_, bool>(&sql).persistent(self.inner.persistent).fetch_one(conn).await
+        })
+        .await
     }
 
     async fn write_state(&self, conn: &mut sqlx::PgConnection, state: &EntityState) -> Result<(), sqlx::Error> {

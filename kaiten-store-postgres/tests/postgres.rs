@@ -959,9 +959,10 @@ async fn a_respelled_record_takes_the_new_hash_once_and_is_skipped_after() {
 }
 
 /// A full listing's pages look up their rows' stored hashes first, unless an earlier page of the
-/// same sweep found none stored (a first listing): then stored rows reach the page statement
-/// whole, which still recognises them unchanged and marks them seen. Both ways, nothing the sweep
-/// saw is reported unseen and no unchanged row is rewritten.
+/// same sweep found none stored in an empty table (a first listing): then stored rows reach the
+/// page statement whole, which still recognises them unchanged and marks them seen. A re-sync's page
+/// of new cards keeps the lookup on. Every way, nothing the sweep saw is reported unseen and no
+/// unchanged row is rewritten.
 #[tokio::test]
 async fn pages_after_an_empty_lookup_still_mark_stored_rows_seen() {
     let Some(store) = pg_store_with(|o| o.foreign_keys = false).await else { return };
@@ -980,17 +981,25 @@ async fn pages_after_an_empty_lookup_still_mark_stored_rows_seen() {
                 .unwrap()
         }
     };
+    let outcome = |p: PageOutcome| (p.inserted, p.updated, p.unchanged);
+    // Sweep 1, a first listing: its first page finds the table empty; a later page lists stored
+    // rows again (windows overlap) and goes to the page statement whole.
     assert_eq!(store.apply_page(&sweep_page(1, 10, 1)).await.unwrap().inserted, 10);
     let before = xmins().await;
-    // Sweep 2: new rows first (the lookup finds nothing), then the stored ones, unchanged.
+    assert_eq!(outcome(store.apply_page(&sweep_page(1, 10, 1)).await.unwrap()), (0, 0, 10));
+    assert!(store.unseen(EntityKind::Cards, 1, &kaiten_sync::Scope::All).await.unwrap().is_empty());
+    assert_eq!(xmins().await, before, "unchanged rows are not rewritten");
+    // Sweep 2, a re-sync: a page of new cards first, then the stored ones, looked up and marked.
     assert_eq!(store.apply_page(&sweep_page(11, 10, 2)).await.unwrap().inserted, 10);
-    let outcome = store.apply_page(&sweep_page(1, 10, 2)).await.unwrap();
-    assert_eq!((outcome.inserted, outcome.updated, outcome.unchanged), (0, 0, 10));
+    assert_eq!(outcome(store.apply_page(&sweep_page(1, 10, 2)).await.unwrap()), (0, 0, 10));
     assert!(store.unseen(EntityKind::Cards, 2, &kaiten_sync::Scope::All).await.unwrap().is_empty());
-    assert_eq!(xmins().await[..10], before[..], "unchanged rows are not rewritten");
-    // Sweep 3 starts with stored rows: looked up, left out of the statement, marked.
-    let outcome = store.apply_page(&sweep_page(1, 20, 3)).await.unwrap();
-    assert_eq!((outcome.inserted, outcome.updated, outcome.unchanged), (0, 0, 20));
+    assert_eq!(xmins().await[..10], before[..]);
+    // Sweep 3 starts with stored rows.
+    assert_eq!(outcome(store.apply_page(&sweep_page(1, 20, 3)).await.unwrap()), (0, 0, 20));
     assert!(store.unseen(EntityKind::Cards, 3, &kaiten_sync::Scope::All).await.unwrap().is_empty());
     assert_eq!(xmins().await[..10], before[..]);
+    // A row marked deleted is brought back by the next listing that shows it live.
+    store.mark_deleted(EntityKind::Cards, &[5], chrono::Utc::now()).await.unwrap();
+    assert_eq!(outcome(store.apply_page(&sweep_page(1, 20, 4)).await.unwrap()), (0, 1, 19));
+    assert!(store.get(EntityKind::Cards, 5).await.unwrap().unwrap().deleted_at.is_none());
 }
