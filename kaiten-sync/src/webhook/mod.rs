@@ -516,7 +516,11 @@ impl WebhookHandler {
                 Err(error) => {
                     failed += 1;
                     let give_up = e.attempts + 1 >= i64::from(options.max_attempts);
-                    let retry_at = (!give_up).then(|| after(now, options.backoff(e.attempts)));
+                    // At least a millisecond on: the drain claims only entries due by its start
+                    // (times are milliseconds), and must not take a failed one again (a zero
+                    // backoff did, when the failure fell in the drain's first millisecond).
+                    let wait = options.backoff(e.attempts).max(Duration::from_millis(1));
+                    let retry_at = (!give_up).then(|| after(now, wait));
                     warn!(kind = e.kind.as_str(), id = e.entity_id, attempts = e.attempts + 1, give_up, %error,
                           "webhook entry failed");
                     errors.push(format!("{} {}: {error}", e.kind, e.entity_id));
