@@ -818,6 +818,21 @@ async fn tuple_writes(store: &PgStore, table: &str) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
+/// A full listing's page of `count` cards from `first`, in sweep `sweep` (written `sweep` seconds
+/// after the fixtures' epoch).
+fn sweep_page(first: i64, count: i64, sweep: i64) -> Page {
+    let mut p = page(Batch::Cards(cards(first, count, 10, 100)));
+    p.sweep = Some(sweep);
+    p.synced_at += chrono::Duration::seconds(sweep);
+    p
+}
+
+/// `id:xmin` of every stored card, by id: a row version that moves was written.
+async fn card_versions(store: &PgStore) -> Vec<String> {
+    let sql = format!("SELECT id || ':' || xmin::text FROM \"{}\".cards ORDER BY id", store.schema());
+    sqlx::query_scalar::<_, String>(&sql).fetch_all(store.pool()).await.unwrap()
+}
+
 /// A full listing that finds its records unchanged marks them seen in `sweep_marks` instead of
 /// rewriting them (under MVCC, moving `seen_sweep` wrote a new version of the whole ~4 KiB row):
 /// no row version is written, and `unseen` still finds exactly the rows the sweep did not list.
@@ -832,24 +847,9 @@ async fn an_unchanged_listing_marks_its_rows_without_writing_them() {
         return;
     };
     let s = store.schema().to_owned();
-    let sweep_page = |first: i64, count: i64, sweep: i64| {
-        let mut p = page(Batch::Cards(cards(first, count, 10, 100)));
-        p.sweep = Some(sweep);
-        p.synced_at += chrono::Duration::seconds(sweep);
-        p
-    };
     let unseen = |sweep: i64| {
         let store = &store;
         async move { store.unseen(EntityKind::Cards, sweep, &kaiten_sync::Scope::All).await.unwrap() }
-    };
-    let versions = || {
-        let (store, s) = (&store, &s);
-        async move {
-            sqlx::query_scalar::<_, String>(&format!("SELECT id || ':' || xmin::text FROM \"{s}\".cards ORDER BY id"))
-                .fetch_all(store.pool())
-                .await
-                .unwrap()
-        }
     };
     let marks = || {
         let (store, s) = (&store, &s);
@@ -870,13 +870,13 @@ async fn an_unchanged_listing_marks_its_rows_without_writing_them() {
 
     // Sweep 2 lists cards 1..=7 unchanged, in two pages: no row is written, each gets a mark (the
     // second page keeps the first page's marks), and the three others are unseen.
-    let before = versions().await;
+    let before = card_versions(&store).await;
     let writes = tuple_writes(&store, "cards").await;
     for (first, count) in [(1, 4), (5, 3)] {
         let outcome = store.apply_page(&sweep_page(first, count, 2)).await.unwrap();
         assert_eq!(outcome, PageOutcome { inserted: 0, updated: 0, unchanged: count as u64 });
     }
-    assert_eq!(versions().await, before, "an unchanged row was rewritten");
+    assert_eq!(card_versions(&store).await, before, "an unchanged row was rewritten");
     assert_eq!(tuple_writes(&store, "cards").await, writes, "an unchanged listing wrote to the cards table");
     assert_eq!(marks().await, (1..=7).map(|id| ("cards".to_owned(), 2, id)).collect::<Vec<_>>());
     assert_eq!(unseen(2).await, vec![8, 9, 10]);
@@ -887,7 +887,7 @@ async fn an_unchanged_listing_marks_its_rows_without_writing_them() {
     store.apply_page(&sweep_page(1, 4, 2)).await.unwrap();
     assert_eq!(unseen(2).await, vec![8, 9, 10]);
     assert!(unseen(1).await.is_empty());
-    assert_eq!(versions().await, before);
+    assert_eq!(card_versions(&store).await, before);
 
     // Sweep 3: its first marks drop sweep 2's; a changed card is written with the sweep (no mark),
     // an older copy of a card is not written but marked.
@@ -899,7 +899,7 @@ async fn an_unchanged_listing_marks_its_rows_without_writing_them() {
     assert_eq!(outcome, PageOutcome { inserted: 0, updated: 1, unchanged: 3 });
     assert_eq!(marks().await, [1, 2, 4].map(|id| ("cards".to_owned(), 3, id)).to_vec());
     assert_eq!(unseen(3).await, (5..=10).collect::<Vec<_>>());
-    let after = versions().await;
+    let after = card_versions(&store).await;
     let rewritten: Vec<_> = before.iter().zip(&after).filter(|(a, b)| a != b).map(|(a, _)| a.clone()).collect();
     assert_eq!(rewritten.len(), 1, "only card 3 is written: {rewritten:?}");
     assert!(rewritten[0].starts_with("3:"), "{rewritten:?}");
@@ -943,19 +943,10 @@ async fn a_respelled_record_takes_the_new_hash_once_and_is_skipped_after() {
     let after = state().await;
     assert_ne!(after.0, before.0, "the hash is the incoming text's");
     assert_eq!((&after.1, &after.2), (&before.1, &before.2), "nothing else of the row changes");
-    let xmin = || {
-        let (store, s) = (&store, &s);
-        async move {
-            sqlx::query_scalar::<_, String>(&format!("SELECT xmin::text FROM \"{s}\".cards WHERE id = 1"))
-                .fetch_one(store.pool())
-                .await
-                .unwrap()
-        }
-    };
-    let version = xmin().await;
+    let version = card_versions(&store).await;
     again.synced_at += chrono::Duration::seconds(60);
     assert_eq!(store.apply_page(&again).await.unwrap().unchanged, 1);
-    assert_eq!(xmin().await, version, "the second listing in Kaiten's spelling writes nothing");
+    assert_eq!(card_versions(&store).await, version, "the second listing in Kaiten's spelling writes nothing");
 }
 
 /// A full listing's pages look up their rows' stored hashes first, unless an earlier page of the
@@ -966,38 +957,23 @@ async fn a_respelled_record_takes_the_new_hash_once_and_is_skipped_after() {
 #[tokio::test]
 async fn pages_after_an_empty_lookup_still_mark_stored_rows_seen() {
     let Some(store) = pg_store_with(|o| o.foreign_keys = false).await else { return };
-    let s = store.schema().to_owned();
-    let sweep_page = |first: i64, count: i64, sweep: i64| {
-        let mut p = page(Batch::Cards(cards(first, count, 10, 100)));
-        p.sweep = Some(sweep);
-        p
-    };
-    let xmins = || {
-        let (store, s) = (&store, &s);
-        async move {
-            sqlx::query_scalar::<_, String>(&format!("SELECT id || ':' || xmin::text FROM \"{s}\".cards ORDER BY id"))
-                .fetch_all(store.pool())
-                .await
-                .unwrap()
-        }
-    };
     let outcome = |p: PageOutcome| (p.inserted, p.updated, p.unchanged);
     // Sweep 1, a first listing: its first page finds the table empty; a later page lists stored
     // rows again (windows overlap) and goes to the page statement whole.
     assert_eq!(store.apply_page(&sweep_page(1, 10, 1)).await.unwrap().inserted, 10);
-    let before = xmins().await;
+    let before = card_versions(&store).await;
     assert_eq!(outcome(store.apply_page(&sweep_page(1, 10, 1)).await.unwrap()), (0, 0, 10));
     assert!(store.unseen(EntityKind::Cards, 1, &kaiten_sync::Scope::All).await.unwrap().is_empty());
-    assert_eq!(xmins().await, before, "unchanged rows are not rewritten");
+    assert_eq!(card_versions(&store).await, before, "unchanged rows are not rewritten");
     // Sweep 2, a re-sync: a page of new cards first, then the stored ones, looked up and marked.
     assert_eq!(store.apply_page(&sweep_page(11, 10, 2)).await.unwrap().inserted, 10);
     assert_eq!(outcome(store.apply_page(&sweep_page(1, 10, 2)).await.unwrap()), (0, 0, 10));
     assert!(store.unseen(EntityKind::Cards, 2, &kaiten_sync::Scope::All).await.unwrap().is_empty());
-    assert_eq!(xmins().await[..10], before[..]);
+    assert_eq!(card_versions(&store).await[..10], before[..]);
     // Sweep 3 starts with stored rows.
     assert_eq!(outcome(store.apply_page(&sweep_page(1, 20, 3)).await.unwrap()), (0, 0, 20));
     assert!(store.unseen(EntityKind::Cards, 3, &kaiten_sync::Scope::All).await.unwrap().is_empty());
-    assert_eq!(xmins().await[..10], before[..]);
+    assert_eq!(card_versions(&store).await[..10], before[..]);
     // A row marked deleted is brought back by the next listing that shows it live.
     store.mark_deleted(EntityKind::Cards, &[5], chrono::Utc::now()).await.unwrap();
     assert_eq!(outcome(store.apply_page(&sweep_page(1, 20, 4)).await.unwrap()), (0, 1, 19));
