@@ -15,6 +15,34 @@ use crate::error::{backend_message, sqlstate, Ctx, BACKEND};
 use crate::values::{raw_hash, raw_text, read_value, PageArrays};
 use crate::{LockMode, PgStore};
 
+/// Runs `$work` (an expression on `$conn`, a connection in a transaction) and commits, giving a
+/// `Result<_, sqlx::Error>`. An idle pooled connection may have broken since it was last used (a
+/// server restart): the work is then tried on another one, up to once per connection of the pool,
+/// plus one. The work must be safe to repeat.
+macro_rules! on_live_connection {
+    ($store:expr, |$conn:ident| $work:expr) => {{
+        let attempts = $store.inner.pool.options().get_max_connections() + 1;
+        let mut attempt = 1;
+        loop {
+            let result = async {
+                let mut tx = $store.inner.pool.begin().await?;
+                let $conn = &mut *tx;
+                let value = $work.await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(value)
+            }
+            .await;
+            match result {
+                Err(e) if attempt < attempts && crate::connection_lost(&e) => {
+                    tracing::debug!(attempt, "a pooled connection was broken ({e}); trying another");
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
 /// How often a page is retried after a deadlock or serialization failure.
 const PAGE_ATTEMPTS: usize = 3;
 
@@ -55,16 +83,11 @@ impl PgStore {
             |sweep: i64| self.inner.sweeps_into_empty.lock().map(|m| m.get(&kind) == Some(&sweep)).unwrap_or(false);
         if let Some(sweep) = page.sweep.filter(|&sweep| !into_empty(sweep)) {
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let stored: Vec<(i64, Option<i64>, bool, Option<i64>)> = self
-                .in_transaction(ctx, async |conn| {
-                    sqlx::query_as(&self.inner.sql.table(kind).stored)
-                        .persistent(self.inner.persistent)
-                        .bind(ids.as_slice())
-                        .fetch_all(conn)
-                        .await
-                })
-                .await
-                .map_err(|error| Failure { retry: false, error })?;
+            let lookup = &self.inner.sql.table(kind).stored;
+            let stored: Vec<(i64, Option<i64>, bool, Option<i64>)> = on_live_connection!(self, |conn| {
+                sqlx::query_as(lookup).persistent(self.inner.persistent).bind(ids.as_slice()).fetch_all(conn)
+            })
+            .map_err(fail)?;
             if stored.is_empty()
                 && self.table_is_empty(kind, ctx).await.map_err(|error| Failure { retry: false, error })?
             {
@@ -143,27 +166,9 @@ impl PgStore {
             }
             query
         };
-        // An idle pooled connection may have broken since it was last used (server restart):
-        // the page is then tried on another one. A page is idempotent, so even a call whose
-        // commit's answer was lost is safe to repeat (its rows then count as unchanged).
-        let attempts = self.inner.pool.options().get_max_connections() + 1;
-        let mut attempt = 1;
-        let returned = loop {
-            let result = async {
-                let mut tx = self.inner.pool.begin().await?;
-                let rows = call().fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(rows)
-            }
-            .await;
-            match result {
-                Err(e) if attempt < attempts && crate::connection_lost(&e) => {
-                    tracing::debug!(attempt, "a pooled connection was broken ({e}); trying another");
-                    attempt += 1;
-                }
-                other => break other.map_err(fail)?,
-            }
-        };
+        // A page is idempotent, so even a call whose commit's answer was lost is safe to repeat on
+        // another connection (its rows then count as unchanged).
+        let returned = on_live_connection!(self, |conn| call().fetch_all(conn)).map_err(fail)?;
         let mut outcome = PageOutcome::default();
         for row in &returned {
             match row.try_get::<Option<bool>, _>(1).map_err(fail)? {

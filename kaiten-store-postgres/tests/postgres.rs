@@ -622,6 +622,19 @@ async fn broken_pooled_connections_are_replaced_and_sync_commit_works() {
     let durable = store.store.clone().with_async_commit(false);
     let outcome = durable.apply_page(&page(Batch::Cards(cards(1, 2, 10, 100)))).await.unwrap();
     assert_eq!(outcome.inserted, 2);
+
+    // Again, then a full listing's page: its lookup of stored hashes is tried on a fresh
+    // connection too.
+    let mut admin = PgConnection::connect(&server().await.unwrap()).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+        .bind(&store.guard.app)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let outcome = store.apply_page(&sweep_page(1, 3, 1)).await.expect("a fresh connection is used");
+    assert_eq!((outcome.inserted, outcome.unchanged), (1, 2));
 }
 
 /// `(name, oid, comment)` of the page functions in a schema.
